@@ -1,0 +1,136 @@
+"""The ``mho`` command line: parse, call the library, print (rich tables or --json)."""
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from mho.errors import MhoError
+
+console = Console()
+
+
+class MhoGroup(click.Group):
+    """Turns library errors and Ctrl-C into one line and a non-zero exit, not a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except MhoError as error:
+            click.echo(f"error: {error}", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=MhoGroup)
+@click.version_option(package_name="mho")
+def main() -> None:
+    """mho: speech recognizers on memristor crossbars and mobile accelerators."""
+
+
+@main.group()
+def data() -> None:
+    """Build and inspect speech corpora."""
+
+
+@data.command("build")
+@click.argument("out", type=click.Path(path_type=Path), default=Path("data/corpus"))
+@click.option("--hours", type=click.FloatRange(min=0.0, min_open=True), default=20.0,
+              show_default=True, help="Hours of training audio (dev/test scale with it).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Synthesis processes (default: one per core).")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifests as JSON.")
+def data_build(out: Path, hours: float, seed: int, workers: int | None, as_json: bool) -> None:
+    """Synthesize the local corpus (train, dev and two held-out-voice test sets) into OUT."""
+    from mho.data.build import build_corpus
+    from mho.data.manifest import read_manifest
+
+    manifests = build_corpus(out, hours=hours, seed=seed, workers=workers, progress=not as_json)
+    summary = {}
+    for name, path in manifests.items():
+        utterances = read_manifest(path)
+        summary[name] = {
+            "manifest": str(path),
+            "utterances": len(utterances),
+            "hours": sum(u.duration for u in utterances) / 3600,
+        }
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    table = Table(title=f"corpus in {out}")
+    for column in ("set", "utterances", "hours", "manifest"):
+        table.add_column(column, justify="right" if column in ("utterances", "hours") else "left")
+    for name, row in summary.items():
+        table.add_row(name, str(row["utterances"]), f"{row['hours']:.2f}", row["manifest"])
+    console.print(table)
+
+
+@data.command("subset")
+@click.argument("source", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Manifest to write; audio goes to a folder of the same name beside it.")
+@click.option("--count", type=click.IntRange(min=1), required=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def data_subset(source: Path, out: Path, count: int, seed: int) -> None:
+    """Copy a seeded random sample of COUNT utterances of SOURCE, audio included."""
+    from mho.data.datasets import copy_subset
+
+    utterances = copy_subset(source, out, count=count, seed=seed)
+    hours = sum(u.duration for u in utterances) / 3600
+    console.print(f"{len(utterances)} utterances ({hours * 60:.1f} min) -> {out}")
+
+
+@main.command("eval")
+@click.argument("models", nargs=-1, required=True)
+@click.option("--data", "data_sets", multiple=True, required=True,
+              help="Shipped set name, manifest (.jsonl) or LibriSpeech directory; repeatable.")
+@click.option("--decoder", type=click.Choice(["greedy", "lm"]), default="lm", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per model and set.")
+def eval_command(models: tuple[str, ...], data_sets: tuple[str, ...], decoder: str,
+                 as_json: bool) -> None:
+    """Word and character error rate and real-time factor of MODELS on --data sets."""
+    from mho.data.datasets import resolve_dataset
+    from mho.runtime.evaluate import evaluate
+    from mho.runtime.recognizer import load_recognizer
+
+    sets = [resolve_dataset(spec) for spec in data_sets]  # fail on bad data before loading
+    results = []
+    for model in models:
+        recognizer = load_recognizer(model, decoder=decoder)
+        for name, utterances in sets:
+            results.append(evaluate(recognizer, utterances, data_name=name,
+                                    progress=not as_json).summary())
+    if as_json:
+        click.echo(json.dumps(results[0] if len(results) == 1 else results, indent=2))
+        return
+    table = Table(title="evaluation")
+    for column in ("model", "data", "decoder", "runtime", "utts", "WER %", "CER %", "RTF"):
+        table.add_column(column, justify="left" if column in ("model", "data") else "right")
+    for r in results:
+        table.add_row(r["model"], r["data"], r["decoder"], r["runtime"], str(r["utterances"]),
+                      f"{r['wer']:.2f}", f"{r['cer']:.2f}", f"{r['rtf']:.3f}")
+    console.print(table)
+
+
+@main.command("train")
+@click.argument("config")
+@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for checkpoint.pt and log.jsonl.")
+@click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.pt exactly.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config field (TOML value syntax), e.g. --set pe='\"none\"'.")
+def train_command(config: str, out: Path, resume: bool, overrides: tuple[str, ...]) -> None:
+    """Train a Conformer-CTC from CONFIG (a TOML file or a preset name)."""
+    from mho.train.config import apply_overrides, load_train_config
+    from mho.train.trainer import Trainer
+
+    train_config = apply_overrides(load_train_config(config), overrides)
+    trainer = Trainer(train_config, out, log=console.print)
+    state = trainer.fit(resume=resume)
+    console.print(f"done: {state.epoch} epochs, {state.seconds / 60:.1f} min -> {out}")

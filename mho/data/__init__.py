@@ -1,0 +1,1 @@
+"""Corpus building, manifests, the LibriSpeech reader, lexicon and features."""

@@ -1,0 +1,57 @@
+"""Audio constants and loading.
+
+Every model in mho consumes 16 kHz mono float32 audio in [-1, 1].
+"""
+
+from pathlib import Path
+
+import numpy as np
+import soundfile
+
+from mho.errors import AudioError
+
+SAMPLE_RATE = 16_000  # Hz
+MAX_AUDIO_SECONDS = 600.0  # longer files are refused: batch them up outside mho
+
+
+def load_audio(
+    path: str | Path, *, expected_rate: int | None = SAMPLE_RATE, resample: bool = False
+) -> np.ndarray:
+    """Read a mono waveform as float32 [T].
+
+    ``expected_rate`` rejects files at another rate (manifests must be consistent);
+    ``resample=True`` instead converts any rate to 16 kHz (for ``mho transcribe``).
+    Multi-channel audio is averaged to mono.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"audio file not found: {path}")
+    try:
+        samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except Exception as error:  # soundfile raises several types for corrupt files
+        raise AudioError(f"cannot read audio {path}: {error}") from None
+    samples = samples.mean(axis=1)  # [T]
+    if samples.size == 0:
+        raise AudioError(f"audio file is empty: {path}")
+    if resample and rate != SAMPLE_RATE:
+        samples = resample_audio(samples, rate, SAMPLE_RATE)
+        rate = SAMPLE_RATE
+    if expected_rate is not None and rate != expected_rate:
+        raise AudioError(f"{path} has sample rate {rate} Hz, expected {expected_rate} Hz")
+    if samples.size / rate > MAX_AUDIO_SECONDS:
+        raise AudioError(
+            f"{path} is {samples.size / rate:.0f} s long; the limit is {MAX_AUDIO_SECONDS:.0f} s"
+        )
+    return np.ascontiguousarray(samples, dtype=np.float32)
+
+
+def resample_audio(samples: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
+    """Polyphase resampling with scipy's anti-aliasing FIR filter."""
+    from math import gcd
+
+    from scipy.signal import resample_poly
+
+    if source_rate == target_rate:
+        return samples
+    g = gcd(source_rate, target_rate)
+    return resample_poly(samples, target_rate // g, source_rate // g).astype(np.float32)

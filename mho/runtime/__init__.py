@@ -1,0 +1,1 @@
+"""Inference: sessions per runtime, CTC decoding, evaluation and parity checks."""

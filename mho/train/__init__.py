@@ -1,0 +1,1 @@
+"""Training: length-bucketed batches, SpecAugment, schedules, checkpoints, the loop."""

@@ -1,0 +1,42 @@
+"""Checkpoints: model config, vocabulary, weights, metadata and (optionally) training state.
+
+Everything is plain tensors, numbers, strings, lists and dicts, so loading works with
+``torch.load(weights_only=True)``: a checkpoint can never execute code.
+"""
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mho.errors import MhoError
+
+FORMAT = "mho-checkpoint-1"
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    """Write atomically: a crash or Ctrl-C mid-write leaves the previous file intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    torch.save({"format": FORMAT, **payload}, partial)
+    os.replace(partial, path)
+
+
+def load_checkpoint(path: str | Path, *, model_type: str | None = None) -> dict[str, Any]:
+    """Read a checkpoint safely; with ``model_type``, refuse one made for another model."""
+    path = Path(path)
+    if not path.is_file():
+        raise MhoError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # pickle and zip errors have many types
+        raise MhoError(f"cannot read checkpoint {path}: {error}") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise MhoError(f"{path} is not an mho checkpoint")
+    if model_type is not None and payload.get("model_type") != model_type:
+        raise MhoError(
+            f"{path} holds a {payload.get('model_type')!r} model, expected {model_type!r}"
+        )
+    return payload

@@ -1,0 +1,258 @@
+"""The training loop: CTC loss, RAdam with decoupled weight decay, warm-up + linear decay,
+SpecAugment, length-bucketed batches, gradient clipping, atomic per-epoch checkpoints and
+exact resumption.
+
+Exact resumption without saving RNG states: every batch seeds its own generators from
+(seed, epoch, batch index), and batch order comes from (seed, epoch), so a run resumed at
+batch k of epoch e draws exactly what the uninterrupted run drew.
+"""
+
+import json
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from mho.config import to_dict
+from mho.data.lexicon import PHONE_VOCABULARY, Lexicon
+from mho.data.manifest import read_manifest
+from mho.errors import MhoError
+from mho.models.frontend import feature_statistics
+from mho.train.batching import bucketed_batches
+from mho.train.checkpoint import load_checkpoint, save_checkpoint
+from mho.train.config import TrainConfig
+from mho.train.data import FeatureSet
+from mho.train.schedule import warmup_linear_decay
+from mho.train.specaugment import spec_augment
+
+CHECKPOINT = "checkpoint.pt"
+LOG = "log.jsonl"
+MODEL_TYPE = "conformer-ctc"
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0  # epochs completed
+    batch: int = 0  # batches completed within the current epoch
+    step: int = 0  # optimizer steps in total
+    seconds: float = 0.0  # wall time spent training so far (excluding evaluation)
+    history: list[dict] = field(default_factory=list)  # per-epoch metrics
+
+
+def batch_seed(seed: int, epoch: int, batch: int) -> int:
+    return (seed * 1_000_003 + epoch) * 1_000_003 + batch
+
+
+class StopRequest:
+    """Ctrl-C sets a flag; the loop finishes its step, saves, then stops (never mid-update)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __enter__(self) -> "StopRequest":
+        self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:  # a second Ctrl-C means "now"
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        signal.signal(signal.SIGINT, self._previous)
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, out_dir: Path, *, progress: bool = True,
+                 log: Callable[[str], None] = lambda message: None) -> None:
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.progress = progress
+        self.log = log
+        torch.set_num_threads(config.threads)
+        self.vocabulary = PHONE_VOCABULARY
+        torch.manual_seed(config.seed)  # weight initialization
+        self.model = config.build_model(len(self.vocabulary))
+        if config.weight_bits is not None:  # before the optimizer sees the parameters
+            self.model.enable_quantization(weight_bits=config.weight_bits)
+        self.optimizer = torch.optim.RAdam(
+            self.model.parameters(), lr=config.peak_lr, weight_decay=config.weight_decay,
+            decoupled_weight_decay=True,
+        )
+        self.state = TrainState()
+        self.train_set: FeatureSet | None = None
+        self.dev_set: FeatureSet | None = None
+
+    # ---- data ----------------------------------------------------------------------------
+
+    def load_data(self) -> None:
+        lexicon = Lexicon.from_cmudict()
+        train = read_manifest(self.config.data.train)
+        if self.config.data.max_train_hours is not None:
+            train = _first_hours(train, self.config.data.max_train_hours, self.config.seed)
+        dev = read_manifest(self.config.data.dev)[: self.config.data.max_dev_utterances]
+        self.train_set = FeatureSet.build(train, lexicon, self.vocabulary, desc="train features",
+                                          progress=self.progress)
+        self.dev_set = FeatureSet.build(dev, lexicon, self.vocabulary, desc="dev features",
+                                        progress=self.progress)
+        if self.config.normalize_features:
+            features = self.train_set.features
+            one_by_one = ((f.float()[None], torch.tensor([len(f)])) for f in features)
+            self.model.normalization.set_statistics(*feature_statistics(one_by_one))
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        return bucketed_batches(
+            self.train_set.durations, max_batch_seconds=self.config.max_batch_seconds,
+            max_batch_size=self.config.max_batch_size, seed=self.config.seed, epoch=epoch,
+        )
+
+    # ---- checkpoints ---------------------------------------------------------------------
+
+    def payload(self, *, training_state: bool = True) -> dict:
+        payload = {
+            "model_type": MODEL_TYPE,
+            "config": to_dict(self.config),
+            "model_config": self.model.config.to_dict(),
+            "vocabulary": list(self.vocabulary.tokens),
+            "state_dict": self.model.state_dict(),
+            "metadata": {
+                "train_utterances": len(self.train_set) if self.train_set else 0,
+                "train_hours": sum(self.train_set.durations) / 3600 if self.train_set else 0.0,
+                "epochs": self.state.epoch,
+                "train_seconds": self.state.seconds,
+                "history": self.state.history,
+            },
+        }
+        if training_state:
+            payload["training"] = {
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "epoch": self.state.epoch,
+                "batch": self.state.batch,
+                "step": self.state.step,
+                "seconds": self.state.seconds,
+            }
+        return payload
+
+    def save(self) -> None:
+        save_checkpoint(self.out_dir / CHECKPOINT, self.payload())
+
+    def resume(self) -> bool:
+        path = self.out_dir / CHECKPOINT
+        if not path.is_file():
+            return False
+        payload = load_checkpoint(path, model_type=MODEL_TYPE)
+        if payload["config"] != to_dict(self.config):
+            raise MhoError(f"{path} was trained with another config; use a new output folder")
+        self.model.load_state_dict(payload["state_dict"])
+        training = payload["training"]
+        self.optimizer.load_state_dict(training["optimizer"])
+        self.scheduler.load_state_dict(training["scheduler"])
+        self.state = TrainState(
+            epoch=training["epoch"], batch=training["batch"], step=training["step"],
+            seconds=training["seconds"], history=payload["metadata"]["history"],
+        )
+        return True
+
+    def initialize_from(self, path: Path) -> None:
+        """Start from another checkpoint's weights (e.g. QAT fine-tuning of a float model)."""
+        payload = load_checkpoint(path, model_type=MODEL_TYPE)
+        missing, unexpected = self.model.load_state_dict(payload["state_dict"], strict=False)
+        unexpected = [k for k in unexpected if "observer" not in k]
+        if unexpected or any("observer" not in k for k in missing):
+            raise MhoError(f"{path} does not fit this model (missing {missing[:3]}, "
+                           f"unexpected {unexpected[:3]})")
+
+    # ---- the loop ------------------------------------------------------------------------
+
+    def step(self, batch: dict[str, torch.Tensor], seed: int) -> float:
+        """One optimizer step on a batch; returns the loss (mean over utterances)."""
+        torch.manual_seed(seed)  # dropout
+        generator = torch.Generator().manual_seed(seed)  # SpecAugment
+        features = spec_augment(batch["features"], batch["lengths"], self.config.specaugment,
+                                generator)
+        self.model.train()
+        log_probs, out_lengths = self.model(features, batch["lengths"])  # [B, T', V]
+        loss = torch.nn.functional.ctc_loss(
+            log_probs.transpose(0, 1), batch["labels"], out_lengths, batch["label_lengths"],
+            blank=self.vocabulary.blank_id, reduction="mean", zero_infinity=True,
+        )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        return loss.item()
+
+    def fit(self, *, resume: bool = False) -> TrainState:
+        if self.train_set is None:
+            self.load_data()
+        total_steps = self.config.epochs * len(self.batches(0))
+        self.scheduler = warmup_linear_decay(self.optimizer, total_steps=total_steps,
+                                             warmup_fraction=self.config.warmup_fraction)
+        if resume and self.resume():
+            self.log(f"resumed at epoch {self.state.epoch + 1}, batch {self.state.batch}")
+        elif self.config.init is not None:
+            self.initialize_from(self.config.init)
+        with StopRequest() as stop:
+            while self.state.epoch < self.config.epochs:
+                self.train_epoch(stop)
+                if stop.requested:
+                    break
+                self.finish_epoch()
+        if stop.requested:
+            self.save()
+            raise KeyboardInterrupt
+        return self.state
+
+    def train_epoch(self, stop: StopRequest) -> None:
+        epoch = self.state.epoch
+        batches = self.batches(epoch)
+        bar = tqdm(total=len(batches), initial=self.state.batch, desc=f"epoch {epoch + 1}",
+                   unit="batch", disable=not self.progress, leave=False)
+        audio_seconds, started = 0.0, time.perf_counter()
+        for index in range(self.state.batch, len(batches)):
+            batch = self.train_set.collate(batches[index])
+            loss = self.step(batch, batch_seed(self.config.seed, epoch, index))
+            self.state.batch, self.state.step = index + 1, self.state.step + 1
+            audio_seconds += float(batch["lengths"].sum()) / 100
+            elapsed = time.perf_counter() - started
+            bar.update()
+            bar.set_postfix(loss=f"{loss:.3f}", audio_s_per_s=f"{audio_seconds / elapsed:.1f}")
+            if stop.requested:
+                break
+        bar.close()
+        self.state.seconds += time.perf_counter() - started
+
+    def finish_epoch(self) -> None:
+        from mho.train.validate import dev_error_rates
+
+        wer, per = dev_error_rates(self.model, self.dev_set, self.vocabulary)
+        self.state.epoch, self.state.batch = self.state.epoch + 1, 0
+        record = {"epoch": self.state.epoch, "step": self.state.step, "dev_wer": wer,
+                  "dev_per": per, "train_seconds": round(self.state.seconds, 1),
+                  "lr": self.scheduler.get_last_lr()[0]}
+        self.state.history.append(record)
+        self.save()
+        with (self.out_dir / LOG).open("a", encoding="utf-8") as log:
+            log.write(json.dumps(record) + "\n")
+        self.log(f"epoch {self.state.epoch}: dev WER {wer:.2f}%  PER {per:.2f}%")
+
+
+def _first_hours(utterances, hours: float, seed: int):
+    """A seeded random subset of about ``hours`` of audio."""
+    import random
+
+    shuffled = list(utterances)
+    random.Random(seed).shuffle(shuffled)
+    chosen, total = [], 0.0
+    for utt in shuffled:
+        if total >= hours * 3600:
+            break
+        chosen.append(utt)
+        total += utt.duration
+    return chosen

@@ -1,0 +1,127 @@
+import gzip
+import json
+import re
+
+import pytest
+
+from mho.data import lm
+from mho.data.lm import (
+    build_arpa,
+    build_binary,
+    build_shipped_lm,
+    kenlm_tool,
+    read_word_counts,
+    word_counts,
+    write_word_counts,
+)
+from mho.errors import MhoError
+
+SENTENCES = [
+    "the cat sat on the mat",
+    "the dog sat on the log",
+    "a cat and a dog sat on a mat",
+    "i read a red book",
+    "the cat sat on the mat",
+]
+
+
+def _have(tool: str) -> bool:
+    try:
+        kenlm_tool(tool)
+    except MhoError:
+        return False
+    return True
+
+
+needs_lmplz = pytest.mark.skipif(
+    not (_have("lmplz") and _have("build_binary")),
+    reason="KenLM tools not built (recipes/build_kenlm.sh)",
+)
+
+
+def ngram_counts(arpa_text: str) -> dict[int, int]:
+    return {int(n): int(c) for n, c in re.findall(r"^ngram (\d)=(\d+)$", arpa_text, re.M)}
+
+
+@needs_lmplz
+def test_build_arpa_estimates_a_pruned_4gram(tmp_path):
+    full = build_arpa(SENTENCES, tmp_path / "full.arpa", prune_from=0, memory="64M")
+    pruned = build_arpa(SENTENCES, tmp_path / "pruned.arpa.gz", memory="64M")
+    full_text = full.read_text()
+    pruned_text = gzip.open(pruned, "rt").read()
+    counts, pruned_counts = ngram_counts(full_text), ngram_counts(pruned_text)
+    assert sorted(counts) == [1, 2, 3, 4]
+    vocabulary = {w for s in SENTENCES for w in s.split()}
+    assert counts[1] == len(vocabulary) + 3  # + <s>, </s>, <unk>
+    assert pruned_counts[1] == counts[1] and pruned_counts[2] == counts[2]
+    # Only "the cat sat on the mat" repeats: its 3/4-grams survive, singletons go.
+    assert 0 < pruned_counts[3] < counts[3] and pruned_counts[4] < counts[4]
+    assert re.search(r"^\S+\tthe cat sat(\t\S+)?$", pruned_text, re.M)
+    assert not list(tmp_path.glob("*.partial"))
+
+
+@needs_lmplz
+def test_binary_lm_scores_like_its_arpa(tmp_path):
+    from flashlight.lib.text.decoder.kenlm import KenLM
+    from flashlight.lib.text.dictionary import Dictionary
+
+    arpa = build_arpa(SENTENCES, tmp_path / "lm.arpa", memory="64M")
+    binary = build_binary(arpa, tmp_path / "lm.bin", quantize=False, memory="64M")
+    words = Dictionary()
+    for word in ("<unk>", "the", "cat", "dog"):
+        words.add_entry(word)
+    words.set_default_index(0)
+    scores = []
+    for path in (arpa, binary):
+        model = KenLM(str(path), words)
+        state, the = model.score(model.start(False), words.get_index("the"))
+        scores.append((the, model.score(state, 2)[1], model.score(state, 3)[1]))
+    assert scores[0] == pytest.approx(scores[1], abs=1e-4)
+    _, after_the_cat, after_the_dog = scores[0]
+    assert after_the_cat > after_the_dog  # "the cat" twice as often as "the dog"
+
+
+@needs_lmplz
+def test_build_shipped_lm_writes_every_asset(tmp_path):
+    info = build_shipped_lm(SENTENCES, tmp_path, memory="64M")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lm.bin", "lm.json", "word_counts.tsv"]
+    assert json.loads((tmp_path / "lm.json").read_text())["vocabulary"] == info.vocabulary == 13
+    assert info.sentences == 5 and info.tokens == 32 and info.order == 4
+    assert (tmp_path / "lm.bin").read_bytes()[:4] == b"mmap"  # KenLM binary magic
+    assert read_word_counts(tmp_path / "word_counts.tsv")["the"] == 6
+
+
+def test_word_counts_round_trip(tmp_path):
+    counts = word_counts(SENTENCES)
+    path = tmp_path / "counts.tsv"
+    write_word_counts(path, counts)
+    lines = path.read_text().splitlines()
+    assert lines[0] == "the\t6"  # most frequent first
+    assert read_word_counts(path) == dict(counts)
+    path.write_text("the\tsix\n")
+    with pytest.raises(MhoError, match=":1: malformed"):
+        read_word_counts(path)
+
+
+def test_build_arpa_rejects_reserved_tokens_and_empty_text(tmp_path):
+    with pytest.raises(MhoError, match="reserved"):
+        build_arpa(["the <unk> sat"], tmp_path / "lm.arpa", lmplz="unused")
+    with pytest.raises(MhoError, match="no sentences"):
+        build_arpa(["", "  "], tmp_path / "lm.arpa", lmplz="unused")
+
+
+def test_missing_kenlm_tool_says_how_to_build_it(monkeypatch, tmp_path):
+    monkeypatch.setattr(lm, "KENLM_BIN", tmp_path)
+    monkeypatch.setenv("MHO_KENLM_BIN", str(tmp_path))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(MhoError, match="build_kenlm.sh"):
+        kenlm_tool("lmplz")
+
+
+def test_a_failing_lmplz_is_reported(tmp_path):
+    fake = tmp_path / "lmplz"
+    fake.write_text("#!/bin/sh\necho 'bad order' >&2\nexit 3\n")
+    fake.chmod(0o755)
+    with pytest.raises(MhoError, match=r"lmplz failed \(3\): bad order"):
+        build_arpa(SENTENCES, tmp_path / "lm.arpa", lmplz=fake)
+    assert not (tmp_path / "lm.arpa").exists()

@@ -1,0 +1,71 @@
+"""The command line: real evaluation end to end, and one-line errors on bad input."""
+
+import json
+import shutil
+import subprocess
+
+import pytest
+from click.testing import CliRunner
+
+from mho.cli import main
+from mho.data.manifest import Utterance, write_manifest
+
+SENTENCES = ["the dog barked all night long", "she sells sea shells by the sea shore"]
+
+
+@pytest.fixture(scope="module")
+def slt_manifest(tmp_path_factory):
+    """Two sentences spoken by flite's slt voice (a held-out voice), 16 kHz FLAC."""
+    if shutil.which("flite") is None or shutil.which("sox") is None:
+        pytest.fail("flite and sox are installed by `make setup`")
+    root = tmp_path_factory.mktemp("slt")
+    utterances = []
+    for i, text in enumerate(SENTENCES):
+        wav, flac = root / f"{i}.wav", root / f"{i}.flac"
+        subprocess.run(["flite", "-voice", "slt", "-t", text, "-o", str(wav)], check=True)
+        subprocess.run(["sox", "-G", str(wav), "-r", "16000", "-c", "1", str(flac)], check=True)
+        utterances.append(Utterance(f"slt-{i}", flac, 2.0, text))
+    write_manifest(root / "slt.jsonl", utterances)
+    return root / "slt.jsonl"
+
+
+def run(*args):
+    return CliRunner().invoke(main, list(map(str, args)))
+
+
+def test_eval_pocketsphinx_json(slt_manifest):
+    result = run("eval", "pocketsphinx", "--data", slt_manifest, "--json")
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.output)
+    assert record["utterances"] == 2 and record["runtime"] == "pocketsphinx"
+    assert {"wer", "cer", "rtf", "decoder"} <= record.keys()
+    # PocketSphinx understands this clear voice most of the time, but not perfectly.
+    assert 0 <= record["wer"] < 60 and 0 < record["rtf"] < 2
+
+
+def test_eval_table_lists_every_set(slt_manifest):
+    result = run("eval", "pocketsphinx", "--data", slt_manifest, "--data", slt_manifest)
+    assert result.exit_code == 0, result.output
+    assert result.output.count("slt ") >= 2 and "WER" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["eval", "nosuchmodel", "--data", "flite-slt"], "unknown model 'nosuchmodel'"),
+        (["eval", "pocketsphinx", "--data", "/no/such.jsonl"], "manifest not found"),
+        (["eval", "pocketsphinx", "--data", "nosuchset"], "unknown data set 'nosuchset'"),
+    ],
+)
+def test_bad_arguments_fail_in_one_line(args, message):
+    result = run(*args)
+    assert result.exit_code == 1
+    assert result.output.strip().count("\n") == 0 and message in result.output
+
+
+def test_corrupt_audio_names_utterance_and_path(tmp_path):
+    (tmp_path / "broken.flac").write_bytes(b"\x00" * 100)
+    write_manifest(tmp_path / "m.jsonl", [Utterance("u1", tmp_path / "broken.flac", 1.0, "a b")])
+    result = run("eval", "pocketsphinx", "--data", tmp_path / "m.jsonl")
+    assert result.exit_code == 1
+    assert "utterance u1" in result.output and "broken.flac" in result.output

@@ -1,0 +1,120 @@
+"""Training end to end on a few real (espeak-ng) utterances: Ctrl-C saves, resume is exact."""
+
+import os
+import shutil
+import signal
+import subprocess
+from dataclasses import replace
+
+import pytest
+import torch
+
+from mho.data.manifest import Utterance, write_manifest
+from mho.errors import ConfigError, MhoError
+from mho.train.checkpoint import load_checkpoint, save_checkpoint
+from mho.train.config import DataConfig, TrainConfig, apply_overrides, load_train_config
+from mho.train.trainer import CHECKPOINT, Trainer
+
+SENTENCES = [
+    "the cat sat on the mat",
+    "a dog ran into the house",
+    "she sells shells by the shore",
+    "we read a good book today",
+    "the rain fell all night long",
+    "they went home after the game",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory):
+    if shutil.which("espeak-ng") is None:
+        pytest.fail("espeak-ng is installed by `make setup`")
+    root = tmp_path_factory.mktemp("corpus")
+    utterances = []
+    for i, text in enumerate(SENTENCES):
+        wav = root / f"{i}.wav"
+        subprocess.run(["espeak-ng", "-w", str(wav), text], check=True)
+        subprocess.run(["sox", "-G", str(wav), "-r", "16000", str(root / f"{i}.flac")], check=True)
+        utterances.append(Utterance(str(i), root / f"{i}.flac", 2.0, text))
+    write_manifest(root / "train.jsonl", utterances)
+    write_manifest(root / "dev.jsonl", utterances[:2])
+    return root
+
+
+def tiny_config(corpus, **changes) -> TrainConfig:
+    config = TrainConfig(
+        size="tiny", epochs=2, max_batch_seconds=6.0, max_batch_size=2, peak_lr=3e-3,
+        data=DataConfig(train=corpus / "train.jsonl", dev=corpus / "dev.jsonl"), threads=1,
+    )
+    return replace(config, **changes)
+
+
+class LossRecorder:
+    """Wraps Trainer.step to record losses; optionally sends Ctrl-C after N steps."""
+
+    def __init__(self, trainer: Trainer, interrupt_after: int | None = None):
+        self.losses: list[float] = []
+        step = trainer.step
+
+        def recording_step(batch, seed):
+            loss = step(batch, seed)
+            self.losses.append(loss)
+            if len(self.losses) == interrupt_after:
+                os.kill(os.getpid(), signal.SIGINT)
+            return loss
+
+        trainer.step = recording_step
+
+
+def test_ctrl_c_saves_and_resume_continues_exactly(tiny_corpus, tmp_path):
+    config = tiny_config(tiny_corpus)
+    straight = Trainer(config, tmp_path / "straight", progress=False)
+    straight_losses = LossRecorder(straight)
+    straight.fit()
+    assert len(straight_losses.losses) == 6  # 3 batches of 2 utterances, 2 epochs
+
+    interrupted = Trainer(config, tmp_path / "resumed", progress=False)
+    LossRecorder(interrupted, interrupt_after=4)  # mid-way through epoch 2
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.fit()
+    saved = load_checkpoint(tmp_path / "resumed" / CHECKPOINT, model_type="conformer-ctc")
+    assert (saved["training"]["epoch"], saved["training"]["batch"]) == (1, 1)
+
+    resumed = Trainer(config, tmp_path / "resumed", progress=False)
+    resumed_losses = LossRecorder(resumed)
+    resumed.fit(resume=True)
+    assert resumed_losses.losses == pytest.approx(straight_losses.losses[4:], rel=1e-5)
+    final = load_checkpoint(tmp_path / "resumed" / CHECKPOINT)
+    for name, tensor in straight.model.state_dict().items():
+        torch.testing.assert_close(final["state_dict"][name], tensor, rtol=1e-4, atol=1e-5)
+    assert [h["epoch"] for h in final["metadata"]["history"]] == [1, 2]
+
+
+def test_resume_refuses_another_config(tiny_corpus, tmp_path):
+    Trainer(tiny_config(tiny_corpus, epochs=1), tmp_path, progress=False).fit()
+    other = Trainer(tiny_config(tiny_corpus, epochs=1, seed=5), tmp_path, progress=False)
+    with pytest.raises(MhoError, match="another config"):
+        other.fit(resume=True)
+
+
+def test_checkpoint_of_another_model_type_is_refused(tmp_path):
+    save_checkpoint(tmp_path / "w2v.pt", {"model_type": "wav2vec2-ctc", "state_dict": {}})
+    with pytest.raises(MhoError, match="'wav2vec2-ctc' model, expected 'conformer-ctc'"):
+        load_checkpoint(tmp_path / "w2v.pt", model_type="conformer-ctc")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
+    with pytest.raises(MhoError, match="not an mho checkpoint"):
+        load_checkpoint(tmp_path / "foreign.pt")
+
+
+def test_presets_and_overrides():
+    config = load_train_config("conformer-small")
+    assert config.size == "small" and config.weight_bits is None
+    overrides = ['pe = "none"', "weight_bits = 4", "data.max_train_hours = 2"]
+    changed = apply_overrides(config, overrides)
+    assert (changed.pe, changed.weight_bits, changed.data.max_train_hours) == ("none", 4, 2.0)
+    with pytest.raises(ConfigError, match="unknown key"):
+        apply_overrides(config, ["epochz = 3"])
+    with pytest.raises(ConfigError, match="weight_bits must be 4 or 8"):
+        apply_overrides(config, ["weight_bits = 3"])
+    with pytest.raises(ConfigError, match="no config file or preset 'nope'"):
+        load_train_config("nope")
