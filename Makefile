@@ -15,7 +15,7 @@ KENLM_BUILD_PACKAGES := cmake g++ libboost-program-options-dev libboost-system-d
 CORPUS := data/corpus
 HOURS := 20
 
-.PHONY: setup demo test lint debian corpus kenlm lm testsets clean
+.PHONY: setup demo test lint debian corpus kenlm lm testsets models clean
 
 setup: $(VENV)/.installed debian
 
@@ -33,8 +33,10 @@ debian:
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; \
 	fi
 
+# The peer recognizer and the shipped 8-bit Conformers, on both shipped test sets.
+DEMO_MODELS := $(sort $(patsubst mho/assets/models/%.pt,%,$(wildcard mho/assets/models/*-w8.pt)))
 demo: setup
-	$(MHO) eval pocketsphinx --data flite-slt --data festival-slt
+	$(MHO) eval pocketsphinx $(DEMO_MODELS) --data flite-slt --data festival-slt
 
 test: setup
 	$(PY) -m pytest
@@ -65,6 +67,11 @@ TESTSETS := mho/assets/testsets
 testsets: corpus
 	$(MHO) data subset $(CORPUS)/test-flite-slt.jsonl --count 50 -o $(TESTSETS)/flite-slt.jsonl
 	$(MHO) data subset $(CORPUS)/test-festival-slt.jsonl --count 50 -o $(TESTSETS)/festival-slt.jsonl
+
+# The shipped Conformer-CTC models: 5 positional-encoding variants x {8, 4}-bit QAT.
+models: corpus
+	recipes/train_models.sh runs/models
+	recipes/pack_models.sh runs/models $(CORPUS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -10,7 +10,8 @@ from rich.table import Table
 
 from mho.errors import MhoError
 
-console = Console()
+# Rich assumes 80 columns when stdout is not a terminal (make, CI logs); tables need more.
+console = Console(width=None if sys.stdout.isatty() else 120)
 
 
 class MhoGroup(click.Group):
@@ -116,6 +117,75 @@ def eval_command(models: tuple[str, ...], data_sets: tuple[str, ...], decoder: s
         table.add_row(r["model"], r["data"], r["decoder"], r["runtime"], str(r["utterances"]),
                       f"{r['wer']:.2f}", f"{r['cer']:.2f}", f"{r['rtf']:.3f}")
     console.print(table)
+
+
+@main.group("models", invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="A list of objects, one per model.")
+@click.pass_context
+def models_group(ctx: click.Context, as_json: bool) -> None:
+    """List the shipped models (or pack a trained one with `mho models pack`)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from mho.models.zoo import model_card, shipped_models
+
+    cards = [model_card(name) for name in shipped_models()]
+    if as_json:
+        click.echo(json.dumps(cards, indent=2))
+        return
+    table = Table(title="shipped models (WER % with LM decoding)")
+    for column in ("name", "pe", "weight bits", "params", "dev", "flite-slt", "festival-slt"):
+        table.add_column(column, justify="left" if column in ("name", "pe") else "right")
+    for card in cards:
+        wer = {r["data"]: f"{r['wer']:.2f}" for r in card.get("results", [])
+               if r["decoder"] == "lm"}
+        table.add_row(card["name"], card.get("pe", "?"), str(card.get("weight_bits", "float")),
+                      f"{card.get('params', 0) / 1e6:.2f} M", wer.get("dev", "-"),
+                      wer.get("test-flite-slt", "-"), wer.get("test-festival-slt", "-"))
+    console.print(table)
+
+
+@models_group.command("pack")
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--name", required=True, help="Shipped model name.")
+@click.option("--eval-data", multiple=True, help="Sets to score for the model card.")
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Default: mho/assets/models.")
+def models_pack(checkpoint: Path, name: str, eval_data: tuple[str, ...],
+                out_dir: Path | None) -> None:
+    """Pack a trained CHECKPOINT compactly as NAME, with a model card scored on --eval-data."""
+    from mho.data.datasets import resolve_dataset
+    from mho.models.zoo import MODEL_DIR, load_model, pack_model
+    from mho.runtime.evaluate import evaluate
+    from mho.runtime.recognizer import load_recognizer
+
+    out_dir = out_dir or MODEL_DIR
+    model, payload = load_model(checkpoint)
+    metadata = payload["metadata"]
+    card = {
+        "name": name,
+        "pe": model.config.pe,
+        "weight_bits": model.config.quant.weight_bits if model.config.quant else None,
+        "params": model.num_parameters(),
+        "architecture": payload["model_config"],
+        "train_hours": metadata["train_hours"],
+        "train_minutes": metadata["train_seconds"] / 60,
+        "epochs": metadata["epochs"],
+        "history": metadata["history"],
+    }
+    target = out_dir / f"{name}.pt"
+    size = pack_model(model, payload, target, card)
+    results = []
+    for spec in eval_data:
+        data_name, utterances = resolve_dataset(spec)
+        for decoder in ("greedy", "lm"):
+            recognizer = load_recognizer(str(target), decoder=decoder)
+            results.append(evaluate(recognizer, utterances, data_name=data_name).summary())
+    card["results"] = results
+    card["bytes"] = size
+    (out_dir / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
+    console.print(f"{name}: {size / 1e6:.1f} MB -> {target}")
+    for r in results:
+        console.print(f"  {r['data']:>18} {r['decoder']:>6}: WER {r['wer']:.2f}%")
 
 
 @main.command("train")

@@ -36,3 +36,4 @@ def load_recognizer(name: str, *, decoder: str = "lm") -> Recognizer:
 
     model, _ = load_model(path)
     return TorchRecognizer(name, model, load_decoder(decoder), decoder)
+

@@ -1,12 +1,20 @@
-"""Training examples: log-mel features computed once and kept in memory, plus CTC labels."""
+"""Training examples: log-mel features computed once and kept in memory, plus CTC labels.
 
-from dataclasses import dataclass
+Features are cached on disk beside the manifest (``<manifest dir>/features/``), keyed by a
+hash of the utterance ids and texts and the feature config, so the many training runs of
+a recipe compute them once.
+"""
+
+import hashlib
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 from mho.data.audio import load_audio
-from mho.data.features import LogMel
+from mho.data.features import FeatureConfig, LogMel
 from mho.data.lexicon import Lexicon, Vocabulary
 from mho.data.manifest import Utterance
 from mho.errors import AudioError
@@ -36,6 +44,26 @@ class FeatureSet:
                 features.append(log_mel(waveform[None])[0].to(torch.float16))
                 labels.append(torch.tensor(vocabulary.encode(lexicon.sentence_to_phones(utt.text))))
         return cls(list(utterances), features, labels)
+
+    @classmethod
+    def cached(
+        cls, utterances: list[Utterance], lexicon: Lexicon, vocabulary: Vocabulary,
+        cache_dir: Path, *, desc: str = "features", progress: bool = True,
+    ) -> "FeatureSet":
+        """``build``, or read what an earlier build of the same utterances wrote."""
+        key = hashlib.sha256(repr((asdict(FeatureConfig()), vocabulary.tokens, [
+            (u.id, u.text) for u in utterances])).encode()).hexdigest()[:16]
+        path = Path(cache_dir) / f"{desc.replace(' ', '-')}-{key}.pt"
+        if path.is_file():
+            stored = torch.load(path, weights_only=True)
+            return cls(list(utterances), stored["features"], stored["labels"])
+        built = cls.build(utterances, lexicon, vocabulary, desc=desc, progress=progress)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Per-process name: parallel runs may build the same cache at once.
+        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+        torch.save({"features": built.features, "labels": built.labels}, partial)
+        os.replace(partial, path)
+        return built
 
     def __len__(self) -> int:
         return len(self.features)

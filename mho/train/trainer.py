@@ -95,10 +95,11 @@ class Trainer:
         if self.config.data.max_train_hours is not None:
             train = _first_hours(train, self.config.data.max_train_hours, self.config.seed)
         dev = read_manifest(self.config.data.dev)[: self.config.data.max_dev_utterances]
-        self.train_set = FeatureSet.build(train, lexicon, self.vocabulary, desc="train features",
-                                          progress=self.progress)
-        self.dev_set = FeatureSet.build(dev, lexicon, self.vocabulary, desc="dev features",
-                                        progress=self.progress)
+        cache = self.config.data.train.parent / "features"
+        self.train_set = FeatureSet.cached(train, lexicon, self.vocabulary, cache,
+                                           desc="train features", progress=self.progress)
+        self.dev_set = FeatureSet.cached(dev, lexicon, self.vocabulary, cache,
+                                         desc="dev features", progress=self.progress)
         if self.config.normalize_features:
             features = self.train_set.features
             one_by_one = ((f.float()[None], torch.tensor([len(f)])) for f in features)
