@@ -38,7 +38,8 @@ DEMO_MODELS := $(sort $(patsubst mho/assets/models/%.pt,%,$(wildcard mho/assets/
 demo: setup
 	$(MHO) eval pocketsphinx $(DEMO_MODELS) --data flite-slt --data festival-slt
 
-test: setup
+# kenlm: the LM-building tests run lmplz for real (compiled once, about 1-2 minutes).
+test: setup kenlm
 	$(PY) -m pytest
 
 lint: setup
@@ -60,7 +61,7 @@ $(KENLM_BIN)/lmplz:
 
 # The shipped word LM: 4-gram on the TRAIN sentences only -> mho/assets/lm.
 lm: setup kenlm
-	$(PY) -m mho.data.lm --out mho/assets/lm
+	$(MHO) data lm --out mho/assets/lm
 
 # The shipped test sets: 50 utterances of each held-out voice, cut from the corpus.
 TESTSETS := mho/assets/testsets

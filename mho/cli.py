@@ -20,7 +20,7 @@ class MhoGroup(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except MhoError as error:
+        except (MhoError, OSError) as error:  # OSError: permissions, full disk, ...
             click.echo(f"error: {error}", err=True)
             sys.exit(1)
         except KeyboardInterrupt:
@@ -72,10 +72,32 @@ def data_build(out: Path, hours: float, seed: int, workers: int | None, as_json:
     console.print(table)
 
 
+@data.command("lm")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Default: mho/assets/lm (the shipped LM).")
+@click.option("--text", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Sentences, one per line (default: the corpus TRAIN split).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Corpus split seed.")
+@click.option("--order", type=click.IntRange(2, 6), default=4, show_default=True)
+@click.option("--prune-from", type=click.IntRange(2), default=3, show_default=True,
+              help="Drop singleton n-grams of this order and above.")
+def data_lm(out: Path | None, text: Path | None, seed: int, order: int, prune_from: int) -> None:
+    """Build the word n-gram LM (KenLM lmplz, quantized binary) from training text only."""
+    from mho.data.lm import LM_ASSETS, build_shipped_lm
+    from mho.data.text import corpus_sentences
+
+    out = out or LM_ASSETS
+    sentences = (text.read_text(encoding="utf-8").splitlines() if text
+                 else corpus_sentences(seed)["train"])
+    info = build_shipped_lm(sentences, out, order, prune_from)
+    console.print(f"{info.order}-gram LM on {info.sentences} sentences ({info.vocabulary} words):"
+                  f" {info.lm_bytes / 1e6:.1f} MB -> {out}")
+
+
 @data.command("subset")
 @click.argument("source", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Manifest to write; audio goes to a folder of the same name beside it.")
+              help="Manifest to write (.jsonl); audio goes to a folder of the same name.")
 @click.option("--count", type=click.IntRange(min=1), required=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 def data_subset(source: Path, out: Path, count: int, seed: int) -> None:
@@ -152,12 +174,16 @@ def models_group(ctx: click.Context, as_json: bool) -> None:
               help="Default: mho/assets/models.")
 def models_pack(checkpoint: Path, name: str, eval_data: tuple[str, ...],
                 out_dir: Path | None) -> None:
-    """Pack a trained CHECKPOINT compactly as NAME, with a model card scored on --eval-data."""
+    """Pack a trained CHECKPOINT compactly as NAME, with a model card scored on --eval-data
+    (the packed weights are what gets scored)."""
     from mho.data.datasets import resolve_dataset
+    from mho.io import atomic_path
     from mho.models.zoo import MODEL_DIR, load_model, pack_model
+    from mho.runtime.decode import load_decoder
     from mho.runtime.evaluate import evaluate
-    from mho.runtime.recognizer import load_recognizer
+    from mho.runtime.torch_runtime import TorchRecognizer
 
+    sets = [resolve_dataset(spec) for spec in eval_data]  # fail on bad data before work
     out_dir = out_dir or MODEL_DIR
     model, payload = load_model(checkpoint)
     metadata = payload["metadata"]
@@ -173,18 +199,21 @@ def models_pack(checkpoint: Path, name: str, eval_data: tuple[str, ...],
         "history": metadata["history"],
     }
     target = out_dir / f"{name}.pt"
-    size = pack_model(model, payload, target, card)
-    results = []
-    for spec in eval_data:
-        data_name, utterances = resolve_dataset(spec)
-        for decoder in ("greedy", "lm"):
-            recognizer = load_recognizer(str(target), decoder=decoder)
-            results.append(evaluate(recognizer, utterances, data_name=data_name).summary())
-    card["results"] = results
-    card["bytes"] = size
-    (out_dir / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
-    console.print(f"{name}: {size / 1e6:.1f} MB -> {target}")
-    for r in results:
+    with atomic_path(target) as packed_path:
+        pack_model(model, payload, packed_path)
+        packed, _ = load_model(packed_path)
+        decoders = {kind: load_decoder(kind) for kind in ("greedy", "lm")}
+        card["results"] = [
+            evaluate(TorchRecognizer(name, packed, decoder, kind), utterances,
+                     data_name=data_name).summary()
+            for data_name, utterances in sets
+            for kind, decoder in decoders.items()
+        ]
+        card["bytes"] = packed_path.stat().st_size
+        with atomic_path(target.with_suffix(".json")) as card_path:
+            card_path.write_text(json.dumps(card, indent=2) + "\n")
+    console.print(f"{name}: {card['bytes'] / 1e6:.1f} MB -> {target}")
+    for r in card["results"]:
         console.print(f"  {r['data']:>18} {r['decoder']:>6}: WER {r['wer']:.2f}%")
 
 

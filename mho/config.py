@@ -66,6 +66,10 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         return origin(_coerce(item, v, where) for v in value)
     if hint is Any:
         return value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table, got {value!r}")
+        return dict(value)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if hint is Path and isinstance(value, str):
@@ -84,6 +88,8 @@ def load_toml(cls: type[T], path: str | Path) -> T:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"cannot read config {path}: {error}") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: invalid TOML ({error})") from None
     return from_dict(cls, data, where=path.name)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Train the shipped Conformer-CTC models: for each positional-encoding variant, a float
 # pre-training, then 8-bit and 4-bit quantization-aware fine-tuning from it. Variants run
-# as two parallel lanes of one thread each (faster than one job on two threads here).
+# as parallel lanes of one thread each (LANES, default 2: faster than one job on two threads).
 # Every step resumes where it stopped (`--resume`), so rerunning after a crash is cheap.
 #
 # Usage: recipes/train_models.sh [RUNS_DIR]      (default: runs/models)
@@ -26,4 +26,4 @@ train_variant() {
 export -f train_variant
 
 printf '%s\n' "sinusoidal+linear" "none" "learnable+linear" "sinusoidal" "learnable" |
-    xargs -P 2 -I{} bash -c 'train_variant "$@"' _ {} "$RUNS"
+    xargs -P "${LANES:-2}" -I{} bash -c 'train_variant "$@"' _ {} "$RUNS"

@@ -37,6 +37,7 @@ from mho.data.synth import (
 )
 from mho.data.text import corpus_sentences
 from mho.errors import MhoError
+from mho.io import atomic_path
 
 TRAIN, DEV = "train", "dev"
 TEST_FLITE, TEST_FESTIVAL = "test-flite-slt", "test-festival-slt"
@@ -300,10 +301,8 @@ def _claim_directory(
         return
     if (out_dir / "audio").exists():
         raise MhoError(f"{out_dir}/audio exists but {path} does not; delete it or choose another")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(stamp, indent=1) + "\n", encoding="utf-8")
-    os.replace(partial, path)
+    with atomic_path(path) as partial:
+        partial.write_text(json.dumps(stamp, indent=1) + "\n", encoding="utf-8")
 
 
 def _write_if_changed(path: Path, utterances: list[Utterance]) -> None:
@@ -326,6 +325,5 @@ def _write_voices(path: Path, items: list[PlannedUtterance]) -> None:
     content = "\n".join(lines) + "\n"
     if path.is_file() and path.read_text(encoding="utf-8") == content:
         return
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(content, encoding="utf-8")
-    os.replace(partial, path)
+    with atomic_path(path) as partial:
+        partial.write_text(content, encoding="utf-8")

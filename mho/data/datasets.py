@@ -44,6 +44,8 @@ def copy_subset(source: Path, out_manifest: Path, *, count: int, seed: int = 0) 
     import random
     import shutil
 
+    if out_manifest.suffix != ".jsonl":
+        raise MhoError(f"the output manifest must end in .jsonl: {out_manifest}")
     utterances = read_manifest(source)
     if count > len(utterances):
         raise MhoError(f"{source} has {len(utterances)} utterances, fewer than {count}")

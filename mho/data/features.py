@@ -33,6 +33,10 @@ class FeatureConfig:
     def shift_samples(self) -> int:
         return round(self.sample_rate * self.shift_ms / 1000)  # 160 at 16 kHz
 
+    @property
+    def frames_per_second(self) -> float:
+        return 1000 / self.shift_ms  # 100 at a 10 ms shift
+
     def num_frames(self, num_samples: int | torch.Tensor) -> int | torch.Tensor:
         """Frames for a waveform of ``num_samples``: the signal is centred (padded by half a
         window each side), so there is one frame per shift, plus one."""

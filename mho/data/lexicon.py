@@ -20,13 +20,13 @@ after every word (see :mod:`mho.runtime.decode`).
 """
 
 import functools
-import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mho.errors import MhoError
+from mho.io import atomic_path
 
 BLANK = "<blank>"
 BOUNDARY = "|"
@@ -140,14 +140,10 @@ class Lexicon:
 
     def write(self, path: str | Path) -> None:
         """Write flashlight's format (``word<TAB>P1 P2 ... |``), sorted by word, atomically."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".partial")
-        with partial.open("w", encoding="utf-8") as out:
+        with atomic_path(path) as partial, partial.open("w", encoding="utf-8") as out:
             for word in self.words:
                 for pron in self.entries[word]:
                     out.write(f"{word}\t{' '.join(pron)} {BOUNDARY}\n")
-        os.replace(partial, path)
 
     @property
     def words(self) -> tuple[str, ...]:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import soundfile
 
-from mho.data.audio import SAMPLE_RATE, load_audio
-from mho.data.manifest import Utterance
+from mho.data.audio import SAMPLE_RATE
+from mho.data.manifest import Utterance, load_utterance_audio
 from mho.data.text import normalize_transcript
 from mho.errors import AudioError, MhoError
 
@@ -53,19 +53,19 @@ def read_librispeech(root: str | Path) -> list[Utterance]:
 def _audio_info(utt_id: str, path: Path) -> tuple[int, int]:
     """(frames, sample rate) from the file header; AudioError naming id and path."""
     if not path.is_file():
-        raise AudioError(f"{utt_id}: audio file not found: {path}")
+        raise AudioError(f"utterance {utt_id}: audio file not found: {path}")
     try:
         info = soundfile.info(str(path))
     except Exception as error:  # soundfile raises several types for corrupt files
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise AudioError(f"{utt_id}: cannot read audio {path}: {message}") from None
+        raise AudioError(f"utterance {utt_id}: cannot read audio {path}: {message}") from None
     return info.frames, info.samplerate
 
 
 def check_audio(
-    utterances: Iterable[Utterance], *, sample_rate: int = SAMPLE_RATE, decode: bool = False
+    utterances: Iterable[Utterance], *, decode: bool = False
 ) -> int:
-    """Check that every utterance's audio is readable, non-empty and at ``sample_rate``.
+    """Check that every utterance's audio is readable, non-empty and at 16 kHz.
 
     Reads headers only, unless ``decode`` (slower: every sample is decoded, which also
     catches files truncated after a valid header). Raises AudioError for the first bad
@@ -74,17 +74,13 @@ def check_audio(
     count = 0
     for utt in utterances:
         if decode:
-            try:
-                load_audio(utt.audio, expected_rate=sample_rate)
-            except AudioError as error:
-                raise AudioError(f"{utt.id}: {error}") from None
+            load_utterance_audio(utt)
         else:
             frames, rate = _audio_info(utt.id, utt.audio)
             if frames == 0:
-                raise AudioError(f"{utt.id}: audio file is empty: {utt.audio}")
-            if rate != sample_rate:
-                raise AudioError(
-                    f"{utt.id}: {utt.audio} has sample rate {rate} Hz, expected {sample_rate} Hz"
-                )
+                raise AudioError(f"utterance {utt.id}: audio file is empty: {utt.audio}")
+            if rate != SAMPLE_RATE:
+                raise AudioError(f"utterance {utt.id}: {utt.audio} has sample rate {rate} Hz, "
+                                 f"expected {SAMPLE_RATE} Hz")
         count += 1
     return count

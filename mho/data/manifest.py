@@ -9,7 +9,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from mho.errors import MhoError
+import numpy as np
+
+from mho.data.audio import load_audio
+from mho.errors import AudioError, MhoError
+from mho.io import atomic_path
 
 
 @dataclass(frozen=True)
@@ -21,38 +25,50 @@ class Utterance:
 
 
 def read_manifest(path: str | Path) -> list[Utterance]:
-    """Read a JSONL manifest; a malformed line is reported with its line number."""
+    """Read a JSONL manifest; a bad line is reported with its line number."""
     path = Path(path)
     if not path.is_file():
         raise MhoError(f"manifest not found: {path}")
-    utterances = []
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                utterances.append(
-                    Utterance(
-                        id=str(record["id"]),
-                        audio=(path.parent / record["audio"]).resolve(),
-                        duration=float(record["duration"]),
-                        text=str(record["text"]),
-                    )
-                )
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-                raise MhoError(f"{path}:{number}: malformed manifest line ({error})") from None
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise MhoError(f"cannot read manifest {path}: {error}") from None
+    utterances: dict[str, Utterance] = {}
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            utt = Utterance(
+                id=str(record["id"]),
+                audio=(path.parent / record["audio"]).resolve(),
+                duration=float(record["duration"]),
+                text=str(record["text"]),
+            )
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+            raise MhoError(f"{path}:{number}: malformed manifest line ({error})") from None
+        if utt.id in utterances:
+            raise MhoError(f"{path}:{number}: duplicate utterance id {utt.id!r}")
+        if not utt.duration >= 0:  # also catches NaN
+            raise MhoError(f"{path}:{number}: bad duration {utt.duration}")
+        utterances[utt.id] = utt
     if not utterances:
         raise MhoError(f"manifest is empty: {path}")
-    return utterances
+    return list(utterances.values())
+
+
+def load_utterance_audio(utt: Utterance) -> np.ndarray:
+    """The utterance's 16 kHz waveform [S]; errors name the utterance and its file."""
+    try:
+        return load_audio(utt.audio)
+    except AudioError as error:
+        raise AudioError(f"utterance {utt.id}: {error}") from None
 
 
 def write_manifest(path: str | Path, utterances: list[Utterance]) -> None:
     """Write a manifest atomically (a crash never leaves a half-written file)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    with partial.open("w", encoding="utf-8") as out:
+    with atomic_path(path) as partial, partial.open("w", encoding="utf-8") as out:
         for utt in utterances:
             record = {
                 "id": utt.id,
@@ -61,4 +77,3 @@ def write_manifest(path: str | Path, utterances: list[Utterance]) -> None:
                 "text": utt.text,
             }
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
-    os.replace(partial, path)

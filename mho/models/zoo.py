@@ -43,7 +43,10 @@ def build_model(payload: dict[str, Any]) -> torch.nn.Module:
 
     if payload.get("model_type") != MODEL_TYPE:
         raise MhoError(f"unsupported model type {payload.get('model_type')!r}")
-    return ConformerCTC(ConformerCTCConfig(**payload["model_config"]))
+    try:
+        return ConformerCTC(ConformerCTCConfig(**payload["model_config"]))
+    except (TypeError, KeyError) as error:
+        raise MhoError(f"checkpoint's model config does not fit this mho: {error}") from None
 
 
 def load_model(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -53,13 +56,15 @@ def load_model(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     state = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
     for name, integers in payload.get("integer_weights", {}).items():
         state[f"{name}.weight"] = integers.float() * payload["weight_scales"][name]
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        first_line = str(error).splitlines()[1 if "\n" in str(error) else 0].strip()
+        raise MhoError(f"{path}: weights do not fit the model ({first_line})") from None
     return model.eval(), payload
 
 
-def pack_model(
-    model: torch.nn.Module, payload: dict[str, Any], target: Path, card: dict[str, Any]
-) -> int:
+def pack_model(model: torch.nn.Module, payload: dict[str, Any], target: Path) -> int:
     """Write a loaded model (and its checkpoint's ``payload``) in shipping form to ``target``;
     returns the file size in bytes."""
     quantized = model.quantized_layers() if model.config.quant is not None else {}
@@ -69,7 +74,7 @@ def pack_model(
         "model_type": payload["model_type"],
         "model_config": payload["model_config"],
         "vocabulary": payload["vocabulary"],
-        "metadata": {**payload["metadata"], "card": card},
+        "metadata": payload["metadata"],
         "state_dict": state,
         "integer_weights": {n: q.integer_weight().to(torch.int8) for n, q in quantized.items()},
         "weight_scales": {n: q.weight_scale for n, q in quantized.items()},

@@ -7,10 +7,9 @@ from dataclasses import asdict, dataclass
 import jiwer
 from tqdm import tqdm
 
-from mho.data.audio import SAMPLE_RATE, load_audio
+from mho.data.audio import SAMPLE_RATE
 from mho.data.manifest import Utterance
 from mho.data.text import normalize_transcript
-from mho.errors import AudioError
 from mho.runtime.recognizer import Recognizer
 
 
@@ -52,15 +51,14 @@ def evaluate(
     progress: bool = True,
 ) -> EvalResult:
     """Transcribe every utterance and score against its reference text."""
+    from mho.data.manifest import load_utterance_audio
+
     utterances = list(utterances)
     hypotheses: dict[str, str] = {}
     audio_seconds = compute_seconds = 0.0
     for utt in tqdm(utterances, desc=f"{recognizer.name} on {data_name}", disable=not progress,
                     unit="utt", leave=False):
-        try:
-            waveform = load_audio(utt.audio)
-        except AudioError as error:
-            raise AudioError(f"utterance {utt.id}: {error}") from None
+        waveform = load_utterance_audio(utt)
         start = time.perf_counter()
         hypotheses[utt.id] = recognizer.transcribe(waveform)
         compute_seconds += time.perf_counter() - start

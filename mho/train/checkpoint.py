@@ -4,24 +4,21 @@ Everything is plain tensors, numbers, strings, lists and dicts, so loading works
 ``torch.load(weights_only=True)``: a checkpoint can never execute code.
 """
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from mho.errors import MhoError
+from mho.io import atomic_path
 
 FORMAT = "mho-checkpoint-1"
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     """Write atomically: a crash or Ctrl-C mid-write leaves the previous file intact."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    torch.save({"format": FORMAT, **payload}, partial)
-    os.replace(partial, path)
+    with atomic_path(path) as partial:
+        torch.save({"format": FORMAT, **payload}, partial)
 
 
 def load_checkpoint(path: str | Path, *, model_type: str | None = None) -> dict[str, Any]:

@@ -17,6 +17,12 @@ class DataConfig:
     max_train_hours: float | None = None  # a seeded random subset of the train set
     max_dev_utterances: int = 300  # dev WER after each epoch is on the first N utterances
 
+    def __post_init__(self) -> None:
+        if self.max_train_hours is not None and self.max_train_hours <= 0:
+            raise ConfigError(f"data.max_train_hours must be positive, got {self.max_train_hours}")
+        if self.max_dev_utterances < 1:
+            raise ConfigError("data.max_dev_utterances must be at least 1")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -89,6 +95,8 @@ def apply_overrides(config: TrainConfig, overrides: tuple[str, ...] | list[str])
     def merge(base: dict, update: dict) -> dict:
         for key, value in update.items():
             nested = isinstance(value, dict)
+            if nested and not isinstance(base.get(key, {}), dict | None):
+                raise ConfigError(f"--set {key}.…: {key} is not a table")
             base[key] = merge(dict(base.get(key) or {}), value) if nested else value
         return base
 

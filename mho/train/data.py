@@ -6,27 +6,31 @@ a recipe compute them once.
 """
 
 import hashlib
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from mho.data.audio import load_audio
 from mho.data.features import FeatureConfig, LogMel
 from mho.data.lexicon import Lexicon, Vocabulary
-from mho.data.manifest import Utterance
-from mho.errors import AudioError
+from mho.data.manifest import Utterance, load_utterance_audio
+from mho.errors import MhoError
+from mho.io import atomic_path
 
 
 @dataclass
 class FeatureSet:
-    """Features of a whole set: fp16 keeps 20 h of 80-dim frames at about 1.2 GB."""
+    """Features of a whole set: fp16 keeps 20 h of 80-dim frames at about 1.2 GB.
+
+    Utterances with a word the lexicon cannot spell are left out (``skipped`` counts them):
+    a real corpus always has a few, and one must not stop a training run.
+    """
 
     utterances: list[Utterance]
     features: list[torch.Tensor]  # each [T, 80] float16
     labels: list[torch.Tensor]  # each [L] int64 phone ids
+    skipped: int = 0
 
     @classmethod
     def build(
@@ -34,35 +38,45 @@ class FeatureSet:
         desc: str = "features", progress: bool = True,
     ) -> "FeatureSet":
         log_mel = LogMel()
-        features, labels = [], []
+        kept, features, labels = [], [], []
         with torch.inference_mode():
             for utt in tqdm(utterances, desc=desc, unit="utt", disable=not progress, leave=False):
                 try:
-                    waveform = torch.from_numpy(load_audio(utt.audio))
-                except AudioError as error:
-                    raise AudioError(f"utterance {utt.id}: {error}") from None
+                    phones = lexicon.sentence_to_phones(utt.text)
+                except MhoError:
+                    continue
+                waveform = torch.from_numpy(load_utterance_audio(utt))
                 features.append(log_mel(waveform[None])[0].to(torch.float16))
-                labels.append(torch.tensor(vocabulary.encode(lexicon.sentence_to_phones(utt.text))))
-        return cls(list(utterances), features, labels)
+                labels.append(torch.tensor(vocabulary.encode(phones)))
+                kept.append(utt)
+        if not kept:
+            raise MhoError(f"{desc}: no utterance can be spelled with the lexicon")
+        return cls(kept, features, labels, skipped=len(utterances) - len(kept))
 
     @classmethod
     def cached(
         cls, utterances: list[Utterance], lexicon: Lexicon, vocabulary: Vocabulary,
         cache_dir: Path, *, desc: str = "features", progress: bool = True,
     ) -> "FeatureSet":
-        """``build``, or read what an earlier build of the same utterances wrote."""
-        key = hashlib.sha256(repr((asdict(FeatureConfig()), vocabulary.tokens, [
-            (u.id, u.text) for u in utterances])).encode()).hexdigest()[:16]
+        """``build``, or read what an earlier build of the same utterances wrote. The key
+        covers ids, texts and each audio file's path, size and modification time."""
+        def fingerprint(utt: Utterance) -> tuple:
+            stat = utt.audio.stat()
+            return utt.id, utt.text, str(utt.audio), stat.st_size, stat.st_mtime_ns
+
+        fingerprints = [fingerprint(u) for u in utterances]
+        key_source = repr((asdict(FeatureConfig()), vocabulary.tokens, fingerprints))
+        key = hashlib.sha256(key_source.encode()).hexdigest()[:16]
         path = Path(cache_dir) / f"{desc.replace(' ', '-')}-{key}.pt"
         if path.is_file():
             stored = torch.load(path, weights_only=True)
-            return cls(list(utterances), stored["features"], stored["labels"])
+            kept = set(stored["ids"])
+            return cls([u for u in utterances if u.id in kept], stored["features"],
+                       stored["labels"], skipped=len(utterances) - len(kept))
         built = cls.build(utterances, lexicon, vocabulary, desc=desc, progress=progress)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Per-process name: parallel runs may build the same cache at once.
-        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-        torch.save({"features": built.features, "labels": built.labels}, partial)
-        os.replace(partial, path)
+        with atomic_path(path) as partial:
+            torch.save({"features": built.features, "labels": built.labels,
+                        "ids": [u.id for u in built.utterances]}, partial)
         return built
 
     def __len__(self) -> int:
@@ -70,7 +84,7 @@ class FeatureSet:
 
     @property
     def durations(self) -> list[float]:
-        return [f.shape[0] / 100 for f in self.features]  # 100 frames per second
+        return [f.shape[0] / FeatureConfig().frames_per_second for f in self.features]
 
     def collate(self, indices: list[int]) -> dict[str, torch.Tensor]:
         """Pad a batch: features [B, T, 80] float32, lengths [B], labels [B, L], label lengths."""

@@ -4,6 +4,8 @@ from dataclasses import dataclass
 
 import torch
 
+from mho.data.features import FeatureConfig
+
 
 @dataclass(frozen=True)
 class SpecAugmentConfig:
@@ -18,28 +20,35 @@ def spec_augment(
     lengths: torch.Tensor,
     config: SpecAugmentConfig,
     generator: torch.Generator,
+    fill: torch.Tensor,
 ) -> torch.Tensor:
-    """Zero random bands of features [B, T, F] (masks stay inside each utterance's length).
+    """Mask random bands of features [B, T, F] with ``fill`` [F] (the features' mean, so a
+    masked band looks like average speech after normalization, not like a loud tone).
 
-    Vectorized: masks are drawn as (start, width) per utterance and applied with one
-    broadcast comparison, so the cost does not depend on the number of masks.
+    Masks stay inside each utterance's length, and each utterance gets time masks in
+    proportion to its own duration. Vectorized: masks are drawn as (start, width) per
+    utterance and applied with one broadcast comparison.
     """
     batch, frames, bins = features.shape
     keep = torch.ones_like(features, dtype=torch.bool)  # [B, T, F]
 
-    def band_mask(size: int, count: int, max_width: int, limit: torch.Tensor) -> torch.Tensor:
-        """[B, size] True inside any of ``count`` random bands below ``limit`` [B]."""
-        widths = (torch.rand(batch, count, generator=generator) * (max_width + 1)).long()
+    def band_mask(size: int, counts: torch.Tensor, max_width: int, limit: torch.Tensor):
+        """[B, size] True inside the first ``counts`` [B] of random bands below ``limit``."""
+        most = int(counts.max())
+        widths = (torch.rand(batch, most, generator=generator) * (max_width + 1)).long()
         room = (limit[:, None] - widths).clamp(min=1).float()  # [B, N]
-        starts = (torch.rand(batch, count, generator=generator) * room).long()
+        starts = (torch.rand(batch, most, generator=generator) * room).long()
+        widths = widths * (torch.arange(most)[None, :] < counts[:, None])  # unused masks: 0
         position = torch.arange(size)[None, None, :]  # [1, 1, size]
         inside = (position >= starts[..., None]) & (position < (starts + widths)[..., None])
         return inside.any(dim=1)  # [B, size]
 
     if config.freq_masks:
+        counts = torch.full((batch,), config.freq_masks)
         full = torch.full((batch,), bins)
-        keep &= ~band_mask(bins, config.freq_masks, config.max_freq_width, full)[:, None, :]
-    time_masks = int(config.time_masks_per_second * frames / 100)  # 100 frames per second
-    if time_masks:
-        keep &= ~band_mask(frames, time_masks, config.max_time_width, lengths)[:, :, None]
-    return features * keep
+        keep &= ~band_mask(bins, counts, config.max_freq_width, full)[:, None, :]
+    seconds = lengths.float() / FeatureConfig().frames_per_second  # [B]
+    time_counts = (config.time_masks_per_second * seconds).long()  # [B]
+    if int(time_counts.max()) > 0:
+        keep &= ~band_mask(frames, time_counts, config.max_time_width, lengths)[:, :, None]
+    return torch.where(keep, features, fill)

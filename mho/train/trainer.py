@@ -18,20 +18,23 @@ import torch
 from tqdm import tqdm
 
 from mho.config import to_dict
+from mho.data.features import FeatureConfig
 from mho.data.lexicon import PHONE_VOCABULARY, Lexicon
 from mho.data.manifest import read_manifest
 from mho.errors import MhoError
 from mho.models.frontend import feature_statistics
+from mho.models.zoo import MODEL_TYPE
 from mho.train.batching import bucketed_batches
 from mho.train.checkpoint import load_checkpoint, save_checkpoint
 from mho.train.config import TrainConfig
 from mho.train.data import FeatureSet
 from mho.train.schedule import warmup_linear_decay
 from mho.train.specaugment import spec_augment
+from mho.train.validate import dev_error_rates
 
 CHECKPOINT = "checkpoint.pt"
 LOG = "log.jsonl"
-MODEL_TYPE = "conformer-ctc"
+FRAMES_PER_SECOND = FeatureConfig().frames_per_second
 
 
 @dataclass
@@ -100,6 +103,10 @@ class Trainer:
                                            desc="train features", progress=self.progress)
         self.dev_set = FeatureSet.cached(dev, lexicon, self.vocabulary, cache,
                                          desc="dev features", progress=self.progress)
+        for name, feature_set in (("train", self.train_set), ("dev", self.dev_set)):
+            if feature_set.skipped:
+                self.log(f"{name}: left out {feature_set.skipped} utterances with words "
+                         "outside the lexicon")
         if self.config.normalize_features:
             features = self.train_set.features
             one_by_one = ((f.float()[None], torch.tensor([len(f)])) for f in features)
@@ -162,6 +169,13 @@ class Trainer:
     def initialize_from(self, path: Path) -> None:
         """Start from another checkpoint's weights (e.g. QAT fine-tuning of a float model)."""
         payload = load_checkpoint(path, model_type=MODEL_TYPE)
+        if "state_dict" not in payload or "integer_weights" in payload:
+            raise MhoError(f"{path} is not a training checkpoint (train from a float run)")
+        ours = {**self.model.config.to_dict(), "quant": None}
+        theirs = {**payload["model_config"], "quant": None}
+        if ours != theirs:
+            differing = sorted(k for k in ours if ours[k] != theirs.get(k))
+            raise MhoError(f"{path} holds another architecture (differs in {differing})")
         missing, unexpected = self.model.load_state_dict(payload["state_dict"], strict=False)
         unexpected = [k for k in unexpected if "observer" not in k]
         if unexpected or any("observer" not in k for k in missing):
@@ -175,7 +189,7 @@ class Trainer:
         torch.manual_seed(seed)  # dropout
         generator = torch.Generator().manual_seed(seed)  # SpecAugment
         features = spec_augment(batch["features"], batch["lengths"], self.config.specaugment,
-                                generator)
+                                generator, fill=self.model.normalization.mean)
         self.model.train()
         log_probs, out_lengths = self.model(features, batch["lengths"])  # [B, T', V]
         loss = torch.nn.functional.ctc_loss(
@@ -190,6 +204,8 @@ class Trainer:
         return loss.item()
 
     def fit(self, *, resume: bool = False) -> TrainState:
+        if not resume and (self.out_dir / CHECKPOINT).exists():
+            raise MhoError(f"{self.out_dir} already holds a run: pass --resume or another -o")
         if self.train_set is None:
             self.load_data()
         total_steps = self.config.epochs * len(self.batches(0))
@@ -205,7 +221,7 @@ class Trainer:
                 if stop.requested:
                     break
                 self.finish_epoch()
-        if stop.requested:
+        if stop.requested and self.state.epoch < self.config.epochs:
             self.save()
             raise KeyboardInterrupt
         return self.state
@@ -217,21 +233,19 @@ class Trainer:
                    unit="batch", disable=not self.progress, leave=False)
         audio_seconds, started = 0.0, time.perf_counter()
         for index in range(self.state.batch, len(batches)):
+            if stop.requested:  # also set during the previous epoch's dev evaluation
+                break
             batch = self.train_set.collate(batches[index])
             loss = self.step(batch, batch_seed(self.config.seed, epoch, index))
             self.state.batch, self.state.step = index + 1, self.state.step + 1
-            audio_seconds += float(batch["lengths"].sum()) / 100
+            audio_seconds += float(batch["lengths"].sum()) / FRAMES_PER_SECOND
             elapsed = time.perf_counter() - started
             bar.update()
             bar.set_postfix(loss=f"{loss:.3f}", audio_s_per_s=f"{audio_seconds / elapsed:.1f}")
-            if stop.requested:
-                break
         bar.close()
         self.state.seconds += time.perf_counter() - started
 
     def finish_epoch(self) -> None:
-        from mho.train.validate import dev_error_rates
-
         wer, per = dev_error_rates(self.model, self.dev_set, self.vocabulary)
         self.state.epoch, self.state.batch = self.state.epoch + 1, 0
         record = {"epoch": self.state.epoch, "step": self.state.step, "dev_wer": wer,

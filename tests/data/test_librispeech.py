@@ -56,7 +56,8 @@ def test_reads_utterances_sorted_with_normalized_text_and_durations(libri):
 def test_missing_audio_names_id_and_path(libri):
     audio = libri / "84" / "121123" / "84-121123-0001.flac"
     audio.unlink()
-    with pytest.raises(AudioError, match=f"^84-121123-0001: audio file not found: {audio}$"):
+    expected = f"^utterance 84-121123-0001: audio file not found: {audio}$"
+    with pytest.raises(AudioError, match=expected):
         read_librispeech(libri)
 
 
@@ -116,7 +117,7 @@ def test_check_audio_reports_each_bad_case(tmp_path, decode):
         with pytest.raises(AudioError) as caught:
             check_audio([_utt(good, "fine"), _utt(path, "bad-7")], decode=decode)
         message = str(caught.value)
-        assert message.startswith("bad-7: ") and str(path) in message, message
+        assert message.startswith("utterance bad-7: ") and str(path) in message, message
         assert reason in message and "\n" not in message, message
 
 
@@ -126,5 +127,5 @@ def test_check_audio_decode_catches_truncated_files(tmp_path):
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     assert check_audio([_utt(path)]) == 1  # the header alone looks fine
-    with pytest.raises(AudioError, match=f"^u1: cannot read audio {path}"):
+    with pytest.raises(AudioError, match=f"^utterance u1: cannot read audio {path}"):
         check_audio([_utt(path)], decode=True)

@@ -1,6 +1,5 @@
 """Conformer-CTC: shapes and lengths, padding independence, config, training, export."""
 
-import time
 
 import pytest
 import torch
@@ -136,7 +135,6 @@ def test_tiny_model_overfits_two_utterances_with_ctc():
     target_lengths = torch.tensor([len(t) for t in targets])
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     ctc = torch.nn.CTCLoss(blank=0, zero_infinity=True)
-    start = time.perf_counter()
     for step in range(150):
         log_probs, out_lengths = model(features, lengths)
         loss = ctc(log_probs.transpose(0, 1), flat_targets, out_lengths, target_lengths)
@@ -154,7 +152,6 @@ def test_tiny_model_overfits_two_utterances_with_ctc():
             if decoded == targets:
                 break
     assert decoded == targets, f"after {step + 1} steps, loss {loss.item():.3f}: {decoded}"
-    assert time.perf_counter() - start < 20
 
 
 @pytest.mark.parametrize("quantized", [False, True])

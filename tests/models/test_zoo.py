@@ -21,10 +21,10 @@ def test_packed_qat_model_matches_to_float_rounding(tmp_path, weight_bits):
         "vocabulary": [], "metadata": {}, "state_dict": model.state_dict(),
     }
     save_checkpoint(tmp_path / "trained.pt", payload)
-    size = pack_model(model.eval(), payload, tmp_path / "packed.pt", {"name": "x"})
+    size = pack_model(model.eval(), payload, tmp_path / "packed.pt")
     assert size < 0.5 * (tmp_path / "trained.pt").stat().st_size
 
-    packed, packed_payload = load_model(tmp_path / "packed.pt")
+    packed, _ = load_model(tmp_path / "packed.pt")
     for name, layer in packed.quantized_layers().items():
         original = model.quantized_layers()[name]
         assert torch.equal(layer.integer_weight(), original.integer_weight()), name
@@ -32,4 +32,3 @@ def test_packed_qat_model_matches_to_float_rounding(tmp_path, weight_bits):
         expected, _ = model(features, lengths)
         got, _ = packed(features, lengths)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
-    assert packed_payload["metadata"]["card"] == {"name": "x"}

@@ -118,3 +118,30 @@ def test_presets_and_overrides():
         apply_overrides(config, ["weight_bits = 3"])
     with pytest.raises(ConfigError, match="no config file or preset 'nope'"):
         load_train_config("nope")
+
+
+def test_qat_fine_tuning_starts_from_float_weights(tiny_corpus, tmp_path):
+    float_run = Trainer(tiny_config(tiny_corpus, epochs=1), tmp_path / "float", progress=False)
+    float_run.fit()
+    qat_config = tiny_config(tiny_corpus, epochs=1, weight_bits=4,
+                             init=tmp_path / "float" / CHECKPOINT)
+    qat = Trainer(qat_config, tmp_path / "qat", progress=False)
+    qat.load_data()
+    qat.initialize_from(qat_config.init)
+    float_weights = float_run.model.state_dict()
+    for name, tensor in qat.model.state_dict().items():
+        if "observer" not in name:
+            torch.testing.assert_close(tensor, float_weights[name])
+    qat.fit()
+    layer = qat.model.quantized_layers()["ctc_head"]
+    assert layer.integer_weight().abs().max() <= 7 and layer.input_scale > 0
+
+    other = tiny_config(tiny_corpus, epochs=1, pe="none", init=tmp_path / "float" / CHECKPOINT)
+    with pytest.raises(MhoError, match="another architecture"):
+        Trainer(other, tmp_path / "other", progress=False).fit()
+
+
+def test_a_second_run_into_the_same_folder_needs_resume(tiny_corpus, tmp_path):
+    Trainer(tiny_config(tiny_corpus, epochs=1), tmp_path, progress=False).fit()
+    with pytest.raises(MhoError, match="already holds a run"):
+        Trainer(tiny_config(tiny_corpus, epochs=1), tmp_path, progress=False).fit()
