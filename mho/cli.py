@@ -142,9 +142,10 @@ def eval_command(models: tuple[str, ...], data_sets: tuple[str, ...], decoder: s
 
 
 @main.group("models", invoke_without_command=True)
-@click.option("--json", "as_json", is_flag=True, help="A list of objects, one per model.")
+@click.option("--json", "as_json", is_flag=True, help="A list of model cards.")
+@click.option("--markdown", is_flag=True, help="A markdown table (for the README).")
 @click.pass_context
-def models_group(ctx: click.Context, as_json: bool) -> None:
+def models_group(ctx: click.Context, as_json: bool, markdown: bool) -> None:
     """List the shipped models (or pack a trained one with `mho models pack`)."""
     if ctx.invoked_subcommand is not None:
         return
@@ -154,15 +155,29 @@ def models_group(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(cards, indent=2))
         return
-    table = Table(title="shipped models (WER % with LM decoding)")
-    for column in ("name", "pe", "weight bits", "params", "dev", "flite-slt", "festival-slt"):
-        table.add_column(column, justify="left" if column in ("name", "pe") else "right")
+    columns = ["name", "pe", "bits", "params", "train h", "train min"]
+    sets = ("dev", "test-flite-slt", "test-festival-slt")
+    columns += [f"{s} greedy / LM" for s in sets]
+    rows = []
     for card in cards:
-        wer = {r["data"]: f"{r['wer']:.2f}" for r in card.get("results", [])
-               if r["decoder"] == "lm"}
-        table.add_row(card["name"], card.get("pe", "?"), str(card.get("weight_bits", "float")),
-                      f"{card.get('params', 0) / 1e6:.2f} M", wer.get("dev", "-"),
-                      wer.get("test-flite-slt", "-"), wer.get("test-festival-slt", "-"))
+        wer = {(r["data"], r["decoder"]): r["wer"] for r in card.get("results", [])}
+        rows.append([
+            card["name"], card["pe"], str(card["weight_bits"]), f"{card['params'] / 1e6:.2f} M",
+            f"{card['train_hours']:.1f}", f"{card['train_minutes']:.0f}",
+            *(f"{wer.get((s, 'greedy'), float('nan')):.2f} / {wer.get((s, 'lm'), float('nan')):.2f}"
+              for s in sets),
+        ])
+    if markdown:
+        click.echo("| " + " | ".join(columns) + " |")
+        click.echo("|" + " --- |" * len(columns))
+        for row in rows:
+            click.echo("| " + " | ".join(row) + " |")
+        return
+    table = Table(title="shipped models: WER %")
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("name", "pe") else "right")
+    for row in rows:
+        table.add_row(*row)
     console.print(table)
 
 
@@ -182,21 +197,26 @@ def models_pack(checkpoint: Path, name: str, eval_data: tuple[str, ...],
     from mho.runtime.decode import load_decoder
     from mho.runtime.evaluate import evaluate
     from mho.runtime.torch_runtime import TorchRecognizer
+    from mho.train.checkpoint import load_checkpoint
 
     sets = [resolve_dataset(spec) for spec in eval_data]  # fail on bad data before work
     out_dir = out_dir or MODEL_DIR
     model, payload = load_model(checkpoint)
     metadata = payload["metadata"]
+    # A QAT model's own metadata covers the fine-tuning; its float pre-training is `init`.
+    init = payload.get("config", {}).get("init")
+    pretraining = load_checkpoint(init)["metadata"] if init else None
     card = {
         "name": name,
         "pe": model.config.pe,
         "weight_bits": model.config.quant.weight_bits if model.config.quant else None,
         "params": model.num_parameters(),
         "architecture": payload["model_config"],
-        "train_hours": metadata["train_hours"],
-        "train_minutes": metadata["train_seconds"] / 60,
-        "epochs": metadata["epochs"],
-        "history": metadata["history"],
+        "train_hours": (pretraining or metadata)["train_hours"],
+        "train_minutes": (metadata["train_seconds"]
+                          + (pretraining["train_seconds"] if pretraining else 0)) / 60,
+        "qat_hours": metadata["train_hours"] if pretraining else 0.0,
+        "history": [*(pretraining["history"] if pretraining else []), *metadata["history"]],
     }
     target = out_dir / f"{name}.pt"
     with atomic_path(target) as packed_path:

@@ -17,16 +17,6 @@ from mho.models import (
 from mho.models.frontend import feature_statistics
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny models run fastest on one thread, and the test machine's cores are shared: a second
-    intra-op thread that waits for a busy core makes every op many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_model(pe: str = "sinusoidal+linear", **overrides) -> ConformerCTC:
     torch.manual_seed(0)
     return ConformerCTC(conformer_config("tiny", pe=pe, **overrides)).eval()

@@ -15,16 +15,6 @@ from mho.models.quant import (
 )
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny models run fastest on one thread, and the test machine's cores are shared: a second
-    intra-op thread that waits for a busy core makes every op many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def quantized_linear(weight_bits: int, in_features=48, out_features=24) -> QuantLinear:
     torch.manual_seed(0)
     model = enable_quantization(

@@ -20,16 +20,6 @@ from mho.models.positional import (
 )
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny models run fastest on one thread, and the test machine's cores are shared: a second
-    intra-op thread that waits for a busy core makes every op many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("num_frames", [1, 2, 3, 8, 25])
 def test_rel_shift_picks_the_distance_of_each_query_key_pair(num_frames):
     scores = torch.randn(2, 3, num_frames, 2 * num_frames - 1)

@@ -1,5 +1,6 @@
 """Training end to end on a few real (espeak-ng) utterances: Ctrl-C saves, resume is exact."""
 
+import json
 import os
 import shutil
 import signal
@@ -145,3 +146,25 @@ def test_a_second_run_into_the_same_folder_needs_resume(tiny_corpus, tmp_path):
     Trainer(tiny_config(tiny_corpus, epochs=1), tmp_path, progress=False).fit()
     with pytest.raises(MhoError, match="already holds a run"):
         Trainer(tiny_config(tiny_corpus, epochs=1), tmp_path, progress=False).fit()
+
+
+def test_pack_writes_a_small_model_and_a_scored_card(tiny_corpus, tmp_path):
+    from click.testing import CliRunner
+
+    from mho.cli import main
+
+    Trainer(tiny_config(tiny_corpus, epochs=1), tmp_path / "float", progress=False).fit()
+    qat = tiny_config(tiny_corpus, epochs=1, weight_bits=8, init=tmp_path / "float" / CHECKPOINT)
+    Trainer(qat, tmp_path / "qat", progress=False).fit()
+    result = CliRunner().invoke(main, [
+        "models", "pack", str(tmp_path / "qat" / CHECKPOINT), "--name", "tiny-w8",
+        "--eval-data", str(tiny_corpus / "dev.jsonl"), "--out-dir", str(tmp_path / "shipped"),
+    ])
+    assert result.exit_code == 0, result.output
+    card = json.loads((tmp_path / "shipped" / "tiny-w8.json").read_text())
+    assert (card["pe"], card["weight_bits"]) == ("sinusoidal+linear", 8)
+    assert [(r["data"], r["decoder"]) for r in card["results"]] == [("dev", "greedy"),
+                                                                      ("dev", "lm")]
+    assert len(card["history"]) == 2  # float pre-training epoch + QAT epoch
+    assert card["bytes"] < (tmp_path / "qat" / CHECKPOINT).stat().st_size / 4
+    assert not list((tmp_path / "shipped").glob("*.partial"))

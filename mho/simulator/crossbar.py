@@ -1,0 +1,438 @@
+"""One static-weight layer y = x W^T executed on programmed crossbars: DAC -> analog read ->
+ADC per tile column -> digital shift-and-add.
+
+Every tile of every bit plane is a differential pair of crossbars with its own ADC per column.
+The column current of a pair is
+
+    I_col = sum_i (r+_i - r-_i) (P_H(V_i) - P_L(V_i)),
+
+an element-wise polynomial of the input followed by a matmul with the static matrix r+ - r-.
+The DAC has only 2^b - 1 levels, so the polynomial becomes a lookup table, and all tiles,
+planes and polarities are ONE batched matmul [T_in, N, R] @ [T_in, R, P * O_pad]; the
+[batch, in, out] tensor of per-cell currents is never built (naive.py builds it, for tests).
+
+Read noise (Johnson + shot) is independent per cell and Gaussian, with variance
+h(V) |G(V)| where G(V) = I(V) / V = g_L(V) + r (g_H(V) - g_L(V)) is a polynomial (the I-V
+polynomials have no constant term). A column's noise is therefore exactly Gaussian with
+variance sum_i s_i [t_L(V_i) + r_i t_D(V_i)] (s_i = sign of the cell's conductance): a second
+matmul, drawn independently for every row of the batch.
+
+DAC grid: the QAT activation grid (s_x = absmax / 127, levels -127..127 at 8 bits), level k
+applied as k / 128 of the full-scale read voltage (0.6 V): SynaptogenML's voltage step of
+1/128, without its re-rounding of 1/127 steps onto 1/128 steps (which puts even an ideal
+array ~1.4% off QAT). Full scale (level 128) is never reached; the digital output factor
+s_w * s_x * 128 undoes the 1/128, and because ideal column reads are multiples of 1/128, an
+ideal array with an ADC of >= 7 precision bits reproduces the QAT integer matmul exactly.
+"""
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from mho.errors import ConfigError
+from mho.simulator.device import (
+    ELECTRON_CHARGE,
+    K_B_T,
+    DeviceConfig,
+    ProgrammedChip,
+    check_tile,
+    check_weight_bits,
+    program_chip,
+    unit_current,
+)
+
+NOISE_MODES = ("off", "legacy", "physical")
+# (charge in C, bandwidth in Hz) of each noise mode. legacy: SynaptogenML's constants (Euler's
+# number where the electron charge belongs, BW = 1e-8 Hz): ~41x the physical spread, what the
+# paper's numbers were made with. physical: Synaptogen's own Iread (q, BW = 1e8 Hz).
+NOISE_CONSTANTS = {"legacy": (math.e, 1e-8), "physical": (ELECTRON_CHARGE, 1e8)}
+LEGACY_MIN_VOLTAGE = 1e-12  # V: SynaptogenML's Johnson term is |I| / (|V| + 1e-12)
+ROWS_PER_CHUNK = 1024  # batch rows converted at once: bounds the [T_in, N, P * O_pad] temporaries
+
+
+@dataclass(frozen=True)
+class CrossbarConfig:
+    """Geometry, converters and read noise of a layer's crossbars."""
+
+    tile_rows: int = 128  # crossbar inputs (rows) per tile
+    tile_cols: int = 128  # crossbar outputs (columns, one ADC each) per tile
+    input_bits: int = 8  # DAC: levels -(2^(b-1) - 1) .. 2^(b-1) - 1 on the QAT activation grid
+    read_voltage: float = 0.6  # V: full-scale DAC voltage (level 2^(b-1)), as SynaptogenML
+    adc_precision_bits: int = 4  # p: ADC step 2^-p of one LRS unit
+    adc_range_bits: int = 4  # r: ADC codes clamped to +-2^(p+r-1), i.e. +-2^(r-1) units
+    noise: str = "legacy"  # read noise: "off", "legacy" (SynaptogenML) or "physical"
+    current_scale: float | None = 8020.0  # c in A^-1: ADC input u = I * c. 8020 is
+    # SynaptogenML's hardware_output_current_scaling: a programmed +1 pair of the measured
+    # device at 0.6 V reads ~1.01 units. None: 1 / (P_L(V) - P_H(V)) of the chip's
+    # polynomials, an ideal pair at full scale reads exactly 1 (use with DeviceConfig.ideal())
+    noise_seed: int = 0  # seed of the read-noise generator
+
+    def __post_init__(self):
+        check_tile(self.tile_rows, self.tile_cols)
+        p, r = self.adc_precision_bits, self.adc_range_bits
+        if p < 0 or r < 0 or p + r > 16:
+            raise ConfigError(
+                f"ADC bits must satisfy precision >= 0, range >= 0, precision + range <= 16; "
+                f"got precision {p}, range {r}"
+            )
+        if p + r < 1:
+            raise ConfigError("ADC needs at least one bit (precision + range >= 1)")
+        if not 2 <= self.input_bits <= 8:
+            raise ConfigError(f"DAC input bits must be in 2..8, got {self.input_bits}")
+        if not self.read_voltage > 0:
+            raise ConfigError(f"read voltage must be > 0 V, got {self.read_voltage}")
+        if self.noise not in NOISE_MODES:
+            raise ConfigError(f"noise must be one of {', '.join(NOISE_MODES)}, got {self.noise!r}")
+        if self.current_scale is not None and not self.current_scale > 0:
+            raise ConfigError(f"current_scale must be > 0 or None, got {self.current_scale}")
+
+    @property
+    def input_limit(self) -> int:
+        return 2 ** (self.input_bits - 1) - 1
+
+    @property
+    def voltage_step(self) -> float:
+        """V per DAC level: full scale / 2^(b-1)."""
+        return self.read_voltage / 2 ** (self.input_bits - 1)
+
+    @property
+    def adc_limit(self) -> int:
+        return 2 ** (self.adc_precision_bits + self.adc_range_bits - 1)
+
+
+def dac_levels(x: torch.Tensor, input_scale: float, input_bits: int) -> torch.Tensor:
+    """Integer DAC levels of x on the activation grid: [..., I] -> [..., I] int64.
+
+    The same ops as QAT's `integer_levels` (divide, clamp, round half to even), so the levels
+    are exactly the integers QAT multiplies by its scale."""
+    limit = 2 ** (input_bits - 1) - 1
+    return torch.round(torch.clamp(x / input_scale, -limit, limit)).long()
+
+
+def resolve_current_scale(chip: ProgrammedChip, config: CrossbarConfig) -> float:
+    if config.current_scale is not None:
+        return config.current_scale
+    return 1.0 / unit_current(chip.llrs, chip.hhrs, config.read_voltage)
+
+
+def conductance_polynomial(iv: np.ndarray) -> np.ndarray:
+    """P(V) (numpy.polyval order, no constant term) -> G(V) = P(V) / V."""
+    if iv[-1] != 0:
+        raise ConfigError("I-V polynomials must have no constant term (I(0) = 0)")
+    return iv[:-1]
+
+
+def noise_gain(voltage: np.ndarray, mode: str) -> np.ndarray:
+    """h(V) such that a cell's read-noise variance is h(V) |G(V)| (A^2 / S)."""
+    charge, bandwidth = NOISE_CONSTANTS[mode]
+    magnitude = np.abs(voltage)
+    johnson = np.full_like(magnitude, 4 * K_B_T * bandwidth)  # 4 kBT BW |I / V|
+    if mode == "legacy":  # SynaptogenML divides by |V| + 1e-12: no Johnson term at 0 V
+        johnson *= magnitude / (magnitude + LEGACY_MIN_VOLTAGE)
+    return johnson + 2 * charge * bandwidth * magnitude  # + shot: 2 q |I| BW
+
+
+@dataclass(frozen=True)
+class ClipStats:
+    """Clipped ADC conversions since the last reset, per tile [T_in, T_out]."""
+
+    clipped: torch.Tensor  # [T_in, T_out] int64
+    conversions: torch.Tensor  # [T_in, T_out] int64
+
+    @property
+    def fraction(self) -> float:
+        total = int(self.conversions.sum())
+        return int(self.clipped.sum()) / total if total else 0.0
+
+    @property
+    def tile_fraction(self) -> torch.Tensor:
+        """[T_in, T_out] float64: clipped fraction of each tile's conversions."""
+        return self.clipped.double() / self.conversions.clamp(min=1).double()
+
+
+class CrossbarLinear(nn.Module):
+    """y = x W^T + b of one layer, executed on a programmed chip; x: [..., I] -> y: [..., O]."""
+
+    def __init__(
+        self,
+        chip: ProgrammedChip,
+        weight_scale: float,
+        input_scale: float,
+        bias: torch.Tensor | None = None,
+        config: CrossbarConfig = CrossbarConfig(),
+    ):
+        super().__init__()
+        if (chip.tile_rows, chip.tile_cols) != (config.tile_rows, config.tile_cols):
+            raise ConfigError(
+                f"chip tiles are {chip.tile_rows} x {chip.tile_cols}, config says "
+                f"{config.tile_rows} x {config.tile_cols}"
+            )
+        self.chip = chip
+        self.config = config
+        self.weight_scale = float(weight_scale)
+        self.input_scale = float(input_scale)
+        self.in_features, self.out_features = chip.in_features, chip.out_features
+        self.planes = chip.planes
+        self.tiles_in, self.tiles_out = chip.tiles
+        self.current_scale = resolve_current_scale(chip, config)
+        tile_rows, out_pad = config.tile_rows, chip.r_plus.shape[2]
+
+        # input transforms as lookup tables over the DAC levels (float64, then float32)
+        levels = np.arange(-config.input_limit, config.input_limit + 1)  # [L]
+        voltage = levels * config.voltage_step
+        c = self.current_scale
+        signal = c * (np.polyval(chip.hhrs, voltage) - np.polyval(chip.llrs, voltage))
+        self.register_buffer("signal_table", torch.tensor(signal, dtype=torch.float32))  # [L]
+
+        def to_tiles(matrix: np.ndarray) -> torch.Tensor:
+            """[P, I_pad, O_pad] -> [T_in, R, P * O_pad]: one matmul operand per input tile."""
+            tiled = matrix.reshape(self.planes, self.tiles_in, tile_rows, out_pad)
+            tiled = tiled.transpose(1, 2, 0, 3).reshape(self.tiles_in, tile_rows, -1)
+            return torch.tensor(np.ascontiguousarray(tiled), dtype=torch.float32)
+
+        r_plus, r_minus = chip.r_plus.astype(np.float64), chip.r_minus.astype(np.float64)
+        self.register_buffer("signal_matrix", to_tiles(r_plus - r_minus))  # [T_in, R, P*O_pad]
+
+        if config.noise != "off":
+            g_low = conductance_polynomial(chip.llrs)
+            g_high = conductance_polynomial(chip.hhrs)
+            gain = c * c * noise_gain(voltage, config.noise)  # variance in output units^2
+            low = gain * np.polyval(g_low, voltage)
+            diff = gain * (np.polyval(g_high, voltage) - np.polyval(g_low, voltage))
+            self.register_buffer(
+                "noise_table", torch.tensor(np.stack((low, diff)), dtype=torch.float32)
+            )  # [2, L]
+            sign_plus, sign_minus = self._conductance_sign(r_plus), self._conductance_sign(r_minus)
+            signs = to_tiles(sign_plus + sign_minus)  # [T_in, R, P*O_pad]
+            signed_r = to_tiles(sign_plus * r_plus + sign_minus * r_minus)
+            self.register_buffer("noise_matrix", torch.cat((signs, signed_r), dim=1))
+        else:
+            self.noise_table = None
+            self.noise_matrix = None
+
+        shifts = np.arange(self.planes - 1, -1, -1)  # plane 0 is the MSB: 2^(P-1)
+        self.register_buffer("plane_weights", torch.tensor(2.0**shifts, dtype=torch.float64))
+        self.output_factor = (
+            self.weight_scale
+            * self.input_scale
+            * 2 ** (config.input_bits - 1)  # undoes the DAC's 1/2^(b-1) of full scale
+            / 2**config.adc_precision_bits  # ADC codes are in steps of 2^-p units
+        )
+        self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
+        valid = np.zeros(out_pad, dtype=np.int64)
+        valid[: self.out_features] = 1
+        self.register_buffer("valid_columns", torch.tensor(valid), persistent=False)  # [O_pad]
+        self.register_buffer(
+            "clipped",
+            torch.zeros(self.tiles_in, self.tiles_out, dtype=torch.int64),
+            persistent=False,
+        )
+        self.register_buffer("conversions", torch.zeros_like(self.clipped), persistent=False)
+        self._noise_seed = config.noise_seed
+        self._generators: dict[torch.device, torch.Generator] = {}
+
+    def _conductance_sign(self, r: np.ndarray) -> np.ndarray:
+        """+1 where a cell's conductance G(V) = g_L + r (g_H - g_L) is >= 0 over the DAC range,
+        -1 where it is negative (e.g. an ideal HHRS cell, r = 1). |G| is then s * G, linear in
+        r, so the noise variance stays a matmul. Cells whose sign changes within the range
+        (r in a band ~0.889..0.911 for the measured device, ~1e-5 of HRS cells) take the sign
+        at the band's middle; their |G| is below ~3% of an LRS cell's, so the error is
+        negligible."""
+        voltage = np.arange(-self.config.input_limit, self.config.input_limit + 1)
+        voltage = voltage * self.config.voltage_step
+        g_low = np.polyval(conductance_polynomial(self.chip.llrs), voltage)
+        g_high = np.polyval(conductance_polynomial(self.chip.hhrs), voltage)
+        slope = g_high - g_low
+        with np.errstate(divide="ignore", invalid="ignore"):
+            zero_crossing = np.where(slope != 0, -g_low / slope, np.nan)  # r where G(V) = 0
+        if np.isnan(zero_crossing).all():
+            return np.sign(g_low[0]) * np.ones_like(r) if g_low[0] else np.ones_like(r)
+        middle = 0.5 * (np.nanmin(zero_crossing) + np.nanmax(zero_crossing))
+        # sign of G just below / above the crossing, from the mean slope
+        below = 1.0 if np.nanmean(slope) < 0 else -1.0
+        return np.where(r <= middle, below, -below)
+
+    @classmethod
+    def from_integer(
+        cls,
+        weight: torch.Tensor,
+        weight_bits: int,
+        weight_scale: float,
+        input_scale: float,
+        bias: torch.Tensor | None = None,
+        *,
+        config: CrossbarConfig = CrossbarConfig(),
+        device: DeviceConfig | None = None,  # None: the measured device, DeviceConfig()
+        seed: int = 0,
+    ) -> "CrossbarLinear":
+        """Program [O, I] integer weights (|w| <= 2^(b-1) - 1) and wrap the chip.
+
+        weight_scale, input_scale: QAT's s_w and activation grid s_x (absmax / 127)."""
+        check_weight_bits(weight_bits)
+        chip = program_chip(
+            weight.detach().cpu().numpy(),
+            weight_bits,
+            device or DeviceConfig(),
+            tile_rows=config.tile_rows,
+            tile_cols=config.tile_cols,
+            read_voltage=config.read_voltage,
+            current_scale=config.current_scale,
+            seed=seed,
+        )
+        return cls(chip, weight_scale, input_scale, bias, config)
+
+    @classmethod
+    def from_quant_linear(
+        cls,
+        layer,
+        *,
+        config: CrossbarConfig = CrossbarConfig(),
+        device: DeviceConfig | None = None,  # None: the measured device, DeviceConfig()
+        seed: int = 0,
+    ) -> "CrossbarLinear":
+        """From a QAT layer (mho.models.quant.QuantLinear or anything with its attributes)."""
+        if layer.kind != "linear":
+            raise ConfigError(f"CrossbarLinear maps linear layers, got a {layer.kind}")
+        bias = None if layer.bias is None else layer.bias.detach()
+        return cls.from_integer(
+            layer.integer_weight(),
+            layer.weight_bits,
+            layer.weight_scale,
+            layer.input_scale,
+            bias,
+            config=config,
+            device=device,
+            seed=seed,
+        )
+
+    def reseed(self, seed: int) -> None:
+        """Restart the read-noise stream (on every device) from `seed`."""
+        self._generators.clear()
+        self._noise_seed = seed
+
+    def _generator(self, device: torch.device) -> torch.Generator:
+        if device not in self._generators:
+            self._generators[device] = torch.Generator(device).manual_seed(self._noise_seed)
+        return self._generators[device]
+
+    def _table_index(self, levels: torch.Tensor) -> torch.Tensor:
+        """[N, I] DAC levels -> [T_in, N, R] lookup-table indices; level 0 (0 V) pads rows."""
+        rows, tile_rows = levels.shape[0], self.config.tile_rows
+        pad = self.tiles_in * tile_rows - self.in_features
+        index = nn.functional.pad(
+            levels + self.config.input_limit, (0, pad), value=self.config.input_limit
+        )  # [N, I_pad]
+        return index.view(rows, self.tiles_in, tile_rows).transpose(0, 1)  # [T_in, N, R]
+
+    def _variance(self, index: torch.Tensor) -> torch.Tensor:
+        """[T_in, N, R] indices -> [T_in, N, P*O_pad] read-noise variance of every column."""
+        transform = torch.cat((self.noise_table[0][index], self.noise_table[1][index]), -1)
+        return torch.bmm(transform, self.noise_matrix).clamp_(min=0)  # [T_in, N, 2R] @ ...
+
+    def column_variance(self, levels: torch.Tensor) -> torch.Tensor:
+        """Exact read-noise variance of the pre-ADC reads: [N, I] -> [T_in, N, P, O_pad]."""
+        index = self._table_index(levels)
+        if self.noise_matrix is None:
+            return torch.zeros(
+                self.tiles_in,
+                levels.shape[0],
+                self.planes,
+                self.signal_matrix.shape[-1] // self.planes,
+            )
+        return self._variance(index).view(self.tiles_in, levels.shape[0], self.planes, -1)
+
+    def column_currents(
+        self, levels: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Pre-ADC column reads u = I * c of every tile, plane and column.
+
+        levels: [N, I] int64 DAC levels -> [T_in, N, P, O_pad] float32 (padded columns
+        included). Noise per config, from `generator` (default: the module's stream)."""
+        index = self._table_index(levels)  # [T_in, N, R]
+        current = torch.bmm(self.signal_table[index], self.signal_matrix)  # [T_in, N, P*O_pad]
+        if self.noise_matrix is not None:
+            variance = self._variance(index)  # [T_in, N, P*O_pad]
+            generator = generator or self._generator(current.device)
+            noise = torch.randn(current.shape, generator=generator, device=current.device)
+            current += variance.sqrt_().mul_(noise)
+        return current.view(self.tiles_in, levels.shape[0], self.planes, -1)
+
+    def adc(self, current: torch.Tensor) -> torch.Tensor:
+        """[T_in, N, P, O_pad] reads -> integer ADC codes (float32), counting clipped ones."""
+        limit = self.config.adc_limit
+        codes = torch.round(current * 2**self.config.adc_precision_bits)
+        clipped = (codes.abs() > limit).sum(dim=(1, 2)) * self.valid_columns  # [T_in, O_pad]
+        self.clipped += clipped.view(self.tiles_in, self.tiles_out, -1).sum(-1)
+        valid = self.valid_columns.view(self.tiles_out, -1).sum(-1)  # [T_out]
+        self.conversions += current.shape[1] * self.planes * valid
+        return codes.clamp_(-limit, limit)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [..., I] float -> y: [..., O] float32."""
+        if x.shape[-1] != self.in_features:
+            raise ConfigError(f"expected {self.in_features} input features, got {x.shape[-1]}")
+        flat = x.reshape(-1, self.in_features)  # [N, I]
+        outputs = []
+        for start in range(0, flat.shape[0], ROWS_PER_CHUNK):
+            levels = dac_levels(
+                flat[start : start + ROWS_PER_CHUNK], self.input_scale, self.config.input_bits
+            )  # [n, I]
+            codes = self.adc(self.column_currents(levels))[..., : self.out_features]
+            # integer codes: exact in float32 summed over tiles, then planes in float64
+            per_plane = codes.sum(dim=0).double()  # [n, P, O]
+            accumulated = torch.einsum("npo,p->no", per_plane, self.plane_weights)  # [n, O]
+            outputs.append((accumulated * self.output_factor).float())
+        y = torch.cat(outputs) if outputs else flat.new_zeros(0, self.out_features)
+        if self.bias is not None:
+            y = y + self.bias
+        return y.view(*x.shape[:-1], self.out_features)
+
+    def clip_stats(self) -> ClipStats:
+        return ClipStats(self.clipped.clone(), self.conversions.clone())
+
+    def reset_clip_stats(self) -> None:
+        self.clipped.zero_()
+        self.conversions.zero_()
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return (
+            f"in={self.in_features}, out={self.out_features}, weight_bits={self.chip.weight_bits}, "
+            f"tile={c.tile_rows}x{c.tile_cols}, adc=({c.adc_precision_bits}, "
+            f"{c.adc_range_bits}), noise={c.noise}"
+        )
+
+
+class DigitalLinear(nn.Module):
+    """The oracle: the layer kept digital, exactly QAT's x_q W_q^T + b; [..., I] -> [..., O]."""
+
+    def __init__(
+        self,
+        weight: torch.Tensor,
+        weight_bits: int,
+        weight_scale: float,
+        input_scale: float,
+        bias: torch.Tensor | None = None,
+        input_bits: int = 8,
+    ):
+        super().__init__()
+        check_weight_bits(weight_bits)
+        self.weight_scale, self.input_scale = float(weight_scale), float(input_scale)
+        self.input_bits = input_bits
+        # integers times the scale: the same float32 product as QAT's fake-quantized weight
+        self.register_buffer("weight", weight.detach().float() * self.weight_scale)  # [O, I]
+        self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
+
+    @classmethod
+    def from_quant_linear(cls, layer) -> "DigitalLinear":
+        bias = None if layer.bias is None else layer.bias.detach()
+        return cls(
+            layer.integer_weight(), layer.weight_bits, layer.weight_scale, layer.input_scale, bias
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x_q = dac_levels(x, self.input_scale, self.input_bits).float() * self.input_scale
+        return nn.functional.linear(x_q, self.weight, self.bias)

@@ -1,0 +1,229 @@
+"""The fast crossbar layer: exact on an ideal chip, equal to the per-cell reference in value
+(noise off) and in distribution (noise on), reproducible, with counted ADC clipping."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from mho.errors import ConfigError
+from mho.models.quant import QuantConfig, enable_quantization
+from mho.simulator import (
+    CrossbarConfig,
+    CrossbarLinear,
+    DeviceConfig,
+    DigitalLinear,
+    ProgrammedChip,
+    dac_levels,
+)
+from mho.simulator.naive import naive_column_currents, naive_forward
+
+IDEAL = DeviceConfig.ideal()
+
+
+def ideal_config(**kwargs) -> CrossbarConfig:
+    """No noise, exact unit current, an ADC wide enough for a whole tile: (8, 8) covers
+    +-128 units, more than 128 rows at 127/128 of full scale."""
+    settings = dict(noise="off", current_scale=None, adc_precision_bits=8, adc_range_bits=8)
+    return CrossbarConfig(**(settings | kwargs))
+
+
+def random_layer(out_features: int, in_features: int, weight_bits: int, seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    limit = 2 ** (weight_bits - 1) - 1
+    weight = torch.randint(
+        -limit, limit + 1, (out_features, in_features), generator=generator, dtype=torch.int32
+    )
+    bias = torch.randn(out_features, generator=generator)
+    x = torch.randn(7, in_features, generator=generator)
+    return weight, bias, x
+
+
+@pytest.mark.parametrize(
+    "weight_bits, in_features, out_features, tile",
+    [(8, 53, 37, (16, 8)), (4, 40, 19, (32, 32)), (8, 130, 3, (128, 128)), (2, 5, 9, (2, 4))],
+)
+def test_ideal_chip_reproduces_the_integer_matmul(weight_bits, in_features, out_features, tile):
+    weight, bias, x = random_layer(out_features, in_features, weight_bits)
+    x = x.view(7, 1, in_features).expand(7, 2, in_features)  # any leading shape
+    weight_scale, input_scale = 0.0123, float(x.abs().max()) / 127
+    config = ideal_config(tile_rows=tile[0], tile_cols=tile[1])
+    layer = CrossbarLinear.from_integer(
+        weight, weight_bits, weight_scale, input_scale, bias, config=config, device=IDEAL
+    )
+    y = layer(x)
+    levels = dac_levels(x, input_scale, 8).double()
+    expected = ((levels @ weight.double().T) * (input_scale * weight_scale)).float() + bias
+    assert y.shape == (7, 2, out_features)
+    torch.testing.assert_close(y, expected, rtol=1e-6, atol=1e-6 * float(expected.abs().max()))
+    assert layer.clip_stats().fraction == 0.0
+
+
+def test_ideal_chip_from_a_qat_layer_matches_its_matmul_and_digital_is_exact():
+    torch.manual_seed(0)
+    model = enable_quantization(nn.Sequential(nn.Linear(70, 30)), QuantConfig(weight_bits=4))
+    layer = model[0]
+    x = torch.randn(16, 70) * 2
+    layer.train()(x)  # the first batch sets the activation absmax
+    layer.eval()
+    with torch.no_grad():
+        expected = nn.functional.linear(
+            layer.input_observer(x), layer.fake_quantized_weight(), layer.bias
+        )  # the QAT output before the output observer
+        crossbar = CrossbarLinear.from_quant_linear(
+            layer, config=ideal_config(tile_rows=32, tile_cols=16), device=IDEAL
+        )
+        torch.testing.assert_close(crossbar(x), expected, rtol=1e-5, atol=1e-5)
+        assert torch.equal(DigitalLinear.from_quant_linear(layer)(x), expected)
+
+
+def test_fast_path_equals_the_per_cell_reference_without_noise():
+    weight, bias, x = random_layer(11, 21, 8, seed=1)
+    config = CrossbarConfig(tile_rows=8, tile_cols=4, noise="off")  # measured device, (4, 4)
+    weight_scale, input_scale = 0.01, float(x.abs().max()) / 127
+    layer = CrossbarLinear.from_integer(
+        weight, 8, weight_scale, input_scale, bias, config=config, seed=2
+    )
+    levels = dac_levels(x, input_scale, 8)
+    fast = layer.column_currents(levels).double()  # [T_in, N, P, O_pad]
+    naive = naive_column_currents(layer.chip, levels, config)
+    # float32 tables and matmul vs float64 per-cell sums: float32 rounding of a few units
+    torch.testing.assert_close(fast, naive, rtol=0, atol=1e-5)
+
+    # after the ADC, codes can only differ where a read sits on a rounding boundary
+    scaled = naive * 2**config.adc_precision_bits
+    differ = torch.round(fast * 2**config.adc_precision_bits) != torch.round(scaled)
+    assert (torch.abs(scaled.frac().abs() - 0.5)[differ] < 1e-4).all()
+    y_naive, clipped_naive = naive_forward(layer.chip, x, weight_scale, input_scale, bias, config)
+    layer.reset_clip_stats()
+    y_fast = layer(x)
+    lsb = weight_scale * input_scale * 128 / 2**config.adc_precision_bits * 2**6  # MSB plane
+    tolerance = 1e-5 + int(differ.sum()) * lsb
+    torch.testing.assert_close(y_fast.double(), y_naive, rtol=0, atol=tolerance)
+    if not differ.any():
+        assert torch.equal(layer.clip_stats().clipped, clipped_naive)
+
+
+@pytest.mark.parametrize("mode", ["legacy", "physical"])
+def test_read_noise_matches_the_per_cell_reference_in_distribution(mode):
+    weight, _, _ = random_layer(10, 12, 3, seed=3)
+    config = CrossbarConfig(tile_rows=8, tile_cols=4, noise=mode)
+    layer = CrossbarLinear.from_integer(weight, 3, 0.01, 0.01, config=config, seed=4)
+    inputs = torch.tensor(
+        [
+            [-127, -40, 0, 3, 64, 127, 90, -5, 12, -100, 33, 7],
+            [5, 0, 0, 127, -127, 1, -1, 60, -60, 20, 0, 110],
+        ]
+    )
+    draws = 6000
+    levels = inputs.repeat(draws, 1)  # every row draws its own noise: 6000 draws per input
+    shape = (layer.tiles_in, draws, 2, layer.planes, -1)  # [T_in, draw, input, P, O_pad]
+    fast = layer.column_currents(levels).double().view(shape)
+    naive = naive_column_currents(layer.chip, levels, config, torch.Generator().manual_seed(5))
+    naive = naive.view(shape)
+    noiseless = naive_column_currents(
+        layer.chip, inputs, CrossbarConfig(tile_rows=8, tile_cols=4, noise="off")
+    ).unsqueeze(1)  # [T_in, 1, input, P, O_pad]
+    variance = layer.column_variance(inputs).double().unsqueeze(1)  # exact, from the matmul
+    assert (variance > 0).all()
+
+    # Gaussian noise: sample mean SE = sqrt(var / n), sample variance SE = var sqrt(2 / (n-1));
+    # 5 SE over ~100 columns leaves a false alarm at ~1e-4
+    for sample in (fast, naive):
+        mean_error = (sample.mean(1, keepdim=True) - noiseless) / (variance / draws).sqrt()
+        assert mean_error.abs().max() < 5
+        ratio = sample.var(1, keepdim=True) / variance
+        assert (ratio - 1).abs().max() < 5 * np.sqrt(2 / (draws - 1))
+
+
+def test_legacy_noise_is_about_41_times_the_physical_shot_noise():
+    weight = torch.ones(1, 1, dtype=torch.int32)
+    spreads = {}
+    for mode in ("legacy", "physical"):
+        config = CrossbarConfig(tile_rows=1, tile_cols=1, noise=mode)
+        layer = CrossbarLinear.from_integer(weight, 2, 1.0, 1.0, config=config, device=IDEAL)
+        spreads[mode] = float(layer.column_variance(torch.tensor([[127]])).sum().sqrt())
+    # legacy: Euler's number for q and BW = 1e-8 (shot dominates); physical adds Johnson
+    # noise on top of sqrt(1.602e-19 * 1e8 / (e * 1e-8)) = 1 / 41.2 of the legacy shot noise
+    assert 25 < spreads["legacy"] / spreads["physical"] < 41.2
+
+
+def test_same_seeds_reproduce_outputs_and_the_saved_chip_reproduces_them_bit_for_bit(tmp_path):
+    weight, bias, x = random_layer(9, 30, 8, seed=6)
+    config = CrossbarConfig(tile_rows=16, tile_cols=8, noise="legacy", noise_seed=3)
+    build = dict(weight_bits=8, weight_scale=0.02, input_scale=float(x.abs().max()) / 127)
+    first = CrossbarLinear.from_integer(weight, bias=bias, config=config, seed=1, **build)
+    second = CrossbarLinear.from_integer(weight, bias=bias, config=config, seed=1, **build)
+    other = CrossbarLinear.from_integer(weight, bias=bias, config=config, seed=2, **build)
+    y = first(x)
+    assert torch.equal(y, second(x))
+    assert not torch.equal(y, other(x))
+    assert not torch.equal(first(x), y)  # read noise moves on between forwards
+    first.reseed(3)
+    assert torch.equal(first(x), y)
+
+    first.chip.save(tmp_path / "chip.npz")
+    loaded = ProgrammedChip.load(tmp_path / "chip.npz")
+    restored = CrossbarLinear(loaded, build["weight_scale"], build["input_scale"], bias, config)
+    assert torch.equal(restored(x), y)
+
+
+def test_adc_clipping_is_counted_per_tile():
+    # 2-bit all-ones weights on an ideal chip; ADC (p, r) = (2, 2) saturates at +-2 units
+    weight = torch.ones(6, 20, dtype=torch.int32)  # [O, I]: tiles of 8 x 4 -> 3 x 2 tiles
+    config = ideal_config(tile_rows=8, tile_cols=4, adc_precision_bits=2, adc_range_bits=2)
+    layer = CrossbarLinear.from_integer(weight, 2, 1.0, 1.0, config=config, device=IDEAL)
+    x = torch.stack((torch.full((20,), 64.0), torch.zeros(20)))  # level 64: half full scale
+    y = layer(x)
+    # input tiles hold 8, 8 and 4 real rows: 4, 4 and 2 units; the first two clip to 2
+    assert torch.equal(y[0], torch.full((6,), (2 + 2 + 2) * 128.0))
+    stats = layer.clip_stats()
+    assert stats.clipped.tolist() == [[4, 2], [4, 2], [0, 0]]  # row 1 only, real columns only
+    assert stats.conversions.tolist() == [[8, 4], [8, 4], [8, 4]]  # 2 rows x 1 plane x cols
+    assert stats.fraction == pytest.approx(12 / 36)
+    torch.testing.assert_close(
+        stats.tile_fraction, torch.tensor([[0.5, 0.5], [0.5, 0.5], [0.0, 0.0]], dtype=torch.float64)
+    )
+    _, clipped = naive_forward(layer.chip, x, 1.0, 1.0, None, config)
+    assert torch.equal(clipped, stats.clipped)
+    layer.reset_clip_stats()
+    assert layer.clip_stats().fraction == 0.0
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"adc_precision_bits": -1}, "precision >= 0"),
+        ({"adc_range_bits": -1}, "range >= 0"),
+        ({"adc_precision_bits": 9, "adc_range_bits": 8}, "precision \\+ range <= 16"),
+        ({"tile_rows": 0}, "tile size"),
+        ({"tile_cols": 0}, "tile size"),
+        ({"input_bits": 9}, "DAC input bits"),
+        ({"noise": "loud"}, "noise must be one of"),
+        ({"current_scale": 0.0}, "current_scale"),
+    ],
+)
+def test_bad_crossbar_settings_are_config_errors(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        CrossbarConfig(**kwargs)
+
+
+@pytest.mark.parametrize("bits", [1, 9])
+def test_weight_bits_outside_two_to_eight_are_config_errors(bits):
+    with pytest.raises(ConfigError, match="weight bits must be in 2..8"):
+        CrossbarLinear.from_integer(torch.zeros(2, 2, dtype=torch.int32), bits, 1.0, 1.0)
+
+
+def test_wrong_input_width_and_mismatched_tiles_are_config_errors():
+    layer = CrossbarLinear.from_integer(
+        torch.ones(2, 3, dtype=torch.int32),
+        2,
+        1.0,
+        1.0,
+        config=ideal_config(tile_rows=4, tile_cols=4),
+        device=IDEAL,
+    )
+    with pytest.raises(ConfigError, match="expected 3 input features"):
+        layer(torch.zeros(1, 4))
+    with pytest.raises(ConfigError, match="chip tiles are 4 x 4"):
+        CrossbarLinear(layer.chip, 1.0, 1.0, config=ideal_config())
