@@ -114,8 +114,22 @@ def data_subset(source: Path, out: Path, count: int, seed: int) -> None:
 @click.option("--data", "data_sets", multiple=True, required=True,
               help="Shipped set name, manifest (.jsonl) or LibriSpeech directory; repeatable.")
 @click.option("--decoder", type=click.Choice(["greedy", "lm"]), default="lm", show_default=True)
+@click.option("--memristor", is_flag=False, flag_value="", default=None, metavar="[CONFIG]",
+              help="Run on simulated memristor chips (optionally configured by a TOML file).")
+@click.option("--adc", metavar="P/R", help="Default ADC precision/range bits (e.g. 4/4).")
+@click.option("--layer", "layer_rules", multiple=True, metavar="PATTERN=P/R",
+              help="ADC of the layers matching a glob pattern; repeatable.")
+@click.option("--digital", "digital_patterns", multiple=True, metavar="PATTERN",
+              help="Keep matching layers digital (the paper's oracle); repeatable.")
+@click.option("--noise", type=click.Choice(["off", "legacy", "physical"]), default=None,
+              help="Read noise mode (default: the config's, legacy).")
+@click.option("--runs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Programming runs (chips), each with its own seed.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the first chip.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per model and set.")
 def eval_command(models: tuple[str, ...], data_sets: tuple[str, ...], decoder: str,
+                 memristor: str | None, adc: str | None, layer_rules: tuple[str, ...],
+                 digital_patterns: tuple[str, ...], noise: str | None, runs: int, seed: int,
                  as_json: bool) -> None:
     """Word and character error rate and real-time factor of MODELS on --data sets."""
     from mho.data.datasets import resolve_dataset
@@ -123,21 +137,66 @@ def eval_command(models: tuple[str, ...], data_sets: tuple[str, ...], decoder: s
     from mho.runtime.recognizer import load_recognizer
 
     sets = [resolve_dataset(spec) for spec in data_sets]  # fail on bad data before loading
+    if memristor is not None:
+        results = _eval_memristor(models, sets, decoder, memristor, adc, layer_rules,
+                                  digital_patterns, noise, runs, seed, as_json)
+        _print_results(results, as_json, memristor=True)
+        return
     results = []
     for model in models:
         recognizer = load_recognizer(model, decoder=decoder)
         for name, utterances in sets:
             results.append(evaluate(recognizer, utterances, data_name=name,
                                     progress=not as_json).summary())
+    _print_results(results, as_json)
+
+
+def _eval_memristor(models, sets, decoder, memristor, adc, layer_rules, digital_patterns, noise,
+                    runs, seed, as_json) -> list[dict]:
+    import dataclasses
+
+    from mho.models.zoo import checkpoint_path, load_model
+    from mho.runtime.decode import load_decoder
+    from mho.simulator.config import SimulatorConfig, load_simulator_config, with_cli_overrides
+    from mho.simulator.evaluate import evaluate_on_chips
+
+    config = load_simulator_config(memristor) if memristor else SimulatorConfig()
+    config = with_cli_overrides(config, adc=adc, layers=layer_rules, digital=digital_patterns)
+    if noise is not None:
+        config = dataclasses.replace(config, noise=noise)
+    search = load_decoder(decoder)
+    results = []
+    for name in models:
+        path = checkpoint_path(name)
+        if path is None:
+            raise MhoError(f"--memristor needs an mho model (shipped name or checkpoint): {name}")
+        model, _ = load_model(path)
+        for data_name, utterances in sets:
+            result = evaluate_on_chips(
+                model, utterances, name=name, data_name=data_name, decoder=search,
+                decoder_name=decoder, config=config, seed=seed, runs=runs, progress=not as_json,
+            )
+            results.append(dataclasses.asdict(result))
+    return results
+
+
+def _print_results(results: list[dict], as_json: bool, memristor: bool = False) -> None:
     if as_json:
         click.echo(json.dumps(results[0] if len(results) == 1 else results, indent=2))
         return
-    table = Table(title="evaluation")
-    for column in ("model", "data", "decoder", "runtime", "utts", "WER %", "CER %", "RTF"):
+    table = Table(title="evaluation on memristor chips" if memristor else "evaluation")
+    last = ("runs", "WER std", "most clipped layer") if memristor else ("RTF",)
+    for column in ("model", "data", "decoder", "runtime", "utts", "WER %", "CER %", *last):
         table.add_column(column, justify="left" if column in ("model", "data") else "right")
     for r in results:
-        table.add_row(r["model"], r["data"], r["decoder"], r["runtime"], str(r["utterances"]),
-                      f"{r['wer']:.2f}", f"{r['cer']:.2f}", f"{r['rtf']:.3f}")
+        row = [r["model"], r["data"], r["decoder"], r["runtime"], str(r["utterances"]),
+               f"{r['wer']:.2f}", f"{r['cer']:.2f}"]
+        if memristor:
+            layer, fraction = max(r["clipping"].items(), key=lambda item: item[1])
+            row += [str(len(r["runs"])), f"{r['wer_std']:.2f}", f"{layer} ({fraction:.1%})"]
+        else:
+            row.append(f"{r['rtf']:.3f}")
+        table.add_row(*row)
     console.print(table)
 
 

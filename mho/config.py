@@ -81,18 +81,22 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     return value
 
 
-def load_toml(cls: type[T], path: str | Path) -> T:
-    """Read a TOML file into config class ``cls``."""
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """A TOML file as plain data; every way it can fail is a one-line ConfigError."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config not found: {path}") from None
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"cannot read config {path}: {error}") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: invalid TOML ({error})") from None
-    return from_dict(cls, data, where=path.name)
+
+
+def load_toml(cls: type[T], path: str | Path) -> T:
+    """Read a TOML file into config class ``cls``."""
+    return from_dict(cls, read_toml(path), where=Path(path).name)
 
 
 def to_dict(config: Any) -> dict[str, Any]:

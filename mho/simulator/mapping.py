@@ -1,0 +1,252 @@
+"""Map a whole QAT model onto simulated crossbars: one seed = one chip, bit for bit.
+
+    simulated, report = map_to_crossbars(model, SimulatorConfig(), seed=3)
+    simulated(features, lengths)                 # the model, every static-weight op analog
+    save_chip(report, "chip.npz")                # the programmed state of every layer
+    simulated, report = load_chip(model, "chip.npz")   # the same chip again, no programming
+
+Every layer from `quantized_layers(model)` is replaced (in a deep copy) by its crossbar twin
+(layers.py), or kept as the QAT layer where a rule says `digital` (the paper's oracle). Layer
+`name` is programmed with derive_seed(seed, name) and reads noise from
+derive_seed(seed, name, "noise"): a layer's chip does not depend on which other layers are
+mapped, so a digital rule elsewhere leaves it unchanged.
+
+A chip file holds every core's ProgrammedChip, the SimulatorConfig and a fingerprint of the
+model's integer weights; loading it for another model is an error, not a silent mismatch.
+"""
+
+import copy
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+from tqdm import tqdm
+
+from mho.errors import ConfigError, MhoError
+from mho.io import atomic_path
+from mho.models.quant import quantized_layers
+from mho.simulator.config import LayerSettings, SimulatorConfig
+from mho.simulator.device import DeviceConfig, ProgrammedChip
+from mho.simulator.layers import TWINS, derive_seed
+
+CHIP_FORMAT = 1
+_CHIP_ARRAYS = ("r_plus", "r_minus", "llrs", "hhrs")
+_CHIP_META = (
+    "in_features", "out_features", "weight_bits", "tile_rows", "tile_cols", "seed",
+    "unverified_cells",
+)
+
+
+@dataclass(frozen=True)
+class LayerMapping:
+    """How one quantized layer was mapped."""
+
+    name: str  # module name, e.g. "blocks.0.attention.linear_pos"
+    kind: str  # "linear", "conv1d", "depthwise_conv1d" or "conv2d"
+    digital: bool  # kept as the QAT layer (no crossbar)
+    adc: tuple[int, int] | None  # (precision, range) bits; None when digital
+    weight_bits: int  # as programmed (after any weight_bits rule)
+    weights: int  # weights of the layer
+    tiles: int  # crossbar tiles per bit plane and polarity (0 when digital)
+    cells: int  # all cells: tiles x rows x columns x planes x 2 polarities
+    seconds: float  # programming time
+    chips: tuple[ProgrammedChip, ...] = field(default=(), repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class MappingReport:
+    seed: int  # the chip's programming seed
+    config: SimulatorConfig
+    fingerprint: str  # of the model's integer weights (see `weight_fingerprint`)
+    layers: tuple[LayerMapping, ...]
+
+    @property
+    def crossbar_layers(self) -> tuple[str, ...]:
+        return tuple(m.name for m in self.layers if not m.digital)
+
+    @property
+    def digital_layers(self) -> tuple[str, ...]:
+        return tuple(m.name for m in self.layers if m.digital)
+
+    @property
+    def cells(self) -> int:
+        return sum(m.cells for m in self.layers)
+
+    @property
+    def seconds(self) -> float:
+        return sum(m.seconds for m in self.layers)
+
+    def table(self) -> str:
+        """A plain-text table, one line per layer (for the CLI to print)."""
+        lines = [f"{'layer':<40} {'kind':<17} {'mode':<8} {'adc':>5} {'bits':>4} {'tiles':>6}"]
+        for m in self.layers:
+            adc = "-" if m.adc is None else f"{m.adc[0]}/{m.adc[1]}"
+            mode = "digital" if m.digital else "crossbar"
+            lines.append(
+                f"{m.name:<40} {m.kind:<17} {mode:<8} {adc:>5} {m.weight_bits:>4} {m.tiles:>6}"
+            )
+        lines.append(
+            f"seed {self.seed}: {len(self.crossbar_layers)} crossbar / "
+            f"{len(self.digital_layers)} digital layers, {self.cells:,} cells, "
+            f"programmed in {self.seconds:.1f} s"
+        )
+        return "\n".join(lines)
+
+
+def weight_fingerprint(model: nn.Module) -> str:
+    """sha256 (hex, 16 digits) of every quantized layer's name, kind, bits and integer weights:
+    what a chip stores. Scales and biases are digital and stay out of it."""
+    digest = hashlib.sha256()
+    for name, layer in quantized_layers(model).items():
+        weight = layer.integer_weight().cpu().numpy().astype(np.int32)
+        digest.update(f"{name}|{layer.kind}|{layer.weight_bits}|{weight.shape}|".encode())
+        digest.update(np.ascontiguousarray(weight).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _quantized_or_fail(model: nn.Module) -> dict:
+    layers = quantized_layers(model)
+    if not layers:
+        raise MhoError(
+            "model has no quantized layers: quantize it first (QAT: "
+            "model.enable_quantization(), then calibrate or fine-tune) before mapping it"
+        )
+    return layers
+
+
+def map_to_crossbars(
+    model: nn.Module, config: SimulatorConfig, seed: int, progress: bool = False
+) -> tuple[nn.Module, MappingReport]:
+    """A deep copy of the QAT `model` (eval mode) with every quantized layer replaced by its
+    crossbar twin, or kept digital, per `config`; and what was mapped. `progress`: a tqdm bar
+    over layers on stderr."""
+    return _map(model, config, seed, chips=None, progress=progress)
+
+
+def _map(
+    model: nn.Module,
+    config: SimulatorConfig,
+    seed: int,
+    chips: dict[str, list[ProgrammedChip]] | None,
+    progress: bool,
+) -> tuple[nn.Module, MappingReport]:
+    settings = config.resolve(_quantized_or_fail(model))
+    fingerprint = weight_fingerprint(model)
+    simulated = copy.deepcopy(model).eval()
+    mappings = []
+    layers = quantized_layers(simulated)
+    for name, layer in tqdm(
+        layers.items(), desc="programming", unit="layer", disable=not progress, leave=False
+    ):
+        started = time.perf_counter()
+        twin = _map_layer(name, layer, settings[name], config, seed, chips)
+        if twin is not None:
+            parent_name, _, child_name = name.rpartition(".")
+            setattr(simulated.get_submodule(parent_name), child_name, twin)
+        layer_chips = () if twin is None else twin.chips
+        tiles = sum(c.tiles[0] * c.tiles[1] for c in layer_chips)
+        mappings.append(
+            LayerMapping(
+                name=name,
+                kind=layer.kind,
+                digital=twin is None,
+                adc=None if twin is None else settings[name].adc,
+                weight_bits=layer.weight_bits,
+                weights=layer.weight.numel(),
+                tiles=tiles,
+                cells=sum(c.r_plus.size * 2 for c in layer_chips),
+                seconds=time.perf_counter() - started,
+                chips=layer_chips,
+            )
+        )
+    return simulated, MappingReport(seed, config, fingerprint, tuple(mappings))
+
+
+def _map_layer(name, layer, settings: LayerSettings, config, seed, chips):
+    """The twin of one (copied) QAT layer, or None to keep it digital."""
+    if settings.weight_bits is not None:  # re-quantize the float QAT weights (copy only)
+        layer.quant_config = replace(layer.quant_config, weight_bits=settings.weight_bits)
+    if settings.digital:
+        return None
+    if layer.kind not in TWINS:
+        raise ConfigError(f"{name}: no crossbar mapping for {layer.kind} layers")
+    try:
+        crossbar_config = config.crossbar_config(
+            settings.adc, layer.input_observer.bits, derive_seed(seed, name, "noise")
+        )
+        if chips is None:
+            return TWINS[layer.kind].from_quant(
+                layer, config=crossbar_config, device=config.device, seed=derive_seed(seed, name)
+            )
+        return TWINS[layer.kind].from_chips(layer, chips[name], crossbar_config)
+    except ConfigError as error:
+        raise ConfigError(f"{name}: {error}") from None
+
+
+def save_chip(report: MappingReport, path: str | Path) -> None:
+    """Write every programmed layer of a mapping (and its config and model fingerprint) to one
+    .npz file, atomically."""
+    arrays: dict[str, np.ndarray] = {}
+    layers = []
+    for i, mapping in enumerate(report.layers):
+        if mapping.digital:
+            continue
+        metas = []
+        for j, chip in enumerate(mapping.chips):
+            for key in _CHIP_ARRAYS:
+                arrays[f"l{i}_c{j}_{key}"] = getattr(chip, key)
+            meta = {key: getattr(chip, key) for key in _CHIP_META}
+            metas.append(meta | {"device": asdict(chip.device), "arrays": f"l{i}_c{j}"})
+        layers.append({"name": mapping.name, "chips": metas})
+    meta = {
+        "format": CHIP_FORMAT,
+        "seed": report.seed,
+        "fingerprint": report.fingerprint,
+        "config": report.config.to_dict(),
+        "layers": layers,
+    }
+    with atomic_path(path) as partial, open(partial, "wb") as file:
+        np.savez(file, meta=np.array(json.dumps(meta)), **arrays)
+
+
+def load_chip(
+    model: nn.Module, path: str | Path, progress: bool = False
+) -> tuple[nn.Module, MappingReport]:
+    """The simulated `model` on the chip saved at `path` (no programming): the same outputs,
+    bit for bit, as the mapping that made the file. MhoError if the chip was made for another
+    model."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            arrays = {key: data[key] for key in data.files if key != "meta"}
+    except (OSError, KeyError, ValueError) as error:
+        raise MhoError(f"cannot read a chip from {path}: {error}") from error
+    if meta.get("format") != CHIP_FORMAT:
+        raise MhoError(f"{path}: unsupported chip format {meta.get('format')}")
+    _quantized_or_fail(model)
+    fingerprint = weight_fingerprint(model)
+    if meta["fingerprint"] != fingerprint:
+        raise MhoError(
+            f"{path} was programmed for another model (weights fingerprint "
+            f"{meta['fingerprint']}, this model's is {fingerprint})"
+        )
+    chips = {}
+    for layer in meta["layers"]:
+        chips[layer["name"]] = [
+            ProgrammedChip(
+                **{key: arrays[f"{c['arrays']}_{key}"] for key in _CHIP_ARRAYS},
+                **{key: c[key] for key in _CHIP_META},
+                device=DeviceConfig(**c["device"]),
+            )
+            for c in layer["chips"]
+        ]
+    config = SimulatorConfig.from_dict(meta["config"], where=str(path))
+    settings = config.resolve(quantized_layers(model))
+    expected = {name for name, s in settings.items() if not s.digital}
+    if expected != set(chips):
+        raise MhoError(f"{path}: its layers do not match its own config (corrupt file?)")
+    return _map(model, config, int(meta["seed"]), chips=chips, progress=progress)

@@ -1,0 +1,91 @@
+"""`mho eval --memristor`: an ideal chip transcribes exactly like the QAT model; a real chip
+reports runs, their spread and clipping per layer; bad settings fail in one line."""
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from mho.cli import main
+from mho.data.datasets import copy_subset, shipped_manifest
+from mho.models.conformer import ConformerCTC, conformer_config
+from mho.models.quant import calibrate
+from mho.train.checkpoint import save_checkpoint
+
+IDEAL_TOML = """
+adc = [8, 8]
+noise = "off"
+ideal_current = true
+[device]
+variability = false
+linear_iv = true
+"""
+
+
+@pytest.fixture(scope="module")
+def qat_checkpoint(tmp_path_factory):
+    """A tiny calibrated 8-bit QAT Conformer (untrained: its words are noise, but the same
+    noise on every runtime is exactly what these checks need)."""
+    torch.manual_seed(0)
+    model = ConformerCTC(conformer_config("tiny"))
+    model.enable_quantization(weight_bits=8)
+    calibrate(model, [(torch.randn(2, 300, 80) * 3, torch.tensor([300, 200]))])
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    save_checkpoint(path, {"model_type": "conformer-ctc", "model_config": model.config.to_dict(),
+                           "vocabulary": [], "metadata": {}, "state_dict": model.state_dict()})
+    return path
+
+
+@pytest.fixture(scope="module")
+def three_utterances(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "three.jsonl"
+    copy_subset(shipped_manifest("flite-slt"), path, count=3, seed=1)
+    return path
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_ideal_chip_transcribes_like_the_qat_model(qat_checkpoint, three_utterances, tmp_path):
+    (tmp_path / "ideal.toml").write_text(IDEAL_TOML)
+    digital = run("eval", qat_checkpoint, "--data", three_utterances, "--decoder", "greedy",
+                  "--json")
+    ideal = run("eval", qat_checkpoint, "--data", three_utterances, "--decoder", "greedy",
+                "--memristor", tmp_path / "ideal.toml", "--json")
+    assert digital.exit_code == 0 and ideal.exit_code == 0, digital.output + ideal.output
+    digital, ideal = json.loads(digital.output), json.loads(ideal.output)
+    assert ideal["wer"] == digital["wer"] and ideal["cer"] == digital["cer"]
+    assert set(ideal["clipping"].values()) == {0.0}
+
+
+def test_default_chips_report_runs_spread_and_clipping(qat_checkpoint, three_utterances):
+    result = run("eval", qat_checkpoint, "--data", three_utterances, "--decoder", "greedy",
+                 "--memristor", "--runs", 2, "--adc", "4/4", "--layer", "ctc_head=2/6",
+                 "--json")
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.output)
+    assert len(record["runs"]) == 2 and record["seeds"] == [0, 1]
+    assert record["wer_std"] >= 0 and "ctc_head" in record["clipping"]
+    assert all(0.0 <= f <= 1.0 for f in record["clipping"].values())
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--adc", "9/9"], "precision + range <= 16"),
+        (["--adc", "four"], "PRECISION/RANGE"),
+        (["--layer", "*.nosuchlayer=1/7"], "matches no quantized layer"),
+    ],
+)
+def test_bad_memristor_settings_fail_in_one_line(qat_checkpoint, three_utterances, options,
+                                                 message):
+    result = run("eval", qat_checkpoint, "--data", three_utterances, "--memristor", *options)
+    assert result.exit_code == 1 and message in result.output
+    assert result.output.strip().count("\n") == 0
+
+
+def test_memristor_needs_an_mho_model(three_utterances):
+    result = run("eval", "pocketsphinx", "--data", three_utterances, "--memristor")
+    assert result.exit_code == 1 and "needs an mho model" in result.output
