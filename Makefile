@@ -72,7 +72,7 @@ testsets: corpus
 # The shipped Conformer-CTC models: 5 positional-encoding variants x {8, 4}-bit QAT.
 models: corpus
 	recipes/train_models.sh runs/models
-	recipes/pack_models.sh runs/models $(CORPUS)
+	recipes/pack_models.sh runs/models
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -214,15 +214,16 @@ def models_group(ctx: click.Context, as_json: bool, markdown: bool) -> None:
     if as_json:
         click.echo(json.dumps(cards, indent=2))
         return
-    columns = ["name", "pe", "bits", "params", "train h", "train min"]
-    sets = ("dev", "test-flite-slt", "test-festival-slt")
-    columns += [f"{s} greedy / LM" for s in sets]
+    sets = list(dict.fromkeys(r["data"] for c in cards for r in c.get("results", [])))
+    columns = ["name", "pe", "bits", "params", "train h", "train min", "dev WER (greedy)",
+               *(f"{s} greedy / LM" for s in sets)]
     rows = []
     for card in cards:
         wer = {(r["data"], r["decoder"]): r["wer"] for r in card.get("results", [])}
         rows.append([
             card["name"], card["pe"], str(card["weight_bits"]), f"{card['params'] / 1e6:.2f} M",
             f"{card['train_hours']:.1f}", f"{card['train_minutes']:.0f}",
+            f"{card['history'][-1]['dev_wer']:.2f}" if card["history"] else "-",
             *(f"{wer.get((s, 'greedy'), float('nan')):.2f} / {wer.get((s, 'lm'), float('nan')):.2f}"
               for s in sets),
         ])
