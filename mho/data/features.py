@@ -43,6 +43,9 @@ class FeatureConfig:
         return num_samples // self.shift_samples + 1
 
 
+
+FRAMES_PER_SECOND = FeatureConfig().frames_per_second  # 100 feature frames per second
+
 def hz_to_mel(hz: torch.Tensor) -> torch.Tensor:
     """HTK mel scale."""
     return 2595.0 * torch.log10(1.0 + hz / 700.0)

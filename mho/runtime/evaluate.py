@@ -8,7 +8,7 @@ import jiwer
 from tqdm import tqdm
 
 from mho.data.audio import SAMPLE_RATE
-from mho.data.manifest import Utterance
+from mho.data.manifest import Utterance, load_utterance_audio
 from mho.data.text import normalize_transcript
 from mho.runtime.recognizer import Recognizer
 
@@ -51,8 +51,6 @@ def evaluate(
     progress: bool = True,
 ) -> EvalResult:
     """Transcribe every utterance and score against its reference text."""
-    from mho.data.manifest import load_utterance_audio
-
     utterances = list(utterances)
     hypotheses: dict[str, str] = {}
     audio_seconds = compute_seconds = 0.0

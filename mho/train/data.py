@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from mho.data.features import FeatureConfig, LogMel
+from mho.data.features import FRAMES_PER_SECOND, FeatureConfig, LogMel
 from mho.data.lexicon import Lexicon, Vocabulary
 from mho.data.manifest import Utterance, load_utterance_audio
 from mho.errors import MhoError
@@ -84,7 +84,7 @@ class FeatureSet:
 
     @property
     def durations(self) -> list[float]:
-        return [f.shape[0] / FeatureConfig().frames_per_second for f in self.features]
+        return [f.shape[0] / FRAMES_PER_SECOND for f in self.features]
 
     def collate(self, indices: list[int]) -> dict[str, torch.Tensor]:
         """Pad a batch: features [B, T, 80] float32, lengths [B], labels [B, L], label lengths."""

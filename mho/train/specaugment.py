@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 import torch
 
-from mho.data.features import FeatureConfig
+from mho.data.features import FRAMES_PER_SECOND
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ def spec_augment(
         counts = torch.full((batch,), config.freq_masks)
         full = torch.full((batch,), bins)
         keep &= ~band_mask(bins, counts, config.max_freq_width, full)[:, None, :]
-    seconds = lengths.float() / FeatureConfig().frames_per_second  # [B]
+    seconds = lengths.float() / FRAMES_PER_SECOND  # [B]
     time_counts = (config.time_masks_per_second * seconds).long()  # [B]
     if int(time_counts.max()) > 0:
         keep &= ~band_mask(frames, time_counts, config.max_time_width, lengths)[:, :, None]

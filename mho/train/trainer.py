@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from mho.config import to_dict
-from mho.data.features import FeatureConfig
+from mho.data.features import FRAMES_PER_SECOND
 from mho.data.lexicon import PHONE_VOCABULARY, Lexicon
 from mho.data.manifest import read_manifest
 from mho.errors import MhoError
@@ -34,7 +34,6 @@ from mho.train.validate import dev_error_rates
 
 CHECKPOINT = "checkpoint.pt"
 LOG = "log.jsonl"
-FRAMES_PER_SECOND = FeatureConfig().frames_per_second
 
 
 @dataclass
