@@ -15,7 +15,7 @@ KENLM_BUILD_PACKAGES := cmake g++ libboost-program-options-dev libboost-system-d
 CORPUS := data/corpus
 HOURS := 20
 
-.PHONY: setup demo test lint debian corpus kenlm lm testsets models clean
+.PHONY: setup demo test lint debian corpus features kenlm lm testsets models clean
 
 setup: $(VENV)/.installed debian
 
@@ -33,8 +33,10 @@ debian:
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; \
 	fi
 
-# The peer recognizer and the shipped 8-bit Conformers, on both shipped test sets.
-DEMO_MODELS := $(sort $(patsubst mho/assets/models/%.pt,%,$(wildcard mho/assets/models/*-w8.pt)))
+# The peer recognizer and the paper's baseline Conformer (sinusoidal+linear PE, 8- and
+# 4-bit weights), on both shipped test sets.
+DEMO_MODELS := $(patsubst mho/assets/models/%.pt,%,$(wildcard \
+	mho/assets/models/conformer-sinusoidal-linear-w8.pt mho/assets/models/conformer-sinusoidal-linear-w4.pt))
 demo: setup
 	$(MHO) eval pocketsphinx $(DEMO_MODELS) --data flite-slt --data festival-slt
 
@@ -69,9 +71,19 @@ testsets: corpus
 	$(MHO) data subset $(CORPUS)/test-flite-slt.jsonl --count 50 -o $(TESTSETS)/flite-slt.jsonl
 	$(MHO) data subset $(CORPUS)/test-festival-slt.jsonl --count 50 -o $(TESTSETS)/festival-slt.jsonl
 
-# The shipped Conformer-CTC models: 5 positional-encoding variants x {8, 4}-bit QAT.
-models: corpus
-	recipes/train_models.sh runs/models
+# Feature archives (8-bit log-mel + labels, 0.6 GB) to train from without the audio, e.g.
+# on a GPU machine that has no synthesizers (see recipes/train_models.sh).
+features: corpus
+	$(MHO) data features $(CORPUS)/train.jsonl -o data/features/train.pt
+	$(MHO) data features $(CORPUS)/dev.jsonl --count 200 -o data/features/dev.pt
+
+# The shipped Conformer-CTC models: 5 positional-encoding variants x {8, 4}-bit QAT, with
+# the -gpu presets (device = "auto": a GPU when torch sees one; 15 min on one H100, days
+# on 2 CPU cores). LANES variants train side by side.
+LANES ?= 5
+models: features
+	FLOAT_PRESET=conformer-small-gpu QAT_PRESET=conformer-small-qat-gpu LANES=$(LANES) \
+		recipes/train_models.sh runs/models
 	recipes/pack_models.sh runs/models
 
 clean:

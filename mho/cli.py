@@ -109,6 +109,29 @@ def data_subset(source: Path, out: Path, count: int, seed: int) -> None:
     console.print(f"{len(utterances)} utterances ({hours * 60:.1f} min) -> {out}")
 
 
+@data.command("features")
+@click.argument("manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Archive to write (.pt).")
+@click.option("--count", type=click.IntRange(min=1), default=None,
+              help="Only the first COUNT utterances.")
+def data_features(manifest: Path, out: Path, count: int | None) -> None:
+    """Write MANIFEST's log-mel features and labels as an 8-bit archive that `mho train`
+    reads in place of the manifest (data.train / data.dev = "FILE.pt"): training without
+    the audio, e.g. on a GPU machine."""
+    from mho.data.lexicon import PHONE_VOCABULARY, Lexicon
+    from mho.data.manifest import read_manifest
+    from mho.train.data import FeatureSet
+
+    utterances = read_manifest(manifest)[:count]
+    feature_set = FeatureSet.cached(utterances, Lexicon.from_cmudict(), PHONE_VOCABULARY,
+                                    manifest.parent / "features", desc=f"{manifest.stem} features")
+    feature_set.save_archive(out)
+    hours = sum(feature_set.durations) / 3600
+    console.print(f"{len(feature_set)} utterances ({hours:.2f} h, {feature_set.skipped} left "
+                  f"out of the lexicon) -> {out} ({out.stat().st_size / 1e6:.1f} MB)")
+
+
 @main.command("eval")
 @click.argument("models", nargs=-1, required=True)
 @click.option("--data", "data_sets", multiple=True, required=True,
@@ -250,39 +273,30 @@ def models_group(ctx: click.Context, as_json: bool, markdown: bool) -> None:
 def models_pack(checkpoint: Path, name: str, eval_data: tuple[str, ...],
                 out_dir: Path | None) -> None:
     """Pack a trained CHECKPOINT compactly as NAME, with a model card scored on --eval-data
-    (the packed weights are what gets scored)."""
+    (the packed weights are what gets scored). CHECKPOINT may be a packed model: re-scoring."""
     from mho.data.datasets import resolve_dataset
     from mho.io import atomic_path
-    from mho.models.zoo import MODEL_DIR, load_model, pack_model
+    from mho.models.zoo import MODEL_DIR, load_model, pack_model, training_summary
     from mho.runtime.decode import load_decoder
     from mho.runtime.evaluate import evaluate
     from mho.runtime.torch_runtime import TorchRecognizer
-    from mho.train.checkpoint import load_checkpoint
 
     sets = [resolve_dataset(spec) for spec in eval_data]  # fail on bad data before work
     out_dir = out_dir or MODEL_DIR
     model, payload = load_model(checkpoint)
-    metadata = payload["metadata"]
-    # A QAT model's own metadata covers the fine-tuning; its float pre-training is `init`.
-    init = payload.get("config", {}).get("init")
-    pretraining = load_checkpoint(init)["metadata"] if init else None
     card = {
         "name": name,
         "pe": model.config.pe,
         "weight_bits": model.config.quant.weight_bits if model.config.quant else None,
         "params": model.num_parameters(),
         "architecture": payload["model_config"],
-        "train_hours": (pretraining or metadata)["train_hours"],
-        "train_minutes": (metadata["train_seconds"]
-                          + (pretraining["train_seconds"] if pretraining else 0)) / 60,
-        "qat_hours": metadata["train_hours"] if pretraining else 0.0,
-        "history": [*(pretraining["history"] if pretraining else []), *metadata["history"]],
+        **training_summary(payload),
     }
     target = out_dir / f"{name}.pt"
     with atomic_path(target) as packed_path:
         pack_model(model, payload, packed_path)
         packed, _ = load_model(packed_path)
-        decoders = {kind: load_decoder(kind) for kind in ("greedy", "lm")}
+        decoders = {kind: load_decoder(kind) for kind in ("greedy", "lm") if sets}
         card["results"] = [
             evaluate(TorchRecognizer(name, packed, decoder, kind), utterances,
                      data_name=data_name).summary()
@@ -295,6 +309,130 @@ def models_pack(checkpoint: Path, name: str, eval_data: tuple[str, ...],
     console.print(f"{name}: {card['bytes'] / 1e6:.1f} MB -> {target}")
     for r in card["results"]:
         console.print(f"  {r['data']:>18} {r['decoder']:>6}: WER {r['wer']:.2f}%")
+
+
+@main.command("sweep")
+@click.argument("model")
+@click.option("--data", "data_set", required=True, help="Set to score every chip on.")
+@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for sweep.md, sweep.json, sweep.png and finished jobs (resume).")
+@click.option("--preset", "presets", multiple=True,
+              type=click.Choice(["table2", "figure1", "oracle"]),
+              help="Settings of the paper (repeatable; default table2 unless --adc is given).")
+@click.option("--adc", "adcs", multiple=True, metavar="P/R",
+              help="Also a whole-model ADC setting (repeatable).")
+@click.option("--memristor", "config_file", type=click.Path(exists=True, dir_okay=False),
+              default=None, help="Base simulator config (TOML) the settings apply to.")
+@click.option("--noise", type=click.Choice(["off", "legacy", "physical"]), default=None)
+@click.option("--decoder", type=click.Choice(["greedy", "lm"]), default="lm", show_default=True)
+@click.option("--runs", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Programming runs (chips) per setting.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the first chip.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Local worker processes (default: one per CPU core).")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None,
+              metavar="[ADDRESS]", help="Run the jobs on Ray: a cluster ADDRESS, or a local "
+              "instance when none is given (pip install 'mho[ray]').")
+@click.option("--json", "as_json", is_flag=True, help="Print the per-setting rows as JSON.")
+def sweep_command(model, data_set, out, presets, adcs, config_file, noise, decoder, runs, seed,
+                  workers, ray_address, as_json) -> None:
+    """Score MODEL on simulated chips over a grid of ADC settings x programming runs."""
+    import dataclasses
+    import os
+
+    from tqdm import tqdm
+
+    from mho.data.datasets import resolve_dataset
+    from mho.simulator.config import SimulatorConfig, load_simulator_config, parse_adc
+    from mho.simulator.sweep import plan_jobs, run_sweep, summarize, sweep_settings, write_reports
+
+    data_name, _ = resolve_dataset(data_set)  # fail on bad data before any work
+    config = load_simulator_config(config_file) if config_file else SimulatorConfig()
+    if noise is not None:
+        config = dataclasses.replace(config, noise=noise)
+    settings = sweep_settings(presets or (() if adcs else ("table2",)), map(parse_adc, adcs))
+    jobs = plan_jobs(model, data_set, decoder, settings, config, runs, seed)
+    bar = None if as_json else tqdm(total=len(jobs), desc="sweep jobs", unit="job")
+
+    def on_result(result: dict, done: int, total: int) -> None:
+        if bar is not None:
+            bar.n = done
+            bar.set_postfix(last=f"{result['setting']}: {result['wer']:.2f}%")
+            bar.refresh()
+
+    results = run_sweep(jobs, out, workers=workers or os.cpu_count() or 1,
+                        ray_address=ray_address, on_result=on_result)
+    if bar is not None:
+        bar.close()
+    rows = summarize(results)
+    title = f"{model} on {data_name}: WER over {runs} chips per setting ({config.noise} noise)"
+    paths = write_reports(rows, results, title, out)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title=title)
+    for column in ("setting", "runs", "WER %", "std", "CER %", "PE clipped", "most clipped layer"):
+        table.add_column(column, justify="left" if column in ("setting",) else "right")
+    for r in rows:
+        layer = r["most_clipped_layer"] or "-"
+        table.add_row(r["setting"], str(r["runs"]), f"{r['wer']:.2f}", f"{r['wer_std']:.2f}",
+                      f"{r['cer']:.2f}", f"{r['pe_clipping']:.1%}",
+                      f"{layer} ({r['most_clipped_fraction']:.1%})")
+    console.print(table)
+    console.print("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+@main.group()
+def bench() -> None:
+    """Reproducible speed and memory measurements (ratios measured in one run)."""
+
+
+@bench.command("sim")
+@click.option("--rows", type=click.IntRange(min=1), default=6400, show_default=True,
+              help="Input rows (64 utterances x 100 frames).")
+@click.option("--size", type=click.IntRange(min=1), default=512, show_default=True,
+              help="Layer inputs = outputs.")
+@click.option("--weight-bits", type=click.IntRange(2, 8), default=8, show_default=True)
+@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--model", "models", multiple=True, metavar="NAME",
+              help="Also time programming this model (repeatable; 'all': every shipped one).")
+@click.option("--json", "as_json", is_flag=True)
+def bench_sim_command(rows, size, weight_bits, repeats, threads, models, as_json) -> None:
+    """Simulator time over the bit-plane x matmul floor (noise off and on), speed-up over the
+    naive per-cell reference, peak memory over the digital layer's, programming speed."""
+    from mho.models.zoo import shipped_models
+    from mho.simulator.bench import SimBenchConfig, bench_sim
+
+    if "all" in models:
+        models = tuple(shipped_models())
+    config = SimBenchConfig(in_features=size, out_features=size, rows=rows,
+                            weight_bits=weight_bits, repeats=repeats, threads=threads)
+    log = (lambda message: None) if as_json else (lambda message: console.print(f"[dim]{message}"))
+    summary = bench_sim(config, models, log=log).summary()
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    table = Table(title=f"simulator bench: {summary['layer']}")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_column("target", justify="right")
+    memory = summary["memory_ratio"]
+    for measure, value, target in (
+        ("digital matmul (ms)", f"{summary['digital_ms']:.1f}", ""),
+        ("floor = planes x digital (ms)", f"{summary['floor_ms']:.1f}", ""),
+        ("simulator, noise off (ms)", f"{summary['simulator_ms']['off']:.1f}", ""),
+        ("simulator, noise on (ms)", f"{summary['simulator_ms']['legacy']:.1f}", ""),
+        ("floor ratio, noise off", f"{summary['floor_ratio_noise_off']:.2f}", "<= 1.5"),
+        ("floor ratio, noise on", f"{summary['floor_ratio_noise_on']:.2f}", "<= 2.5"),
+        ("speed-up over naive per-cell", f"{summary['speedup_vs_naive']:.0f}", ">= 20"),
+        ("peak memory over digital", "n/a" if memory is None else f"{memory:.2f}", "<= 3"),
+        ("programming (cells/s)", f"{summary['program_cells_per_s']:,.0f}", ""),
+        *((f"program {name} (s, {m['cells']:,} cells)", f"{m['seconds']:.1f}", "")
+          for name, m in summary["models"].items()),
+    ):
+        table.add_row(measure, value, target)
+    console.print(table)
 
 
 @main.command("train")

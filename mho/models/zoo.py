@@ -64,6 +64,24 @@ def load_model(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     return model.eval(), payload
 
 
+def training_summary(payload: dict[str, Any]) -> dict[str, Any]:
+    """Data and time of a model's whole training: a QAT run's own metadata covers only the
+    fine-tuning, its float pre-training is the checkpoint named by ``config.init``. Packed
+    checkpoints carry the summary, so re-packing one (e.g. to re-score it) keeps it."""
+    metadata = payload["metadata"]
+    if "summary" in metadata:
+        return metadata["summary"]
+    init = payload.get("config", {}).get("init")
+    pretraining = load_checkpoint(init)["metadata"] if init else None
+    return {
+        "train_hours": (pretraining or metadata)["train_hours"],
+        "train_minutes": (metadata["train_seconds"]
+                          + (pretraining["train_seconds"] if pretraining else 0)) / 60,
+        "qat_hours": metadata["train_hours"] if pretraining else 0.0,
+        "history": [*(pretraining["history"] if pretraining else []), *metadata["history"]],
+    }
+
+
 def pack_model(model: torch.nn.Module, payload: dict[str, Any], target: Path) -> int:
     """Write a loaded model (and its checkpoint's ``payload``) in shipping form to ``target``;
     returns the file size in bytes."""
@@ -74,7 +92,7 @@ def pack_model(model: torch.nn.Module, payload: dict[str, Any], target: Path) ->
         "model_type": payload["model_type"],
         "model_config": payload["model_config"],
         "vocabulary": payload["vocabulary"],
-        "metadata": payload["metadata"],
+        "metadata": {**payload["metadata"], "summary": training_summary(payload)},
         "state_dict": state,
         "integer_weights": {n: q.integer_weight().to(torch.int8) for n, q in quantized.items()},
         "weight_scales": {n: q.weight_scale for n, q in quantized.items()},

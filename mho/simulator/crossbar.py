@@ -50,7 +50,11 @@ NOISE_MODES = ("off", "legacy", "physical")
 # paper's numbers were made with. physical: Synaptogen's own Iread (q, BW = 1e8 Hz).
 NOISE_CONSTANTS = {"legacy": (math.e, 1e-8), "physical": (ELECTRON_CHARGE, 1e8)}
 LEGACY_MIN_VOLTAGE = 1e-12  # V: SynaptogenML's Johnson term is |I| / (|V| + 1e-12)
-ROWS_PER_CHUNK = 1024  # batch rows converted at once: bounds the [T_in, N, P * O_pad] temporaries
+# Elements of one [T_in, n, P * O_pad] float32 temporary (2 MB): batch rows are converted in
+# chunks of this size, so temporaries come from the allocator's free list (a fresh mmap per
+# 50 MB temporary costs more in page faults than the arithmetic) and the peak memory stays
+# near the layer's own input and output.
+CHUNK_ELEMENTS = 2**19
 
 
 @dataclass(frozen=True)
@@ -352,42 +356,46 @@ class CrossbarLinear(nn.Module):
         levels: [N, I] int64 DAC levels -> [T_in, N, P, O_pad] float32 (padded columns
         included). Noise per config, from `generator` (default: the module's stream)."""
         index = self._table_index(levels)  # [T_in, N, R]
+        if self.noise_matrix is not None:  # noise first: at most two temporaries at a time
+            noise = self._variance(index).sqrt_()  # [T_in, N, P*O_pad] standard deviations
+            generator = generator or self._generator(noise.device)
+            noise *= torch.randn(noise.shape, generator=generator, device=noise.device)
         current = torch.bmm(self.signal_table[index], self.signal_matrix)  # [T_in, N, P*O_pad]
         if self.noise_matrix is not None:
-            variance = self._variance(index)  # [T_in, N, P*O_pad]
-            generator = generator or self._generator(current.device)
-            noise = torch.randn(current.shape, generator=generator, device=current.device)
-            current += variance.sqrt_().mul_(noise)
+            current += noise
         return current.view(self.tiles_in, levels.shape[0], self.planes, -1)
 
     def adc(self, current: torch.Tensor) -> torch.Tensor:
-        """[T_in, N, P, O_pad] reads -> integer ADC codes (float32), counting clipped ones."""
+        """[T_in, N, P, O_pad] reads -> integer ADC codes (float32), counting clipped ones.
+        Converts in place: ``current`` holds the codes afterwards."""
         limit = self.config.adc_limit
-        codes = torch.round(current * 2**self.config.adc_precision_bits)
-        clipped = (codes.abs() > limit).sum(dim=(1, 2)) * self.valid_columns  # [T_in, O_pad]
-        self.clipped += clipped.view(self.tiles_in, self.tiles_out, -1).sum(-1)
+        codes = current.mul_(2**self.config.adc_precision_bits).round_()
+        clamped = codes.clamp(-limit, limit)
+        # 1.0 where clipped, summed in float32: exact (at most N * P per column) and cheaper
+        # than a boolean count, which converts the whole tensor to int64 first
+        clipped = codes.ne_(clamped).sum(dim=(1, 2)).long() * self.valid_columns
+        self.clipped += clipped.view(self.tiles_in, self.tiles_out, -1).sum(-1)  # [T_in, O_pad]
         valid = self.valid_columns.view(self.tiles_out, -1).sum(-1)  # [T_out]
         self.conversions += current.shape[1] * self.planes * valid
-        return codes.clamp_(-limit, limit)
+        return clamped
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [..., I] float -> y: [..., O] float32."""
         if x.shape[-1] != self.in_features:
             raise ConfigError(f"expected {self.in_features} input features, got {x.shape[-1]}")
         flat = x.reshape(-1, self.in_features)  # [N, I]
-        outputs = []
-        for start in range(0, flat.shape[0], ROWS_PER_CHUNK):
-            levels = dac_levels(
-                flat[start : start + ROWS_PER_CHUNK], self.input_scale, self.config.input_bits
-            )  # [n, I]
-            codes = self.adc(self.column_currents(levels))[..., : self.out_features]
+        y = flat.new_empty(flat.shape[0], self.out_features, dtype=torch.float32)  # [N, O]
+        rows = max(1, CHUNK_ELEMENTS // (self.tiles_in * self.signal_matrix.shape[-1]))
+        for start in range(0, flat.shape[0], rows):
+            levels = dac_levels(flat[start : start + rows], self.input_scale,
+                                self.config.input_bits)  # [n, I]
+            codes = self.adc(self.column_currents(levels))  # [T_in, n, P, O_pad]
             # integer codes: exact in float32 summed over tiles, then planes in float64
-            per_plane = codes.sum(dim=0).double()  # [n, P, O]
+            per_plane = codes.sum(dim=0)[..., : self.out_features].double()  # [n, P, O]
             accumulated = torch.einsum("npo,p->no", per_plane, self.plane_weights)  # [n, O]
-            outputs.append((accumulated * self.output_factor).float())
-        y = torch.cat(outputs) if outputs else flat.new_zeros(0, self.out_features)
+            y[start : start + rows] = accumulated * self.output_factor
         if self.bias is not None:
-            y = y + self.bias
+            y += self.bias
         return y.view(*x.shape[:-1], self.out_features)
 
     def clip_stats(self) -> ClipStats:

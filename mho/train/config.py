@@ -31,6 +31,7 @@ class TrainConfig:
     model: dict[str, Any] = field(default_factory=dict)  # overrides of the size preset
     data: DataConfig = field(default_factory=DataConfig)
     epochs: int = 10
+    dev_every: int = 1  # dev WER every N epochs and after the last (checkpoints: every epoch)
     max_batch_seconds: float = 240.0  # padded audio per batch (batch size x longest)
     max_batch_size: int = 64
     peak_lr: float = 1e-3
@@ -43,12 +44,16 @@ class TrainConfig:
     normalize_features: bool = True  # set the model's feature mean/std from the train set
     seed: int = 0
     threads: int = 2  # torch intra-op threads
+    device: str = "cpu"  # "cpu", "cuda" or "auto" (cuda when available)
 
     def __post_init__(self) -> None:
         if self.weight_bits is not None and self.weight_bits not in (4, 8):
             raise ConfigError(f"weight_bits must be 4 or 8 (or unset), got {self.weight_bits}")
-        if self.epochs < 1 or self.max_batch_size < 1 or self.max_batch_seconds <= 0:
-            raise ConfigError("epochs, max_batch_size and max_batch_seconds must be positive")
+        if min(self.epochs, self.dev_every, self.max_batch_size) < 1 or self.max_batch_seconds <= 0:
+            raise ConfigError(
+                "epochs, dev_every, max_batch_size and max_batch_seconds must be positive")
+        if self.device not in ("cpu", "cuda", "auto"):
+            raise ConfigError(f"device must be cpu, cuda or auto, got {self.device!r}")
 
     def build_model(self, vocab_size: int):
         from mho.models.conformer import ConformerCTC, conformer_config

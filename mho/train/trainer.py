@@ -76,11 +76,13 @@ class Trainer:
         self.progress = progress
         self.log = log
         torch.set_num_threads(config.threads)
+        self.device = _training_device(config.device)
         self.vocabulary = PHONE_VOCABULARY
         torch.manual_seed(config.seed)  # weight initialization
         self.model = config.build_model(len(self.vocabulary))
         if config.weight_bits is not None:  # before the optimizer sees the parameters
             self.model.enable_quantization(weight_bits=config.weight_bits)
+        self.model.to(self.device)
         self.optimizer = torch.optim.RAdam(
             self.model.parameters(), lr=config.peak_lr, weight_decay=config.weight_decay,
             decoupled_weight_decay=True,
@@ -92,16 +94,12 @@ class Trainer:
     # ---- data ----------------------------------------------------------------------------
 
     def load_data(self) -> None:
+        data = self.config.data
         lexicon = Lexicon.from_cmudict()
-        train = read_manifest(self.config.data.train)
-        if self.config.data.max_train_hours is not None:
-            train = _first_hours(train, self.config.data.max_train_hours, self.config.seed)
-        dev = read_manifest(self.config.data.dev)[: self.config.data.max_dev_utterances]
-        cache = self.config.data.train.parent / "features"
-        self.train_set = FeatureSet.cached(train, lexicon, self.vocabulary, cache,
-                                           desc="train features", progress=self.progress)
-        self.dev_set = FeatureSet.cached(dev, lexicon, self.vocabulary, cache,
-                                         desc="dev features", progress=self.progress)
+        self.train_set = self._feature_set(data.train, lexicon, "train features",
+                                           hours=data.max_train_hours)
+        self.dev_set = self._feature_set(data.dev, lexicon, "dev features",
+                                         count=data.max_dev_utterances)
         for name, feature_set in (("train", self.train_set), ("dev", self.dev_set)):
             if feature_set.skipped:
                 self.log(f"{name}: left out {feature_set.skipped} utterances with words "
@@ -110,6 +108,23 @@ class Trainer:
             features = self.train_set.features
             one_by_one = ((f.float()[None], torch.tensor([len(f)])) for f in features)
             self.model.normalization.set_statistics(*feature_statistics(one_by_one))
+
+    def _feature_set(self, path: Path, lexicon: Lexicon, desc: str, *,
+                     hours: float | None = None, count: int | None = None) -> FeatureSet:
+        """A manifest (features cached beside it) or a feature archive (``*.pt``), cut to a
+        seeded random ``hours`` of audio or to its first ``count`` utterances."""
+        if path.suffix == ".pt":
+            feature_set = FeatureSet.load_archive(path)
+            utterances = feature_set.utterances
+        else:
+            utterances = read_manifest(path)
+        if hours is not None:
+            utterances = _first_hours(utterances, hours, self.config.seed)
+        utterances = utterances[:count]
+        if path.suffix == ".pt":
+            return feature_set.select({u.id for u in utterances})
+        return FeatureSet.cached(utterances, lexicon, self.vocabulary, path.parent / "features",
+                                 desc=desc, progress=self.progress)
 
     def batches(self, epoch: int) -> list[list[int]]:
         return bucketed_batches(
@@ -131,6 +146,8 @@ class Trainer:
                 "train_hours": sum(self.train_set.durations) / 3600 if self.train_set else 0.0,
                 "epochs": self.state.epoch,
                 "train_seconds": self.state.seconds,
+                "device": (torch.cuda.get_device_name(self.device)
+                           if self.device.type == "cuda" else "cpu"),
                 "history": self.state.history,
             },
         }
@@ -185,13 +202,14 @@ class Trainer:
 
     def step(self, batch: dict[str, torch.Tensor], seed: int) -> float:
         """One optimizer step on a batch; returns the loss (mean over utterances)."""
-        torch.manual_seed(seed)  # dropout
-        generator = torch.Generator().manual_seed(seed)  # SpecAugment
+        torch.manual_seed(seed)  # dropout (on every device)
+        generator = torch.Generator().manual_seed(seed)  # SpecAugment, on the CPU
         features = spec_augment(batch["features"], batch["lengths"], self.config.specaugment,
-                                generator, fill=self.model.normalization.mean)
+                                generator, fill=self.model.normalization.mean.cpu())
+        batch = {k: v.to(self.device) for k, v in batch.items()}
         self.model.train()
-        log_probs, out_lengths = self.model(features, batch["lengths"])  # [B, T', V]
-        loss = torch.nn.functional.ctc_loss(
+        log_probs, out_lengths = self.model(features.to(self.device), batch["lengths"])
+        loss = torch.nn.functional.ctc_loss(  # log_probs [B, T', V] -> [T', B, V]
             log_probs.transpose(0, 1), batch["labels"], out_lengths, batch["label_lengths"],
             blank=self.vocabulary.blank_id, reduction="mean", zero_infinity=True,
         )
@@ -245,16 +263,28 @@ class Trainer:
         self.state.seconds += time.perf_counter() - started
 
     def finish_epoch(self) -> None:
-        wer, per = dev_error_rates(self.model, self.dev_set, self.vocabulary)
         self.state.epoch, self.state.batch = self.state.epoch + 1, 0
-        record = {"epoch": self.state.epoch, "step": self.state.step, "dev_wer": wer,
-                  "dev_per": per, "train_seconds": round(self.state.seconds, 1),
+        record = {"epoch": self.state.epoch, "step": self.state.step,
+                  "train_seconds": round(self.state.seconds, 1),
                   "lr": self.scheduler.get_last_lr()[0]}
+        last = self.state.epoch == self.config.epochs
+        if last or self.state.epoch % self.config.dev_every == 0:
+            record["dev_wer"], record["dev_per"] = dev_error_rates(
+                self.model, self.dev_set, self.vocabulary)
+            self.log(f"epoch {self.state.epoch}: dev WER {record['dev_wer']:.2f}%  "
+                     f"PER {record['dev_per']:.2f}%")
         self.state.history.append(record)
         self.save()
         with (self.out_dir / LOG).open("a", encoding="utf-8") as log:
             log.write(json.dumps(record) + "\n")
-        self.log(f"epoch {self.state.epoch}: dev WER {wer:.2f}%  PER {per:.2f}%")
+
+
+def _training_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise MhoError("device = \"cuda\" but torch sees no CUDA GPU")
+    return torch.device(name)
 
 
 def _first_hours(utterances, hours: float, seed: int):

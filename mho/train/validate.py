@@ -16,11 +16,13 @@ def dev_error_rates(
     """(WER %, PER %) with greedy decoding; the model is left in eval mode."""
     model.eval()
     decoder = GreedyDecoder.from_assets()
+    device = next(model.parameters()).device
     hypotheses, phone_refs, phone_hyps = [], [], []
     for start in range(0, len(dev_set), batch_size):
         indices = list(range(start, min(start + batch_size, len(dev_set))))
         batch = dev_set.collate(indices)
-        log_probs, out_lengths = model(batch["features"], batch["lengths"])  # [B, T', V]
+        log_probs, out_lengths = model(batch["features"].to(device), batch["lengths"].to(device))
+        log_probs, out_lengths = log_probs.cpu(), out_lengths.cpu()  # [B, T', V], [B]
         for row, index in enumerate(indices):
             hypothesis = decoder.search(log_probs[row, : out_lengths[row]])
             hypotheses.append(hypothesis.text)

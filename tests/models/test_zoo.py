@@ -18,7 +18,8 @@ def test_packed_qat_model_matches_to_float_rounding(tmp_path, weight_bits):
     calibrate(model, [(features, lengths)])
     payload = {
         "model_type": "conformer-ctc", "model_config": model.config.to_dict(),
-        "vocabulary": [], "metadata": {}, "state_dict": model.state_dict(),
+        "vocabulary": [], "state_dict": model.state_dict(),
+        "metadata": {"train_hours": 0.0, "train_seconds": 1.0, "history": []},
     }
     save_checkpoint(tmp_path / "trained.pt", payload)
     size = pack_model(model.eval(), payload, tmp_path / "packed.pt")

@@ -168,3 +168,38 @@ def test_pack_writes_a_small_model_and_a_scored_card(tiny_corpus, tmp_path):
     assert len(card["history"]) == 2  # float pre-training epoch + QAT epoch
     assert card["bytes"] < (tmp_path / "qat" / CHECKPOINT).stat().st_size / 4
     assert not list((tmp_path / "shipped").glob("*.partial"))
+
+
+def test_feature_archive_round_trip_and_training_from_it(tiny_corpus, tmp_path):
+    """The 8-bit archive reproduces the features to its step size, keeps labels and texts
+    exactly, and `mho train` reads it in place of the manifest."""
+    from mho.data.lexicon import PHONE_VOCABULARY, Lexicon
+    from mho.data.manifest import read_manifest
+    from mho.train.data import FeatureSet
+
+    utterances = read_manifest(tiny_corpus / "train.jsonl")
+    original = FeatureSet.build(utterances, Lexicon.from_cmudict(), PHONE_VOCABULARY,
+                                progress=False)
+    original.save_archive(tmp_path / "train.pt")
+    restored = FeatureSet.load_archive(tmp_path / "train.pt")
+    assert [u.text for u in restored.utterances] == SENTENCES
+    stored = torch.load(tmp_path / "train.pt", weights_only=True)
+    for a, b in zip(original.features, restored.features, strict=True):
+        assert a.shape == b.shape
+        # rounding to the grid, plus fp16 storage of values up to ~15 (ulp 2**-7)
+        assert (a.float() - b.float()).abs().max() <= stored["step"].max() / 2 + 2**-6
+    assert all(torch.equal(a, b) for a, b in zip(original.labels, restored.labels, strict=True))
+
+    data = DataConfig(train=tmp_path / "train.pt", dev=tmp_path / "train.pt",
+                      max_dev_utterances=2)
+    state = Trainer(tiny_config(tiny_corpus, data=data, epochs=1), tmp_path / "run",
+                    progress=False).fit()
+    assert state.epoch == 1 and len(state.history) == 1
+
+
+def test_a_file_that_is_not_an_archive_is_refused(tmp_path):
+    from mho.train.data import FeatureSet
+
+    torch.save({"something": 1}, tmp_path / "x.pt")
+    with pytest.raises(MhoError, match="not an mho feature archive"):
+        FeatureSet.load_archive(tmp_path / "x.pt")

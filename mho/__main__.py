@@ -1,0 +1,5 @@
+"""`python -m mho`: the same CLI as the `mho` command."""
+
+from mho.cli import main
+
+main()

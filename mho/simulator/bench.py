@@ -1,0 +1,186 @@
+"""`mho bench sim`: the simulator's cost against its floors, measured in one run.
+
+- floor ratio: simulator time over (bit-planes x the digital matmul's time) on the same
+  input. Bit-serial crossbars cannot do less arithmetic than one matmul per bit-plane, so
+  this ratio prices everything else (DAC lookup, ADC rounding and clipping, noise).
+- speed-up over the naive per-cell reference (`naive.py`, explicit per-cell currents as
+  SynaptogenML computes them). The naive path is timed on a few rows and scaled linearly
+  (its cost is exactly linear in rows); the two are checked to agree on those rows.
+- memory ratio: the rise of the peak resident memory during one forward over the digital
+  layer's (Linux: ``/proc/self/clear_refs`` resets the peak, ``malloc_trim`` returns freed
+  heap first, so each measurement starts from memory actually in use).
+- programming throughput: cells per second programming the layer, and wall time to program
+  whole models.
+"""
+
+import ctypes
+import gc
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from mho.simulator.crossbar import CrossbarConfig, CrossbarLinear
+from mho.simulator.device import DeviceConfig, program_chip
+from mho.simulator.naive import naive_forward
+
+
+@dataclass(frozen=True)
+class SimBenchConfig:
+    in_features: int = 512
+    out_features: int = 512
+    rows: int = 64 * 100  # a batch of 64 utterances x 100 frames
+    weight_bits: int = 8
+    adc: tuple[int, int] = (4, 4)
+    repeats: int = 5  # timed runs per measurement (medians)
+    naive_rows: int = 8  # rows the naive reference is timed on
+    threads: int = 1
+    seed: int = 0
+
+
+@dataclass
+class SimBenchResult:
+    config: SimBenchConfig
+    planes: int
+    digital_ms: float  # median of the [rows, in] x [in, out] float matmul
+    simulator_ms: dict[str, float]  # noise mode -> median forward time
+    naive_ms_per_row: float
+    naive_max_difference: float  # |naive - fast| on the naive rows, noise off
+    peak_bytes: dict[str, int]  # "digital" and each noise mode -> peak memory rise
+    program_cells: int
+    program_seconds: float
+    models: dict[str, dict[str, float]] = field(default_factory=dict)  # name -> cells, seconds
+
+    @property
+    def floor_ms(self) -> float:
+        return self.planes * self.digital_ms
+
+    def summary(self) -> dict[str, object]:
+        """The ratios (the `--json` keys the issue names) and the raw figures behind them."""
+        naive_ms = self.naive_ms_per_row * self.config.rows
+        memory = [v for k, v in self.peak_bytes.items() if k != "digital"]
+        return {
+            "floor_ratio_noise_off": self.simulator_ms["off"] / self.floor_ms,
+            "floor_ratio_noise_on": self.simulator_ms["legacy"] / self.floor_ms,
+            "speedup_vs_naive": naive_ms / self.simulator_ms["off"],
+            "memory_ratio": (max(memory) / self.peak_bytes["digital"]
+                             if memory and self.peak_bytes.get("digital") else None),
+            "program_cells_per_s": self.program_cells / self.program_seconds,
+            "layer": f"{self.config.in_features}x{self.config.out_features}, "
+                     f"{self.config.weight_bits}-bit weights, {self.planes} bit-planes, "
+                     f"{self.config.rows} rows, ADC {self.config.adc[0]}/{self.config.adc[1]}, "
+                     f"{self.config.threads} thread(s)",
+            "digital_ms": self.digital_ms,
+            "floor_ms": self.floor_ms,
+            "simulator_ms": self.simulator_ms,
+            "naive_ms_extrapolated": naive_ms,
+            "naive_max_difference": self.naive_max_difference,
+            "peak_bytes": self.peak_bytes,
+            "program_cells": self.program_cells,
+            "program_seconds": self.program_seconds,
+            "models": self.models,
+        }
+
+
+def median_ms(run: Callable[[], object], repeats: int) -> float:
+    run()  # warm-up: first-touch page faults and lazy initialization are not the steady state
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - started)
+    return 1000 * statistics.median(times)
+
+
+def peak_memory_rise(run: Callable[[], object]) -> int | None:
+    """Bytes the peak resident set rises by while ``run`` runs; None off Linux."""
+    status, clear_refs = Path("/proc/self/status"), Path("/proc/self/clear_refs")
+    if not sys.platform.startswith("linux") or not clear_refs.exists():
+        return None
+
+    def read_kb(key: str) -> int:
+        line = next(x for x in status.read_text().splitlines() if x.startswith(key))
+        return int(line.split()[1])
+
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    clear_refs.write_text("5")  # resets VmHWM to the current VmRSS
+    before = read_kb("VmRSS:")
+    result = run()
+    rise = (read_kb("VmHWM:") - before) * 1024
+    del result
+    return rise
+
+
+def bench_sim(
+    config: SimBenchConfig = SimBenchConfig(),
+    models: Sequence[str] = (),
+    log: Callable[[str], None] = lambda message: None,
+) -> SimBenchResult:
+    torch.set_num_threads(config.threads)
+    generator = torch.Generator().manual_seed(config.seed)
+    limit = 2 ** (config.weight_bits - 1) - 1
+    weight = torch.randint(-limit, limit + 1, (config.out_features, config.in_features),
+                           generator=generator)  # [O, I]
+    x = torch.randn(config.rows, config.in_features, generator=generator)  # [N, I]
+    weight_scale, input_scale = 0.01, float(x.abs().max()) / 127
+
+    base = CrossbarConfig(adc_precision_bits=config.adc[0], adc_range_bits=config.adc[1])
+    log(f"programming a {config.out_features}x{config.in_features} layer")
+    started = time.perf_counter()
+    chip = program_chip(weight.numpy(), config.weight_bits, DeviceConfig(),
+                        tile_rows=base.tile_rows, tile_cols=base.tile_cols,
+                        read_voltage=base.read_voltage, current_scale=base.current_scale,
+                        seed=config.seed)
+    program_seconds = time.perf_counter() - started
+    layers = {mode: CrossbarLinear(chip, weight_scale, input_scale, None,
+                                   replace(base, noise=mode)) for mode in ("off", "legacy")}
+    float_weight = weight.float() * weight_scale
+
+    def digital() -> torch.Tensor:
+        return torch.nn.functional.linear(x, float_weight)
+
+    log("timing the digital matmul and the simulator")
+    with torch.inference_mode():
+        digital_ms = median_ms(digital, config.repeats)
+        simulator_ms = {m: median_ms(lambda m=m: layers[m](x), config.repeats) for m in layers}
+        peak_bytes = {"digital": peak_memory_rise(digital)}
+        for mode, layer in layers.items():
+            peak_bytes[mode] = peak_memory_rise(lambda layer=layer: layer(x))
+
+        log(f"timing the naive per-cell reference on {config.naive_rows} rows")
+        few = x[: config.naive_rows]
+        naive_ms = median_ms(
+            lambda: naive_forward(chip, few, weight_scale, input_scale, None, layers["off"].config),
+            max(1, config.repeats // 2))
+        naive, _ = naive_forward(chip, few, weight_scale, input_scale, None, layers["off"].config)
+        difference = float((naive - layers["off"](few).double()).abs().max())
+
+    result = SimBenchResult(
+        config=config, planes=chip.planes, digital_ms=digital_ms, simulator_ms=simulator_ms,
+        naive_ms_per_row=naive_ms / config.naive_rows, naive_max_difference=difference,
+        peak_bytes={k: v for k, v in peak_bytes.items() if v is not None},
+        program_cells=chip.r_plus.size * 2, program_seconds=program_seconds,
+    )
+    for name in models:
+        result.models[name] = program_model(name, seed=config.seed, log=log)
+    return result
+
+
+def program_model(name: str, seed: int = 0,
+                  log: Callable[[str], None] = lambda message: None) -> dict:
+    """Wall time to program every layer of a shipped (or checkpoint) model with the default
+    simulator settings."""
+    from mho.models.zoo import checkpoint_path, load_model
+    from mho.simulator.config import SimulatorConfig
+    from mho.simulator.mapping import map_to_crossbars
+
+    log(f"programming {name}")
+    model, _ = load_model(checkpoint_path(name) or Path(name))
+    started = time.perf_counter()
+    _, report = map_to_crossbars(model, SimulatorConfig(), seed)
+    return {"cells": report.cells, "seconds": time.perf_counter() - started}

@@ -1,0 +1,296 @@
+"""Sweeps: a grid of simulator settings x programming runs, run as independent jobs.
+
+Each job programs one chip (one setting, one seed) and scores it on a data set. Jobs run in
+a local process pool (one torch thread each) or, with ``ray_address``, as Ray tasks; every
+finished job is written at once to ``<out>/jobs/<job id>.json``, so an interrupted sweep
+resumes from the jobs that finished. The id hashes everything the result depends on (model
+file, data, decoder, simulator settings, seed), so a changed setting is a new job.
+
+Presets follow the paper (Tables 1-2, Figure 1):
+
+- ``table2``: whole-model ADC (precision/range bits) 4/4, 4/8, 8/8, 3/5, 2/6;
+- ``figure1``: ADC of the positional-encoding layers only (``*.linear_pos``), the rest at
+  4/4: 4/4, 4/8, then the fixed 8-bit budget 3/5, 2/6, 1/7, 0/8;
+- ``oracle``: the positional-encoding layers kept digital, the rest at 4/4.
+
+Every sweep also scores the digital QAT model once ("base", the tables' "Base." column).
+"""
+
+import dataclasses
+import functools
+import hashlib
+import json
+import statistics
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from mho.errors import ConfigError, MhoError
+from mho.io import atomic_path
+from mho.simulator.config import LayerRule, SimulatorConfig
+
+PE_LAYERS = "*.linear_pos"  # the positional encodings' linear projections
+
+
+@dataclass(frozen=True)
+class SweepSetting:
+    label: str  # e.g. "all 4/8", "pe 2/6"
+    preset: str  # the group it belongs to ("table2", "figure1", "oracle", "custom", "base")
+    adc: tuple[int, int] = (4, 4)  # whole-model ADC
+    layers: tuple[LayerRule, ...] = ()  # rules after the base config's
+    seeded: bool = True  # False: the digital baseline, one run is enough
+
+    def simulator_config(self, base: SimulatorConfig) -> SimulatorConfig:
+        return dataclasses.replace(base, adc=self.adc, layers=base.layers + self.layers)
+
+
+BASE = SweepSetting("base (digital QAT)", "base", layers=(LayerRule("*", digital=True),),
+                    seeded=False)
+PRESETS: dict[str, tuple[SweepSetting, ...]] = {
+    "table2": tuple(SweepSetting(f"all {p}/{r}", "table2", (p, r))
+                    for p, r in ((4, 4), (4, 8), (8, 8), (3, 5), (2, 6))),
+    "figure1": tuple(SweepSetting(f"pe {p}/{r}", "figure1", (4, 4), (LayerRule(PE_LAYERS, (p, r)),))
+                     for p, r in ((4, 4), (4, 8), (3, 5), (2, 6), (1, 7), (0, 8))),
+    "oracle": (SweepSetting("oracle (pe digital)", "oracle", (4, 4),
+                            (LayerRule(PE_LAYERS, digital=True),)),),
+}
+
+
+def sweep_settings(presets: Iterable[str], adcs: Iterable[tuple[int, int]] = ()
+                   ) -> list[SweepSetting]:
+    """The base setting, then the presets' settings, then whole-model ADCs given one by one;
+    a setting named twice is run once."""
+    settings = [BASE]
+    for name in presets:
+        if name not in PRESETS:
+            raise ConfigError(f"unknown sweep preset {name!r}; presets: {', '.join(PRESETS)}")
+        settings += PRESETS[name]
+    settings += [SweepSetting(f"all {p}/{r}", "custom", (p, r)) for p, r in adcs]
+    unique: dict[tuple, SweepSetting] = {}
+    for setting in settings:
+        unique.setdefault((setting.adc, setting.layers), setting)
+    return list(unique.values())
+
+
+@dataclass(frozen=True)
+class SweepJob:
+    model: str  # shipped name or checkpoint path
+    data: str  # data set spec (shipped name, manifest, LibriSpeech folder)
+    decoder: str
+    setting: SweepSetting
+    config: SimulatorConfig  # the base config the setting applies to
+    seed: int
+    model_digest: str  # of the checkpoint file: a retrained model is a new job
+
+    @property
+    def id(self) -> str:
+        key = json.dumps([self.model_digest, self.data, self.decoder, self.seed,
+                          self.setting.simulator_config(self.config).to_dict()], sort_keys=True)
+        return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def plan_jobs(model: str, data: str, decoder: str, settings: Sequence[SweepSetting],
+              config: SimulatorConfig, runs: int, seed: int) -> list[SweepJob]:
+    """All jobs of a sweep; every setting is checked against the model's layers first, so a
+    pattern that matches nothing (e.g. the PE presets on a model without ``linear_pos``)
+    fails before any chip is programmed."""
+    from mho.models.quant import quantized_layers
+    from mho.models.zoo import checkpoint_path, load_model
+
+    path = checkpoint_path(model)
+    if path is None:
+        raise MhoError(f"sweeps need an mho model (shipped name or checkpoint): {model}")
+    loaded, _ = load_model(path)
+    names = list(quantized_layers(loaded))
+    for setting in settings:
+        try:
+            setting.simulator_config(config).resolve(names)
+        except ConfigError as error:
+            raise ConfigError(f"{setting.label}: {error}") from None
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return [SweepJob(model, data, decoder, setting, config, seed + run, digest)
+            for setting in settings for run in range(runs if setting.seeded else 1)]
+
+
+@functools.cache
+def _loaded(model: str, data: str, decoder: str):
+    """Model, utterances and decoder, loaded once per worker process."""
+    from mho.data.datasets import resolve_dataset
+    from mho.models.zoo import checkpoint_path, load_model
+    from mho.runtime.decode import load_decoder
+
+    loaded, _ = load_model(checkpoint_path(model))
+    data_name, utterances = resolve_dataset(data)
+    return loaded, data_name, utterances, load_decoder(decoder)
+
+
+def run_job(job: SweepJob) -> dict[str, Any]:
+    """Program the job's chip and score it: a plain dict (it crosses process boundaries)."""
+    import time
+
+    import torch
+
+    from mho.runtime.evaluate import evaluate
+    from mho.runtime.torch_runtime import TorchRecognizer
+    from mho.simulator.mapping import map_to_crossbars
+    from mho.simulator.stats import clip_fractions, reset_clip_stats
+
+    torch.set_num_threads(1)  # jobs run side by side, one per core
+    model, data_name, utterances, decoder = _loaded(job.model, job.data, job.decoder)
+    started = time.perf_counter()
+    simulated, report = map_to_crossbars(model, job.setting.simulator_config(job.config), job.seed)
+    reset_clip_stats(simulated)
+    recognizer = TorchRecognizer(job.model, simulated, decoder, job.decoder)
+    result = evaluate(recognizer, utterances, data_name=data_name, progress=False)
+    return {"id": job.id, "setting": job.setting.label, "preset": job.setting.preset,
+            "seed": job.seed, "wer": result.wer, "cer": result.cer,
+            "clipping": clip_fractions(simulated), "cells": report.cells,
+            "seconds": time.perf_counter() - started}
+
+
+def run_sweep(jobs: Sequence[SweepJob], out_dir: Path, *, workers: int = 1,
+              ray_address: str | None = None,
+              on_result: Callable[[dict, int, int], None] = lambda result, done, total: None,
+              ) -> list[dict]:
+    """Run the jobs not yet in ``out_dir/jobs``; return every job's result in job order."""
+    job_dir = Path(out_dir) / "jobs"
+    job_dir.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for job in jobs:
+        path = job_dir / f"{job.id}.json"
+        if path.is_file():
+            results[job.id] = json.loads(path.read_text())
+    pending = [job for job in jobs if job.id not in results]
+
+    def finished(result: dict) -> None:
+        with atomic_path(job_dir / f"{result['id']}.json") as partial:
+            partial.write_text(json.dumps(result, indent=2) + "\n")
+        results[result["id"]] = result
+        on_result(result, len(results), len(jobs))
+
+    if ray_address is not None:
+        _run_on_ray(pending, ray_address, finished)
+    elif workers == 1 or len(pending) <= 1:
+        for job in pending:
+            finished(run_job(job))
+    else:
+        _run_in_pool(pending, workers, finished)
+    return [results[job.id] for job in jobs]
+
+
+def _run_in_pool(jobs: Sequence[SweepJob], workers: int, finished: Callable) -> None:
+    # spawn, not fork: a forked torch (OpenMP pools, LM decoder state) can deadlock
+    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=get_context("spawn")) as pool:
+        running = {pool.submit(run_job, job) for job in jobs}
+        while running:
+            done, running = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                finished(future.result())
+
+
+def _run_on_ray(jobs: Sequence[SweepJob], address: str, finished: Callable) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise MhoError("--ray needs Ray: pip install 'mho[ray]'") from None
+    started_here = not ray.is_initialized()
+    if started_here:
+        # "local": a fresh single-machine instance; anything else: an existing cluster
+        ray.init(address=None if address == "local" else address, include_dashboard=False,
+                 log_to_driver=False)
+    try:
+        remote = ray.remote(num_cpus=1)(run_job)
+        running = [remote.remote(job) for job in jobs]
+        while running:
+            done, running = ray.wait(running, num_returns=1)
+            for reference in done:
+                finished(ray.get(reference))
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+# ---- reports ---------------------------------------------------------------------------------
+
+
+def summarize(results: Sequence[dict]) -> list[dict]:
+    """One row per setting, in first-seen order: WER mean and spread over runs, CER, and the
+    most clipped layer (clipping averaged over runs)."""
+    by_setting: dict[str, list[dict]] = {}
+    for result in results:
+        by_setting.setdefault(result["setting"], []).append(result)
+    rows = []
+    for label, runs in by_setting.items():
+        wers = [r["wer"] for r in runs]
+        clipping: dict[str, float] = {}
+        for layer in runs[0]["clipping"]:
+            clipping[layer] = statistics.fmean(r["clipping"][layer] for r in runs)
+        worst = max(clipping.items(), key=lambda item: item[1]) if clipping else (None, 0.0)
+        rows.append({
+            "setting": label, "preset": runs[0]["preset"], "runs": len(runs),
+            "wer": statistics.fmean(wers),
+            "wer_std": statistics.stdev(wers) if len(wers) > 1 else 0.0,
+            "wer_runs": wers, "cer": statistics.fmean(r["cer"] for r in runs),
+            "most_clipped_layer": worst[0], "most_clipped_fraction": worst[1],
+            "pe_clipping": statistics.fmean(
+                [v for k, v in clipping.items() if k.endswith(".linear_pos")] or [0.0]),
+        })
+    return rows
+
+
+def markdown_table(rows: Sequence[dict], title: str) -> str:
+    lines = [f"### {title}", "",
+             "| setting | runs | WER % | std | CER % | PE clipped | most clipped layer |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for r in rows:
+        layer = "-" if r["most_clipped_layer"] is None else (
+            f"{r['most_clipped_layer']} ({r['most_clipped_fraction']:.1%})")
+        lines.append(f"| {r['setting']} | {r['runs']} | {r['wer']:.2f} | {r['wer_std']:.2f} | "
+                     f"{r['cer']:.2f} | {r['pe_clipping']:.1%} | {layer} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: Sequence[dict], title: str, path: Path) -> None:
+    """WER mean +- std per setting, grouped by preset; the digital base as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [r for r in rows if r["preset"] != "base"]
+    base = next((r for r in rows if r["preset"] == "base"), None)
+    figure, axes = plt.subplots(figsize=(max(5.0, 0.8 * len(shown) + 2), 4))
+    colors = {"table2": "tab:blue", "figure1": "tab:orange", "oracle": "tab:green",
+              "custom": "tab:purple"}
+    for x, r in enumerate(shown):
+        axes.errorbar(x, r["wer"], yerr=r["wer_std"], fmt="o", capsize=4,
+                      color=colors.get(r["preset"], "black"))
+    if base is not None:
+        axes.axhline(base["wer"], linestyle="--", color="gray",
+                     label=f"digital QAT {base['wer']:.2f}%")
+        axes.legend(loc="best")
+    axes.set_xticks(range(len(shown)), [r["setting"] for r in shown], rotation=45, ha="right")
+    axes.set_ylabel("WER % (mean ± std over chips)")
+    axes.set_title(title)
+    axes.grid(axis="y", alpha=0.3)
+    figure.tight_layout()
+    with atomic_path(path) as partial:
+        figure.savefig(partial, format="png", dpi=120)
+    plt.close(figure)
+
+
+def write_reports(rows: Sequence[dict], results: Sequence[dict], title: str, out_dir: Path,
+                  ) -> dict[str, Path]:
+    out_dir = Path(out_dir)
+    paths = {"markdown": out_dir / "sweep.md", "json": out_dir / "sweep.json",
+             "plot": out_dir / "sweep.png"}
+    with atomic_path(paths["markdown"]) as partial:
+        partial.write_text(markdown_table(rows, title))
+    with atomic_path(paths["json"]) as partial:
+        partial.write_text(json.dumps({"title": title, "settings": list(rows),
+                                       "jobs": list(results)}, indent=2) + "\n")
+    plot(rows, title, paths["plot"])
+    return paths

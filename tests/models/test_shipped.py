@@ -1,0 +1,62 @@
+"""Every shipped model loads, is listed with its card, and transcribes shipped audio."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from mho.cli import main
+from mho.data.datasets import copy_subset, shipped_manifest
+from mho.models.positional import PE_VARIANTS
+from mho.models.zoo import MODEL_DIR, load_model, model_card, shipped_models
+
+SHIPPED = shipped_models()
+
+
+def test_the_paper_grid_is_shipped():
+    cards = [model_card(name) for name in SHIPPED]
+    assert {(c["pe"], c["weight_bits"]) for c in cards} == {
+        (pe, bits) for pe in PE_VARIANTS for bits in (8, 4)
+    }
+
+
+def test_models_json_lists_name_pe_bits_params():
+    result = CliRunner().invoke(main, ["models", "--json"])
+    assert result.exit_code == 0, result.output
+    listed = json.loads(result.output)
+    assert [m["name"] for m in listed] == SHIPPED
+    for entry in listed:
+        assert entry["pe"] in PE_VARIANTS and entry["weight_bits"] in (4, 8)
+        assert 2e6 < entry["params"] < 10e6
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_model_is_small_and_quantized(name):
+    model, payload = load_model(MODEL_DIR / f"{name}.pt")
+    assert model.config.quant is not None and payload["integer_weights"]
+    assert (model.num_parameters() * 1.2) > model_card(name)["bytes"]  # ~1 byte per weight
+
+
+def test_the_baseline_reproduces_its_card_on_shipped_audio():
+    """`mho eval` of the paper's baseline (sinusoidal+linear, 8-bit) on a shipped held-out
+    voice gives the WER its card recorded when it was packed: the same weights, decoder
+    and audio must give the same transcripts."""
+    baseline = "conformer-sinusoidal-linear-w8"
+    result = CliRunner().invoke(main, ["eval", baseline, "--data", "festival-slt", "--json"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.output)
+    card = {(r["data"], r["decoder"]): r["wer"] for r in model_card(baseline)["results"]}
+    assert record["utterances"] == 50 and record["runtime"] == "torch"
+    assert record["wer"] == pytest.approx(card[("festival-slt", "lm")], abs=0.3)
+    assert record["wer"] < 50  # a trained model, far from noise (WER near 100)
+
+
+def test_a_shipped_model_transcribes_a_sentence_exactly(tmp_path):
+    """"set a fast pace" (shipped festival-slt, held-out voice), checked word for word."""
+    subset = tmp_path / "one.jsonl"
+    (utterance,) = copy_subset(shipped_manifest("festival-slt"), subset, count=1, seed=6)
+    result = CliRunner().invoke(main, ["eval", "conformer-learnable-linear-w8", "--data",
+                                       str(subset), "--json"])
+    assert result.exit_code == 0, result.output
+    assert utterance.text == "set a fast pace"
+    assert json.loads(result.output)["wer"] == 0.0

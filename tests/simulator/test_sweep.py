@@ -1,0 +1,98 @@
+"""`mho sweep`: settings x chips as resumable jobs, the same results from one process, a
+process pool and Ray; reports in markdown, JSON and PNG; clear errors for bad presets."""
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from mho.cli import main
+from mho.data.datasets import copy_subset, shipped_manifest
+from mho.models.conformer import ConformerCTC, conformer_config
+from mho.models.quant import calibrate
+from mho.simulator.sweep import PRESETS, sweep_settings
+from mho.train.checkpoint import save_checkpoint
+
+
+def tiny_qat(path, pe):
+    torch.manual_seed(0)
+    model = ConformerCTC(conformer_config("tiny", pe=pe))
+    model.enable_quantization(weight_bits=4)
+    calibrate(model, [(torch.randn(2, 300, 80) * 3, torch.tensor([300, 200]))])
+    save_checkpoint(path, {"model_type": "conformer-ctc", "model_config": model.config.to_dict(),
+                           "vocabulary": [], "metadata": {}, "state_dict": model.state_dict()})
+    return path
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep")
+    data = root / "two.jsonl"
+    copy_subset(shipped_manifest("flite-slt"), data, count=2, seed=1)
+    return tiny_qat(root / "tiny.pt", "sinusoidal+linear"), data
+
+
+def sweep(model, data, out, *extra):
+    result = CliRunner().invoke(main, ["sweep", str(model), "--data", str(data), "-o", str(out),
+                                       "--decoder", "greedy", "--json", *map(str, extra)])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def test_presets_follow_the_paper():
+    assert [s.adc for s in PRESETS["table2"]] == [(4, 4), (4, 8), (8, 8), (3, 5), (2, 6)]
+    assert [s.layers[0].adc for s in PRESETS["figure1"]] == [
+        (4, 4), (4, 8), (3, 5), (2, 6), (1, 7), (0, 8)]
+    assert all(s.adc == (4, 4) for s in PRESETS["figure1"] + PRESETS["oracle"])
+    labels = [s.label for s in sweep_settings(["table2", "figure1"], [(4, 8)])]
+    assert labels[0].startswith("base") and len(labels) == len(set(labels))
+
+
+def test_sweep_reports_and_resumes(setup, tmp_path):
+    model, data = setup
+    rows = sweep(model, data, tmp_path, "--preset", "oracle", "--adc", "8/8", "--runs", "2",
+                 "--workers", "1")
+    assert [(r["setting"], r["runs"]) for r in rows] == [
+        ("base (digital QAT)", 1), ("oracle (pe digital)", 2), ("all 8/8", 2)]
+    oracle = rows[1]
+    assert oracle["pe_clipping"] == 0.0  # the PE layers ran digitally: no ADC to clip
+    assert rows[0]["most_clipped_layer"] is None  # nothing on crossbars at all
+    assert (tmp_path / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| oracle (pe digital) | 2 |" in (tmp_path / "sweep.md").read_text()
+    stored = json.loads((tmp_path / "sweep.json").read_text())
+    assert len(stored["jobs"]) == 5 and stored["settings"] == rows
+
+    jobs = sorted((tmp_path / "jobs").glob("*.json"))
+    assert len(jobs) == 5
+    stamps = {p: p.stat().st_mtime_ns for p in jobs}
+    jobs[0].unlink()  # as if the sweep had stopped before this job finished
+    again = sweep(model, data, tmp_path, "--preset", "oracle", "--adc", "8/8", "--runs", "2",
+                  "--workers", "1")
+    assert again == rows  # seeded chips: the redone job gives the same result
+    assert all(p.stat().st_mtime_ns == stamps[p] for p in jobs[1:])  # the others were reused
+
+
+def test_a_process_pool_gives_the_same_results(setup, tmp_path):
+    model, data = setup
+    serial = sweep(model, data, tmp_path / "a", "--adc", "3/5", "--runs", "2", "--workers", "1")
+    pooled = sweep(model, data, tmp_path / "b", "--adc", "3/5", "--runs", "2", "--workers", "2")
+    assert pooled == serial
+
+
+def test_ray_runs_the_same_jobs(setup, tmp_path):
+    pytest.importorskip("ray", reason="Ray is an optional extra (mho[ray])")
+    model, data = setup
+    local = sweep(model, data, tmp_path / "a", "--adc", "2/6", "--runs", "1", "--workers", "1")
+    on_ray = sweep(model, data, tmp_path / "b", "--adc", "2/6", "--runs", "1", "--ray")
+    assert on_ray == local
+
+
+def test_pe_presets_need_pe_layers(setup, tmp_path):
+    _, data = setup
+    model = tiny_qat(tmp_path / "none.pt", "none")
+    result = CliRunner().invoke(main, ["sweep", str(model), "--data", str(data), "-o",
+                                       str(tmp_path / "out"), "--preset", "figure1"])
+    assert result.exit_code == 1
+    assert "linear_pos" in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
