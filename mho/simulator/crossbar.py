@@ -50,11 +50,11 @@ NOISE_MODES = ("off", "legacy", "physical")
 # paper's numbers were made with. physical: Synaptogen's own Iread (q, BW = 1e8 Hz).
 NOISE_CONSTANTS = {"legacy": (math.e, 1e-8), "physical": (ELECTRON_CHARGE, 1e8)}
 LEGACY_MIN_VOLTAGE = 1e-12  # V: SynaptogenML's Johnson term is |I| / (|V| + 1e-12)
-# Elements of one [T_in, n, P * O_pad] float32 temporary (2 MB): batch rows are converted in
+# Elements of one [T_in, n, P * O_pad] float32 temporary (1 MB): batch rows are converted in
 # chunks of this size, so temporaries come from the allocator's free list (a fresh mmap per
 # 50 MB temporary costs more in page faults than the arithmetic) and the peak memory stays
 # near the layer's own input and output.
-CHUNK_ELEMENTS = 2**19
+CHUNK_ELEMENTS = 2**18
 
 
 @dataclass(frozen=True)
