@@ -149,20 +149,28 @@ def data_features(manifest: Path, out: Path, count: int | None) -> None:
 @click.option("--runs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Programming runs (chips), each with its own seed.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the first chip.")
+@click.option("--chip", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="Read this saved chip (no programming) with the given settings.")
+@click.option("--save-chip", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Save the programmed chip (.npz) for later runs or export.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per model and set.")
 def eval_command(models: tuple[str, ...], data_sets: tuple[str, ...], decoder: str,
                  memristor: str | None, adc: str | None, layer_rules: tuple[str, ...],
                  digital_patterns: tuple[str, ...], noise: str | None, runs: int, seed: int,
-                 as_json: bool) -> None:
+                 chip: Path | None, save_chip: Path | None, as_json: bool) -> None:
     """Word and character error rate and real-time factor of MODELS on --data sets."""
     from mho.data.datasets import resolve_dataset
     from mho.runtime.evaluate import evaluate
     from mho.runtime.recognizer import load_recognizer
 
     sets = [resolve_dataset(spec) for spec in data_sets]  # fail on bad data before loading
+    if (chip or save_chip) and memristor is None:
+        memristor = ""  # a chip option means a memristor run
+    if (chip or save_chip) and len(models) * len(sets) != 1:
+        raise MhoError("--chip and --save-chip take one model and one --data set")
     if memristor is not None:
         results = _eval_memristor(models, sets, decoder, memristor, adc, layer_rules,
-                                  digital_patterns, noise, runs, seed, as_json)
+                                  digital_patterns, noise, runs, seed, as_json, chip, save_chip)
         _print_results(results, as_json, memristor=True)
         return
     results = []
@@ -175,15 +183,19 @@ def eval_command(models: tuple[str, ...], data_sets: tuple[str, ...], decoder: s
 
 
 def _eval_memristor(models, sets, decoder, memristor, adc, layer_rules, digital_patterns, noise,
-                    runs, seed, as_json) -> list[dict]:
+                    runs, seed, as_json, chip, save_chip) -> list[dict]:
     import dataclasses
 
     from mho.models.zoo import checkpoint_path, load_model
     from mho.runtime.decode import load_decoder
     from mho.simulator.config import SimulatorConfig, load_simulator_config, with_cli_overrides
     from mho.simulator.evaluate import evaluate_on_chips
+    from mho.simulator.mapping import chip_config
 
-    config = load_simulator_config(memristor) if memristor else SimulatorConfig()
+    if memristor:
+        config = load_simulator_config(memristor)
+    else:  # a saved chip's own settings, else the defaults
+        config = chip_config(chip) if chip else SimulatorConfig()
     config = with_cli_overrides(config, adc=adc, layers=layer_rules, digital=digital_patterns)
     if noise is not None:
         config = dataclasses.replace(config, noise=noise)
@@ -198,6 +210,7 @@ def _eval_memristor(models, sets, decoder, memristor, adc, layer_rules, digital_
             result = evaluate_on_chips(
                 model, utterances, name=name, data_name=data_name, decoder=search,
                 decoder_name=decoder, config=config, seed=seed, runs=runs, progress=not as_json,
+                chip=chip, save_chip_to=save_chip,
             )
             results.append(dataclasses.asdict(result))
     return results

@@ -3,15 +3,17 @@
 
 import statistics
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from mho.data.manifest import Utterance
+from mho.errors import MhoError
 from mho.runtime.decode import Decoder
 from mho.runtime.evaluate import evaluate
 from mho.runtime.torch_runtime import TorchRecognizer
 from mho.simulator.config import SimulatorConfig
-from mho.simulator.mapping import map_to_crossbars
+from mho.simulator.mapping import load_chip, map_to_crossbars, save_chip
 from mho.simulator.stats import clip_fractions, reset_clip_stats
 
 
@@ -43,13 +45,24 @@ def evaluate_on_chips(
     seed: int,
     runs: int,
     progress: bool = True,
+    chip: Path | None = None,
+    save_chip_to: Path | None = None,
 ) -> MemristorResult:
-    """Program ``runs`` chips (seeds seed, seed+1, ...) and score each on ``utterances``."""
+    """Program ``runs`` chips (seeds seed, seed+1, ...) and score each on ``utterances``;
+    or score the saved ``chip`` read with ``config``. ``save_chip_to``: keep the (one) chip."""
+    if (chip is not None or save_chip_to is not None) and runs != 1:
+        raise MhoError("a saved chip is one programming run: use --runs 1 with it")
     wers, cers, clippings, program_seconds = [], [], [], 0.0
     seeds = [seed + run for run in range(runs)]
-    for run_seed in seeds:
-        simulated, report = map_to_crossbars(model, config, run_seed, progress=progress)
-        program_seconds += report.seconds
+    for index, run_seed in enumerate(seeds):
+        if chip is not None:
+            simulated, report = load_chip(model, chip, config, progress=progress)
+            seeds[index] = report.seed
+        else:
+            simulated, report = map_to_crossbars(model, config, run_seed, progress=progress)
+            program_seconds += report.seconds
+        if save_chip_to is not None:
+            save_chip(report, save_chip_to)
         reset_clip_stats(simulated)
         recognizer = TorchRecognizer(name, simulated, decoder, decoder_name)
         result = evaluate(recognizer, utterances, data_name=data_name, progress=progress)

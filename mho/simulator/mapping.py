@@ -213,20 +213,37 @@ def save_chip(report: MappingReport, path: str | Path) -> None:
         np.savez(file, meta=np.array(json.dumps(meta)), **arrays)
 
 
-def load_chip(
-    model: nn.Module, path: str | Path, progress: bool = False
-) -> tuple[nn.Module, MappingReport]:
-    """The simulated `model` on the chip saved at `path` (no programming): the same outputs,
-    bit for bit, as the mapping that made the file. MhoError if the chip was made for another
-    model."""
+def _read_chip_file(path: str | Path, arrays: bool = True) -> tuple[dict, dict[str, np.ndarray]]:
     try:
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data["meta"]))
-            arrays = {key: data[key] for key in data.files if key != "meta"}
+            loaded = {k: data[k] for k in data.files if k != "meta"} if arrays else {}
     except (OSError, KeyError, ValueError) as error:
         raise MhoError(f"cannot read a chip from {path}: {error}") from error
     if meta.get("format") != CHIP_FORMAT:
         raise MhoError(f"{path}: unsupported chip format {meta.get('format')}")
+    return meta, loaded
+
+
+def chip_config(path: str | Path) -> SimulatorConfig:
+    """The settings a saved chip was programmed and read with."""
+    meta, _ = _read_chip_file(path, arrays=False)
+    return SimulatorConfig.from_dict(meta["config"], where=str(path))
+
+
+def load_chip(
+    model: nn.Module,
+    path: str | Path,
+    config: SimulatorConfig | None = None,
+    progress: bool = False,
+) -> tuple[nn.Module, MappingReport]:
+    """The simulated `model` on the chip saved at `path` (no programming). With the file's own
+    config: the same outputs, bit for bit, as the mapping that made the file. With `config`:
+    the same conductances read with other settings (ADC per layer, read noise, layers moved
+    to digital), so one chip can be swept; its tiles and weight bits must be the chip's, and
+    a layer it puts on crossbars must be on the chip. MhoError if the chip was made for
+    another model."""
+    meta, arrays = _read_chip_file(path)
     _quantized_or_fail(model)
     fingerprint = weight_fingerprint(model)
     if meta["fingerprint"] != fingerprint:
@@ -244,9 +261,23 @@ def load_chip(
             )
             for c in layer["chips"]
         ]
-    config = SimulatorConfig.from_dict(meta["config"], where=str(path))
-    settings = config.resolve(quantized_layers(model))
-    expected = {name for name, s in settings.items() if not s.digital}
-    if expected != set(chips):
+    saved = SimulatorConfig.from_dict(meta["config"], where=str(path))
+    names = quantized_layers(model)
+    saved_settings = saved.resolve(names)
+    if {name for name, s in saved_settings.items() if not s.digital} != set(chips):
         raise MhoError(f"{path}: its layers do not match its own config (corrupt file?)")
-    return _map(model, config, int(meta["seed"]), chips=chips, progress=progress)
+    if config is None:
+        return _map(model, saved, int(meta["seed"]), chips=chips, progress=progress)
+    if config.tile != saved.tile:
+        raise MhoError(f"{path} has {saved.tile[0]} x {saved.tile[1]} tiles; the config asks for "
+                       f"{config.tile[0]} x {config.tile[1]}")
+    used = {}
+    for name, settings in config.resolve(names).items():
+        if settings.digital:
+            continue
+        if name not in chips:
+            raise MhoError(f"{path}: {name} was kept digital when the chip was programmed")
+        if settings.weight_bits != saved_settings[name].weight_bits:
+            raise MhoError(f"{path}: {name} was programmed at other weight bits")
+        used[name] = chips[name]
+    return _map(model, config, int(meta["seed"]), chips=used, progress=progress)

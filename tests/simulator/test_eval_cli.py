@@ -89,3 +89,25 @@ def test_bad_memristor_settings_fail_in_one_line(qat_checkpoint, three_utterance
 def test_memristor_needs_an_mho_model(three_utterances):
     result = run("eval", "pocketsphinx", "--data", three_utterances, "--memristor")
     assert result.exit_code == 1 and "needs an mho model" in result.output
+
+
+def test_save_a_chip_then_read_it_with_another_adc(qat_checkpoint, three_utterances, tmp_path):
+    """`--save-chip` keeps the programmed chip; `--chip` reads it again without programming:
+    with the file's own settings the result is the same run, with `--adc 8/8` it equals a
+    fresh 8/8 run of the same seed."""
+    chip = tmp_path / "chip.npz"
+    common = ("--data", three_utterances, "--decoder", "greedy", "--json")
+    saved = run("eval", qat_checkpoint, *common, "--memristor", "--seed", 4, "--save-chip", chip)
+    again = run("eval", qat_checkpoint, *common, "--chip", chip)
+    wide = run("eval", qat_checkpoint, *common, "--chip", chip, "--adc", "8/8")
+    fresh = run("eval", qat_checkpoint, *common, "--memristor", "--seed", 4, "--adc", "8/8")
+    for result in (saved, again, wide, fresh):
+        assert result.exit_code == 0, result.output
+    saved, again, wide, fresh = (json.loads(r.output) for r in (saved, again, wide, fresh))
+    assert again["runs"] == saved["runs"] and again["seeds"] == [4]
+    assert again["program_seconds"] == 0.0
+    assert wide["runs"] == fresh["runs"] and wide["clipping"] == fresh["clipping"]
+    assert max(wide["clipping"].values()) <= max(saved["clipping"].values())
+
+    several = run("eval", qat_checkpoint, *common, "--chip", chip, "--runs", 2)
+    assert several.exit_code == 1 and "--runs 1" in several.output

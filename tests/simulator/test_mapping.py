@@ -226,3 +226,25 @@ def test_toml_config_and_cli_shorthands(tmp_path):
         LayerRule("*.query", digital=True),
     )
     assert dataclasses.replace(cli, layers=()) == dataclasses.replace(config, adc=(8, 8), layers=())
+
+
+def test_a_saved_chip_is_read_with_other_adc_noise_and_digital_layers(model, tmp_path):
+    """Programming depends on the device and seed only, so reading a saved chip with other
+    converter settings equals programming afresh with those settings and the same seed."""
+    pattern = "*.attention.linear_pos"
+    _, report = map_to_crossbars(model, measured(), seed=3)
+    save_chip(report, tmp_path / "chip.npz")
+    wider = measured(adc=(8, 8), noise="off", layers=(LayerRule(pattern, digital=True),))
+    reread, reread_report = load_chip(model, tmp_path / "chip.npz", wider)
+    fresh, _ = map_to_crossbars(model, wider, seed=3)
+    assert torch.equal(run(reread), run(fresh))
+    assert reread_report.seed == 3 and reread_report.config == wider
+    assert all(name.endswith("linear_pos") for name in reread_report.digital_layers)
+
+    # the other way round: a layer the chip does not hold cannot be put back on crossbars
+    _, partial = map_to_crossbars(model, measured(layers=(LayerRule(pattern, digital=True),)), 3)
+    save_chip(partial, tmp_path / "partial.npz")
+    with pytest.raises(MhoError, match="kept digital when the chip was programmed"):
+        load_chip(model, tmp_path / "partial.npz", measured())
+    with pytest.raises(MhoError, match="tiles"):
+        load_chip(model, tmp_path / "chip.npz", SimulatorConfig(tile=(128, 128)))
