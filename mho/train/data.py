@@ -21,6 +21,7 @@ from mho.data.lexicon import Lexicon, Vocabulary
 from mho.data.manifest import Utterance, load_utterance_audio
 from mho.errors import MhoError
 from mho.io import atomic_path
+from mho.train.checkpoint import load_tagged, save_tagged
 
 ARCHIVE_FORMAT = "mho-features-1"
 ARCHIVE_LEVELS = 255  # uint8 codes per mel bin: about 0.09 log units per step
@@ -99,25 +100,17 @@ class FeatureSet:
         low, high = frames.amin(dim=0), frames.amax(dim=0)  # [80]
         step = (high - low).clamp(min=1e-6) / ARCHIVE_LEVELS
         codes = ((frames - low) / step).round().clamp(0, ARCHIVE_LEVELS).to(torch.uint8)
-        with atomic_path(path) as partial:
-            torch.save({
-                "format": ARCHIVE_FORMAT, "feature_config": asdict(FeatureConfig()),
-                "ids": [u.id for u in self.utterances], "texts": [u.text for u in self.utterances],
-                "lengths": torch.tensor([len(f) for f in self.features]),
-                "labels": self.labels, "low": low, "step": step, "codes": codes,
-            }, partial)
+        save_tagged(path, ARCHIVE_FORMAT, {
+            "feature_config": asdict(FeatureConfig()),
+            "ids": [u.id for u in self.utterances], "texts": [u.text for u in self.utterances],
+            "lengths": torch.tensor([len(f) for f in self.features]),
+            "labels": self.labels, "low": low, "step": step, "codes": codes,
+        })
 
     @classmethod
     def load_archive(cls, path: str | Path) -> "FeatureSet":
         path = Path(path)
-        if not path.is_file():
-            raise MhoError(f"feature archive not found: {path}")
-        try:
-            stored = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # pickle and zip errors have many types
-            raise MhoError(f"cannot read feature archive {path}: {error}") from None
-        if not isinstance(stored, dict) or stored.get("format") != ARCHIVE_FORMAT:
-            raise MhoError(f"{path} is not an mho feature archive (mho data features)")
+        stored = load_tagged(path, ARCHIVE_FORMAT, "feature archive", " (mho data features)")
         if stored["feature_config"] != asdict(FeatureConfig()):
             raise MhoError(f"{path} holds features of another feature config")
         frames = (stored["codes"].float() * stored["step"] + stored["low"]).to(torch.float16)
