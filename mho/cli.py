@@ -132,32 +132,51 @@ def data_features(manifest: Path, out: Path, count: int | None) -> None:
                   f"out of the lexicon) -> {out} ({out.stat().st_size / 1e6:.1f} MB)")
 
 
+def memristor_options(command):
+    """The options that put a model on a simulated memristor chip (eval, export, check)."""
+    options = [
+        click.option("--memristor", is_flag=False, flag_value="", default=None,
+                     metavar="[CONFIG]",
+                     help="Run on simulated memristor chips (optionally configured by a TOML "
+                          "file)."),
+        click.option("--adc", metavar="P/R", help="Default ADC precision/range bits (e.g. 4/4)."),
+        click.option("--layer", "layer_rules", multiple=True, metavar="PATTERN=P/R",
+                     help="ADC of the layers matching a glob pattern; repeatable."),
+        click.option("--digital", "digital_patterns", multiple=True, metavar="PATTERN",
+                     help="Keep matching layers digital (the paper's oracle); repeatable."),
+        click.option("--noise", type=click.Choice(["off", "legacy", "physical"]), default=None,
+                     help="Read noise mode (default: the config's, legacy)."),
+        click.option("--seed", type=int, default=0, show_default=True,
+                     help="Programming seed (of the first chip)."),
+        click.option("--chip", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     default=None,
+                     help="Read this saved chip (no programming) with the given settings."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @main.command("eval")
 @click.argument("models", nargs=-1, required=True)
 @click.option("--data", "data_sets", multiple=True, required=True,
               help="Shipped set name, manifest (.jsonl) or LibriSpeech directory; repeatable.")
 @click.option("--decoder", type=click.Choice(["greedy", "lm"]), default="lm", show_default=True)
-@click.option("--memristor", is_flag=False, flag_value="", default=None, metavar="[CONFIG]",
-              help="Run on simulated memristor chips (optionally configured by a TOML file).")
-@click.option("--adc", metavar="P/R", help="Default ADC precision/range bits (e.g. 4/4).")
-@click.option("--layer", "layer_rules", multiple=True, metavar="PATTERN=P/R",
-              help="ADC of the layers matching a glob pattern; repeatable.")
-@click.option("--digital", "digital_patterns", multiple=True, metavar="PATTERN",
-              help="Keep matching layers digital (the paper's oracle); repeatable.")
-@click.option("--noise", type=click.Choice(["off", "legacy", "physical"]), default=None,
-              help="Read noise mode (default: the config's, legacy).")
+@memristor_options
+@click.option("--runtime", type=click.Choice(["torch", "ort", "onnx-ref"]), default=None,
+              help="For .onnx files: ort (default) or onnx-ref; models run in torch.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Utterances per onnxruntime call (server-style batching of .onnx files).")
 @click.option("--runs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Programming runs (chips), each with its own seed.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the first chip.")
-@click.option("--chip", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default=None, help="Read this saved chip (no programming) with the given settings.")
 @click.option("--save-chip", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Save the programmed chip (.npz) for later runs or export.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per model and set.")
 def eval_command(models: tuple[str, ...], data_sets: tuple[str, ...], decoder: str,
                  memristor: str | None, adc: str | None, layer_rules: tuple[str, ...],
-                 digital_patterns: tuple[str, ...], noise: str | None, runs: int, seed: int,
-                 chip: Path | None, save_chip: Path | None, as_json: bool) -> None:
+                 digital_patterns: tuple[str, ...], noise: str | None, seed: int,
+                 chip: Path | None, runtime: str | None, batch_size: int, runs: int,
+                 save_chip: Path | None, as_json: bool) -> None:
     """Word and character error rate and real-time factor of MODELS on --data sets."""
     from mho.data.datasets import resolve_dataset
     from mho.runtime.evaluate import evaluate
@@ -169,17 +188,36 @@ def eval_command(models: tuple[str, ...], data_sets: tuple[str, ...], decoder: s
     if (chip or save_chip) and len(models) * len(sets) != 1:
         raise MhoError("--chip and --save-chip take one model and one --data set")
     if memristor is not None:
+        if any(m.endswith(".onnx") for m in models):
+            raise MhoError("an exported .onnx file already holds its chip: evaluate it without "
+                           "--memristor, or export the model with other settings")
         results = _eval_memristor(models, sets, decoder, memristor, adc, layer_rules,
                                   digital_patterns, noise, runs, seed, as_json, chip, save_chip)
         _print_results(results, as_json, memristor=True)
         return
     results = []
     for model in models:
-        recognizer = load_recognizer(model, decoder=decoder)
+        recognizer = load_recognizer(model, decoder=decoder, runtime=runtime)
         for name, utterances in sets:
             results.append(evaluate(recognizer, utterances, data_name=name,
-                                    progress=not as_json).summary())
+                                    progress=not as_json, batch_size=batch_size).summary())
     _print_results(results, as_json)
+
+
+def _simulator_config(memristor, chip, adc, layer_rules, digital_patterns, noise):
+    """The SimulatorConfig the memristor options describe: the TOML file's, else a saved chip's
+    own settings, else the defaults; then the CLI shorthands."""
+    import dataclasses
+
+    from mho.simulator.config import SimulatorConfig, load_simulator_config, with_cli_overrides
+    from mho.simulator.mapping import chip_config
+
+    if memristor:
+        config = load_simulator_config(memristor)
+    else:
+        config = chip_config(chip) if chip else SimulatorConfig()
+    config = with_cli_overrides(config, adc=adc, layers=layer_rules, digital=digital_patterns)
+    return config if noise is None else dataclasses.replace(config, noise=noise)
 
 
 def _eval_memristor(models, sets, decoder, memristor, adc, layer_rules, digital_patterns, noise,
@@ -188,17 +226,9 @@ def _eval_memristor(models, sets, decoder, memristor, adc, layer_rules, digital_
 
     from mho.models.zoo import checkpoint_path, load_model
     from mho.runtime.decode import load_decoder
-    from mho.simulator.config import SimulatorConfig, load_simulator_config, with_cli_overrides
     from mho.simulator.evaluate import evaluate_on_chips
-    from mho.simulator.mapping import chip_config
 
-    if memristor:
-        config = load_simulator_config(memristor)
-    else:  # a saved chip's own settings, else the defaults
-        config = chip_config(chip) if chip else SimulatorConfig()
-    config = with_cli_overrides(config, adc=adc, layers=layer_rules, digital=digital_patterns)
-    if noise is not None:
-        config = dataclasses.replace(config, noise=noise)
+    config = _simulator_config(memristor, chip, adc, layer_rules, digital_patterns, noise)
     search = load_decoder(decoder)
     results = []
     for name in models:
@@ -445,6 +475,173 @@ def bench_sim_command(rows, size, weight_bits, repeats, threads, models, as_json
           for name, m in summary["models"].items()),
     ):
         table.add_row(measure, value, target)
+    console.print(table)
+
+
+@main.group("export")
+def export_group() -> None:
+    """Export models to portable files."""
+
+
+@export_group.command("onnx")
+@click.argument("model")
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The .onnx file to write (weights over 1 GiB go to FILE.data beside it).")
+@click.option("--input", "input_kind", type=click.Choice(["features", "waveform"]),
+              default="waveform", show_default=True,
+              help="waveform: 16 kHz samples in, log-mel front-end inside the graph.")
+@memristor_options
+@click.option("--json", "as_json", is_flag=True)
+def export_onnx_command(model, out, input_kind, memristor, adc, layer_rules, digital_patterns,
+                        noise, seed, chip, as_json) -> None:
+    """Export MODEL (digital, or programmed onto a memristor chip) to one ONNX file."""
+    from mho.exporter.onnx import export_onnx, load_for_export
+
+    if out.suffix != ".onnx":
+        raise MhoError(f"the output file should end in .onnx: {out}")
+    simulator = None
+    if memristor is not None or chip is not None:
+        simulator = _simulator_config(memristor, chip, adc, layer_rules, digital_patterns, noise)
+    elif adc or layer_rules or digital_patterns or noise:
+        raise MhoError("--adc, --layer, --digital and --noise need --memristor (or --chip)")
+    torch_model, metadata = load_for_export(model, simulator, seed, chip, progress=not as_json)
+    report = export_onnx(torch_model, out, metadata, input=input_kind)
+    summary = {"path": str(report.path), "bytes": report.bytes, "seconds": report.seconds,
+               "external_data": report.external_data, "nodes": report.nodes}
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    kind = "digital" if simulator is None else f"memristor chip (seed {metadata.programming_seed})"
+    console.print(f"{model} ({kind}, {input_kind} input) -> {report.path}: "
+                  f"{report.bytes / 1e6:.1f} MB in {report.seconds:.1f} s"
+                  + (" (external data)" if report.external_data else ""))
+    table = Table(title="nodes by op type")
+    table.add_column("op")
+    table.add_column("nodes", justify="right")
+    for op, count in report.nodes.items():
+        table.add_row(op, str(count))
+    console.print(table)
+
+
+@main.command("transcribe")
+@click.argument("model")
+@click.argument("audio", nargs=-1, required=True,
+                type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--decoder", type=click.Choice(["greedy", "lm"]), default="lm", show_default=True)
+@click.option("--runtime", type=click.Choice(["torch", "ort", "onnx-ref"]), default=None,
+              help="For .onnx files: ort (default) or onnx-ref.")
+def transcribe_command(model, audio, decoder, runtime) -> None:
+    """Print one line per AUDIO file: its name and MODEL's transcript (any sample rate)."""
+    from mho.data.audio import load_audio
+    from mho.runtime.recognizer import load_recognizer
+
+    recognizer = load_recognizer(model, decoder=decoder, runtime=runtime)
+    for path in audio:
+        waveform = load_audio(path, resample=True)
+        click.echo(f"{path}\t{recognizer.transcribe(waveform)}")
+
+
+@main.command("check")
+@click.argument("model")
+@click.option("--onnx", "onnx_file", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="An exported file of MODEL (default: export one now).")
+@click.option("--data", "data_set", required=True, help="Shipped set name or manifest.")
+@click.option("--runtimes", default="torch,ort,onnx-ref", show_default=True,
+              help="Comma-separated; torch is the reference.")
+@click.option("--decoder", type=click.Choice(["greedy", "lm"]), default="greedy",
+              show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Only the first N utterances of the set.")
+@memristor_options
+@click.option("--mean-abs", type=click.FloatRange(min=0), default=0.5, show_default=True,
+              help="Tolerance: mean |log-prob difference| over the set.")
+@click.option("--max-cer", type=click.FloatRange(min=0), default=5.0, show_default=True,
+              help="Tolerance: CER %% between greedy transcripts and torch's.")
+@click.option("--max-wer-delta", type=click.FloatRange(min=0), default=2.0, show_default=True,
+              help="Tolerance: absolute WER difference (points) from torch's.")
+@click.option("--json", "as_json", is_flag=True, help="One entry per runtime.")
+def check_command(model, onnx_file, data_set, runtimes, decoder, limit, memristor, adc,
+                  layer_rules, digital_patterns, noise, seed, chip, mean_abs, max_cer,
+                  max_wer_delta, as_json) -> None:
+    """Parity of MODEL across runtimes: log-probs, transcripts and WER against torch; exits 1
+    when a tolerance is exceeded."""
+    import tempfile
+
+    from mho.data.datasets import resolve_dataset
+    from mho.runtime.parity import Tolerances, check_parity
+    from mho.runtime.session import parity_runtimes
+
+    names = [r.strip() for r in runtimes.split(",") if r.strip()]
+    data_name, utterances = resolve_dataset(data_set)
+    utterances = utterances[:limit] if limit else utterances
+    simulator = None
+    if memristor is not None or chip is not None:
+        simulator = _simulator_config(memristor, chip, adc, layer_rules, digital_patterns, noise)
+    with tempfile.TemporaryDirectory(prefix="mho-check-") as scratch:
+        reference, others, search = parity_runtimes(
+            model, names, onnx_file=onnx_file, simulator=simulator, seed=seed, chip=chip,
+            decoder=decoder, scratch=Path(scratch), progress=not as_json)
+        torch_wer, results = check_parity(
+            reference, others, utterances, search,
+            Tolerances(mean_abs=mean_abs, transcript_cer=max_cer, wer_delta=max_wer_delta),
+            progress=not as_json)
+    import dataclasses
+
+    entries = [{"runtime": "torch", "wer": torch_wer, "passed": True},
+               *(dataclasses.asdict(r) for r in results)]
+    if as_json:
+        click.echo(json.dumps({"model": model, "data": data_name, "decoder": decoder,
+                               "utterances": len(utterances), "runtimes": entries}, indent=2))
+    else:
+        table = Table(title=f"parity of {model} on {data_name} ({len(utterances)} utts, "
+                            f"{decoder} decoding) against torch")
+        for column in ("runtime", "max |diff|", "mean |diff|", "frames agree", "transcript CER %",
+                       "WER %", "WER delta", "s", "pass"):
+            table.add_column(column, justify="left" if column == "runtime" else "right")
+        table.add_row("torch", "", "", "", "", f"{torch_wer:.2f}", "", "", "reference")
+        for r in results:
+            table.add_row(r.runtime, f"{r.max_abs:.3g}", f"{r.mean_abs:.3g}",
+                          f"{r.frames_agree:.2%}", f"{r.transcript_cer:.2f}", f"{r.wer:.2f}",
+                          f"{r.wer_delta:+.2f}", f"{r.seconds:.1f}",
+                          "yes" if r.passed else "NO: " + "; ".join(r.failures))
+        console.print(table)
+    if not all(r.passed for r in results):
+        sys.exit(1)
+
+
+@bench.command("runtime")
+@click.option("--model", default="conformer-sinusoidal-linear-w8", show_default=True)
+@click.option("--data", "data_set", default="flite-slt", show_default=True)
+@click.option("--utterances", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def bench_runtime_command(model, data_set, utterances, repeats, threads, as_json) -> None:
+    """onnxruntime vs torch (digital and memristor model) and the crossbar op's function body
+    vs a Python custom op: speed-ups measured in one run."""
+    from mho.runtime.bench import RuntimeBenchConfig, bench_runtime
+
+    config = RuntimeBenchConfig(model=model, data=data_set, utterances=utterances,
+                                repeats=repeats, threads=threads)
+    log = (lambda message: None) if as_json else (lambda message: console.print(f"[dim]{message}"))
+    summary = bench_runtime(config, log=log).summary()
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    table = Table(title=f"runtime bench: {model}, {utterances} utts of {data_set} "
+                        f"({summary['audio_seconds']:.0f} s audio), {threads} thread(s)")
+    for column in ("measure", "slow (ms)", "fast (ms)", "speed-up", "target"):
+        table.add_column(column, justify="left" if column == "measure" else "right")
+    ms = summary["ms"]
+    for label, key, slow, fast, target in (
+        ("onnxruntime vs torch, digital", "ort_vs_torch_digital", "digital/torch",
+         "digital/ort", ">= 1.5"),
+        ("onnxruntime vs torch simulator, memristor", "ort_vs_torch_memristor",
+         "memristor/torch", "memristor/ort", ">= 1"),
+        ("function body vs Python op, crossbar layer", "function_vs_pyop", "layer/pyop",
+         "layer/function", ">= 5"),
+    ):
+        table.add_row(label, f"{ms[slow]:.0f}", f"{ms[fast]:.0f}", f"{summary[key]:.2f}", target)
     console.print(table)
 
 

@@ -49,18 +49,32 @@ def evaluate(
     *,
     data_name: str,
     progress: bool = True,
+    batch_size: int = 1,
 ) -> EvalResult:
-    """Transcribe every utterance and score against its reference text."""
+    """Transcribe every utterance and score against its reference text. batch_size > 1: for
+    recognizers with `transcribe_batch` (ONNX files), stream the set through in padded
+    batches of similar lengths, as a server would."""
     utterances = list(utterances)
+    batched = batch_size > 1 and hasattr(recognizer, "transcribe_batch")
+    # similar lengths together: less padding per batch
+    order = sorted(utterances, key=lambda u: u.duration) if batched else utterances
+    batches = [order[i : i + (batch_size if batched else 1)]
+               for i in range(0, len(order), batch_size if batched else 1)]
     hypotheses: dict[str, str] = {}
     audio_seconds = compute_seconds = 0.0
-    for utt in tqdm(utterances, desc=f"{recognizer.name} on {data_name}", disable=not progress,
-                    unit="utt", leave=False):
-        waveform = load_utterance_audio(utt)
-        start = time.perf_counter()
-        hypotheses[utt.id] = recognizer.transcribe(waveform)
-        compute_seconds += time.perf_counter() - start
-        audio_seconds += waveform.size / SAMPLE_RATE
+    with tqdm(total=len(utterances), desc=f"{recognizer.name} on {data_name}", unit="utt",
+              disable=not progress, leave=False) as bar:
+        for batch in batches:
+            waveforms = [load_utterance_audio(utt) for utt in batch]
+            start = time.perf_counter()
+            if batched:
+                texts = recognizer.transcribe_batch(waveforms)
+            else:
+                texts = [recognizer.transcribe(w) for w in waveforms]
+            compute_seconds += time.perf_counter() - start
+            audio_seconds += sum(w.size for w in waveforms) / SAMPLE_RATE
+            hypotheses.update((utt.id, text) for utt, text in zip(batch, texts, strict=True))
+            bar.update(len(batch))
     wer, cer = error_rates([u.text for u in utterances], [hypotheses[u.id] for u in utterances])
     return EvalResult(
         model=recognizer.name,

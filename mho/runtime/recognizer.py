@@ -18,11 +18,29 @@ class Recognizer(Protocol):
 PEER_RECOGNIZERS = ("pocketsphinx",)
 
 
-def load_recognizer(name: str, *, decoder: str = "lm") -> Recognizer:
-    """A peer recognizer, a shipped model or a checkpoint path, with the chosen decoder."""
+def load_recognizer(
+    name: str, *, decoder: str = "lm", runtime: str | None = None, threads: int | None = None
+) -> Recognizer:
+    """A peer recognizer, a shipped model, a checkpoint path or an exported .onnx file, with
+    the chosen decoder. runtime: "torch" for models and checkpoints; "ort" (default) or
+    "onnx-ref" for .onnx files. threads: onnxruntime's intra-op threads (default: all)."""
     from mho.errors import MhoError
-    from mho.models.zoo import checkpoint_path, load_model, shipped_models
+    from mho.models.zoo import checkpoint_path, shipped_models
+    from mho.runtime.decode import load_decoder
 
+    if name.endswith(".onnx"):
+        from mho.runtime.onnx_runtime import OnnxRecognizer, OnnxSession
+
+        if runtime not in (None, "ort", "onnx-ref"):
+            raise MhoError(f"{name} is an ONNX file: run it with --runtime ort or onnx-ref")
+        session = OnnxSession(name, runtime or "ort", threads)
+        search = load_decoder(decoder)
+        if session.metadata.vocabulary != list(search.vocabulary.tokens):
+            raise MhoError(f"{name} outputs another vocabulary than mho's decoders "
+                           f"({len(session.metadata.vocabulary)} tokens)")
+        return OnnxRecognizer(name, session, search, decoder)
+    if runtime not in (None, "torch"):
+        raise MhoError(f"--runtime {runtime} runs exported .onnx files; {name} runs in torch")
     if name == "pocketsphinx":
         from mho.runtime.pocketsphinx import PocketsphinxRecognizer
 
@@ -30,10 +48,10 @@ def load_recognizer(name: str, *, decoder: str = "lm") -> Recognizer:
     path = checkpoint_path(name)
     if path is None:
         available = ", ".join([*PEER_RECOGNIZERS, *shipped_models()])
-        raise MhoError(f"unknown model {name!r}; available: {available}, or a checkpoint path")
-    from mho.runtime.decode import load_decoder
+        raise MhoError(f"unknown model {name!r}; available: {available}, a checkpoint path "
+                       f"or an exported .onnx file")
+    from mho.models.zoo import load_model
     from mho.runtime.torch_runtime import TorchRecognizer
 
     model, _ = load_model(path)
     return TorchRecognizer(name, model, load_decoder(decoder), decoder)
-

@@ -1,0 +1,1 @@
+"""Export to portable formats: ONNX (standard ops + the ai.mho.memristor domain) and CoreML."""

@@ -1,0 +1,187 @@
+"""Export an mho model (float, QAT, or mapped onto a memristor chip) to one ONNX file.
+
+    report = export_onnx(model, "model.onnx", metadata, input="waveform")
+
+torch.onnx.export (dynamo) traces the export twin (modules.py) with symbolic batch and time
+axes; the file then gets the CrossbarLinear function bodies (both overloads), the "noisy"
+overload on nodes that carry noise inputs, IR version 10 (onnxruntime reads up to 10 with
+overloads), mho's metadata_props, and a full `onnx.checker` check and strict shape inference.
+Files whose weights pass 1 GiB keep them as external data beside the .onnx file (protobuf
+cannot hold 2 GB).
+"""
+
+import contextlib
+import dataclasses
+import io
+import logging
+import time
+import warnings
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import onnx
+import torch
+
+from mho.errors import MhoError
+from mho.exporter.metadata import INPUTS, OnnxMetadata, write_metadata
+from mho.exporter.modules import WaveformInput, export_twin
+from mho.exporter.ops.crossbar import DOMAIN, DOMAIN_VERSION, NOISY, crossbar_functions
+from mho.io import atomic_path
+
+if TYPE_CHECKING:
+    from mho.simulator.config import SimulatorConfig
+
+OPSET = 20
+IR_VERSION = 10
+EXTERNAL_DATA_BYTES = 2**30
+MIN_FEATURE_FRAMES = 5  # the rel-shift's symbolic shapes need T' >= 2 (see positional.py)
+MAX_FEATURE_FRAMES = 360_000  # one hour of 10 ms frames
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    path: Path
+    bytes: int  # the .onnx file plus any external data
+    seconds: float  # tracing, conversion, checks and writing
+    nodes: dict[str, int]  # top-level graph nodes per op type (custom domain as domain::op)
+    external_data: bool
+
+
+def _trace(model: torch.nn.Module, input: str) -> onnx.ModelProto:
+    twin = export_twin(model)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    if input == "waveform":
+        twin = WaveformInput(twin).eval()
+        shift = twin.features.shift_samples
+        samples = torch.export.Dim("samples", min=MIN_FEATURE_FRAMES * shift,
+                                   max=MAX_FEATURE_FRAMES * shift)
+        example = (torch.zeros(2, 16_000), torch.tensor([16_000, 12_000]))
+        names, shapes = ["waveform", "samples"], ({0: batch, 1: samples}, {0: batch})
+    else:
+        frames = torch.export.Dim("frames", min=MIN_FEATURE_FRAMES, max=MAX_FEATURE_FRAMES)
+        example = (torch.zeros(2, 100, 80), torch.tensor([100, 80]))
+        names, shapes = ["features", "lengths"], ({0: batch, 1: frames}, {0: batch})
+    # the exporter prints progress and warns about torchvision; keep the CLI's output ours
+    quiet = io.StringIO()
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(quiet):
+        warnings.simplefilter("ignore")
+        try:
+            program = torch.onnx.export(
+                twin, example, dynamo=True, opset_version=OPSET, input_names=names,
+                output_names=["log_probs", "out_lengths"], dynamic_shapes=shapes,
+                verbose=False)
+        except Exception as error:  # the exporter's own error types carry pages of report
+            raise MhoError(f"ONNX export failed: {str(error).splitlines()[0]}") from error
+    return program.model_proto
+
+
+def _finish(proto: onnx.ModelProto) -> None:
+    """Custom-domain functions, overloads, versions: what the dynamo exporter leaves out."""
+    uses_crossbars = False
+    for node in proto.graph.node:
+        if node.domain == DOMAIN:
+            uses_crossbars = True
+            if len(node.input) == 5:  # noise_levels and noise_conductance given
+                node.overload = NOISY
+    if uses_crossbars:
+        proto.functions.extend(crossbar_functions())
+        imports = {o.domain: o for o in proto.opset_import}
+        if DOMAIN not in imports:
+            proto.opset_import.append(onnx.helper.make_opsetid(DOMAIN, DOMAIN_VERSION))
+    proto.ir_version = IR_VERSION
+    proto.producer_name = "mho"
+
+
+def node_counts(proto: onnx.ModelProto) -> dict[str, int]:
+    counts = Counter(f"{n.domain}::{n.op_type}" if n.domain else n.op_type
+                     for n in proto.graph.node)
+    return dict(counts.most_common())
+
+
+def check_model(path: Path) -> None:
+    """Full checker and strict shape inference (from the path: works with external data)."""
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+        onnx.shape_inference.infer_shapes_path(str(path), str(path) + ".inferred",
+                                               check_type=True, strict_mode=True)
+    except Exception as error:
+        raise MhoError(f"exported file fails the ONNX checks: {error}") from error
+    finally:
+        Path(str(path) + ".inferred").unlink(missing_ok=True)
+
+
+def export_onnx(
+    model: torch.nn.Module, path: str | Path, metadata: OnnxMetadata, *, input: str = "features"
+) -> ExportReport:
+    """Write `model` (eval mode; float, QAT or from mho.simulator.map_to_crossbars) to `path`;
+    `input`: "features" (log-mels + lengths) or "waveform" (log-mel front-end in the graph)."""
+    if input not in INPUTS:
+        raise MhoError(f"input must be one of {', '.join(INPUTS)}, got {input!r}")
+    started = time.perf_counter()
+    path = Path(path)
+    proto = _trace(model, input)
+    _finish(proto)
+    write_metadata(proto, dataclasses.replace(metadata, input=input))
+    weight_bytes = sum(t.ByteSize() for t in proto.graph.initializer)
+    external = weight_bytes > EXTERNAL_DATA_BYTES
+    data_path = path.with_name(path.name + ".data")
+    with atomic_path(path) as partial:
+        if external:
+            # the data file sits beside the model under its final name, written first
+            onnx.save(proto, str(partial), save_as_external_data=True, all_tensors_to_one_file=True,
+                      location=data_path.name, size_threshold=1024)
+        else:
+            onnx.save(proto, str(partial))
+            data_path.unlink(missing_ok=True)
+        check_model(partial)
+    size = path.stat().st_size + (data_path.stat().st_size if external else 0)
+    return ExportReport(path, size, time.perf_counter() - started, node_counts(proto), external)
+
+
+def load_for_export(
+    name: str,
+    simulator: "SimulatorConfig | None" = None,
+    seed: int = 0,
+    chip: Path | None = None,
+    progress: bool = False,
+) -> tuple[torch.nn.Module, OnnxMetadata]:
+    """Model `name` (shipped or checkpoint) as it will be exported, and its metadata: digital
+    when `simulator` and `chip` are None, else on the chip programmed with `seed` (or the
+    saved `chip`, read with `simulator` when given, else with its own settings)."""
+    from mho.data.features import FeatureConfig
+    from mho.models.zoo import checkpoint_path, load_model
+    from mho.simulator.mapping import load_chip, map_to_crossbars
+
+    path = checkpoint_path(name)
+    if path is None:
+        raise MhoError(f"unknown model {name!r}: a shipped model name or a checkpoint path")
+    model, payload = load_model(path)
+    quant = model.config.quant
+    memristor, programming_seed = None, None
+    if simulator is not None or chip is not None:
+        if quant is None:
+            raise MhoError(f"{name} is a float model: memristor export needs a QAT model")
+        if chip is not None:
+            model, report = load_chip(model, chip, simulator, progress=progress)
+        else:
+            model, report = map_to_crossbars(model, simulator, seed, progress=progress)
+        memristor, programming_seed = report.config.to_dict(), report.seed
+    features = FeatureConfig()
+    metadata = OnnxMetadata(
+        model_type=payload["model_type"],
+        model_name=name,
+        input="features",
+        vocabulary=list(payload["vocabulary"]),
+        sample_rate=features.sample_rate,
+        feature_config=dataclasses.asdict(features),
+        frame_shift_ms=features.shift_ms,
+        subsampling=model.config.subsampling,
+        weight_bits=None if quant is None else quant.weight_bits,
+        activation_bits=None if quant is None else quant.activation_bits,
+        memristor=memristor,
+        programming_seed=programming_seed,
+    )
+    return model, metadata

@@ -1,0 +1,254 @@
+"""`ai.mho.memristor::CrossbarLinear`: one layer y = x W^T on programmed crossbars, as an ONNX op.
+
+Inputs (the programmed chip travels as initializers; I_pad, O_pad: multiples of the tile):
+    X                   [..., I]          float32 activations
+    signal_levels       [L]               ADC units per unit of r+ - r- at each DAC level
+                                          -(2^(b-1) - 1) .. 2^(b-1) - 1: c (P_H(V) - P_L(V)),
+                                          the DAC and the cells' nonlinear I-V as a table
+    conductance         [P, I_pad, O_pad] r+ - r- of every differential pair, bit plane 0 = MSB
+    noise_levels        [2, L]            (overload "noisy" only) read-noise variance per unit
+                                          of the two matrices below, at each DAC level
+    noise_conductance   [2, P, I_pad, O_pad]  (noisy only) sum of the cells' conductance signs;
+                                          sum of sign x r (see simulator/crossbar.py)
+Output: Y [..., O] float32 = digital shift-and-add of the ADC codes times
+weight_scale * input_scale * 2^(b-1) / 2^p; the float bias is a separate, standard Add.
+
+Attributes: weight_bits, tile_rows, tile_cols, input_bits, adc_precision_bits,
+adc_range_bits, out_features (ints); weight_scale, input_scale (floats); noise (string:
+off / legacy / physical); seed (float, as ONNX's random ops take it).
+
+Three implementations, which tests compare with each other:
+- `crossbar_functions()`: model-local FunctionProtos of standard opset-20 ops, overload ""
+  (noise off) and "noisy"; onnxruntime inlines them and runs the whole layer as one batched
+  MatMul (plus one for the noise variance), like the torch simulator.
+- `CrossbarLinear` below: a numpy `OpRun` for the ONNX reference evaluator, written
+  separately from the body: float64, an explicit loop over planes and tiles.
+- mho.simulator.crossbar.CrossbarLinear: the torch simulator the file was exported from.
+
+Written by hand: no library defines crossbar ops for ONNX.
+"""
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+from onnx.reference.op_run import OpRun
+
+DOMAIN = "ai.mho.memristor"
+DOMAIN_VERSION = 1
+OPSET = 20  # of the default domain, inside the bodies
+NOISY = "noisy"  # the overload that adds read noise
+INT_ATTRIBUTES = ("weight_bits", "tile_rows", "tile_cols", "input_bits", "adc_precision_bits",
+                  "adc_range_bits", "out_features")
+FLOAT_ATTRIBUTES = ("weight_scale", "input_scale", "seed")
+ATTRIBUTES = (*INT_ATTRIBUTES, *FLOAT_ATTRIBUTES, "noise")
+
+
+class _Body:
+    """Appends nodes to a function body with generated output names."""
+
+    def __init__(self):
+        self.nodes: list[onnx.NodeProto] = []
+
+    def __call__(self, op: str, *inputs: str, **attributes) -> str:
+        name = f"{op.lower()}_{len(self.nodes)}"
+        self.nodes.append(helper.make_node(op, list(inputs), [name], **attributes))
+        return name
+
+    def attribute(self, name: str, kind: str) -> str:
+        """A Constant holding the node attribute `name` (kind "int" or "float") as a scalar."""
+        node = helper.make_node("Constant", [], [f"attr_{name}"])
+        reference = onnx.AttributeProto(
+            name=f"value_{kind}", ref_attr_name=name,
+            type=onnx.AttributeProto.INT if kind == "int" else onnx.AttributeProto.FLOAT,
+        )
+        node.attribute.append(reference)
+        self.nodes.append(node)
+        return node.output[0]
+
+    def const(self, value, dtype=np.int64) -> str:
+        return self("Constant", value=helper.make_tensor(
+            f"c{len(self.nodes)}", helper.np_dtype_to_tensor_dtype(np.dtype(dtype)),
+            np.shape(value), np.asarray(value, dtype).flatten().tolist()))
+
+
+def _crossbar_linear(noisy: bool) -> onnx.FunctionProto:
+    f = _Body()
+    inputs = ["X", "signal_levels", "conductance"]
+    if noisy:
+        inputs += ["noise_levels", "noise_conductance"]
+    one, two = f.const(1), f.const(2)
+    zero_i, minus_one = f.const([0]), f.const([-1])
+    # scalars from attributes (onnxruntime folds all of these into constants)
+    input_bits = f.attribute("input_bits", "int")
+    full_scale = f("Pow", two, f("Sub", input_bits, one))  # 2^(b-1) DAC steps to full scale
+    limit_int = f("Sub", full_scale, one)  # 2^(b-1) - 1: largest DAC level
+    limit = f("Cast", limit_int, to=TensorProto.FLOAT)
+    input_scale = f.attribute("input_scale", "float")
+    precision = f("Cast", f.attribute("adc_precision_bits", "int"), to=TensorProto.FLOAT)
+    range_bits = f("Cast", f.attribute("adc_range_bits", "int"), to=TensorProto.FLOAT)
+    two_f = f.const(2.0, np.float32)
+    adc_step = f("Pow", two_f, precision)  # ADC codes per LRS unit: 2^p
+    adc_limit = f("Pow", two_f, f("Sub", f("Add", precision, range_bits), f.const(1.0, np.float32)))
+    tile_rows = f("Reshape", f.attribute("tile_rows", "int"), f.const([1]))
+    out_features = f("Reshape", f.attribute("out_features", "int"), f.const([1]))
+
+    # DAC: levels on the activation grid (QAT's ops: divide, clip, round half to even)
+    levels = f("Round", f("Clip", f("Div", "X", input_scale), f("Neg", limit), limit))
+    x_shape = f("Shape", "X")
+    in_features = f("Shape", "X", start=-1)  # [1]
+    index = f("Reshape", f("Cast", f("Add", levels, limit), to=TensorProto.INT64),
+              f("Concat", minus_one, in_features, axis=0))  # [N, I] table index, level + limit
+    g_shape = f("Shape", "conductance")  # [P, I_pad, O_pad]
+    planes = f("Slice", g_shape, zero_i, f.const([1]))
+    in_padded = f("Slice", g_shape, f.const([1]), f.const([2]))
+    out_padded = f("Slice", g_shape, f.const([2]), f.const([3]))
+    tiles_in = f("Div", in_padded, tile_rows)
+    # padding rows get level 0 (0 V): index = limit
+    pads = f("Concat", zero_i, zero_i, zero_i, f("Sub", in_padded, in_features), axis=0)
+    index = f("Pad", index, pads, limit_int)  # [N, I_pad]
+    index = f("Transpose", f("Reshape", index, f("Concat", minus_one, tiles_in, tile_rows, axis=0)),
+              perm=[1, 0, 2])  # [T_in, N, R]
+
+    def tiled(matrix: str, pair: bool) -> str:
+        """[P, I_pad, O_pad] -> [T_in, R, P * O_pad], or the pair [2, P, I_pad, O_pad] ->
+        [T_in, 2R, P * O_pad]: one matmul operand per input tile (constants: folded at load)."""
+        prefix = [f.const([2])] if pair else []
+        split = f("Reshape", matrix, f("Concat", *prefix, planes, tiles_in, tile_rows,
+                                       out_padded, axis=0))  # [(2,) P, T_in, R, O_pad]
+        moved = f("Transpose", split, perm=[2, 0, 3, 1, 4] if pair else [1, 2, 0, 3])
+        rows = f("Mul", f.const([2]), tile_rows) if pair else tile_rows
+        return f("Reshape", moved, f("Concat", tiles_in, rows, f("Mul", planes, out_padded),
+                                     axis=0))
+
+    current = f("MatMul", f("Gather", "signal_levels", index),
+                tiled("conductance", pair=False))  # [T_in, N, P * O_pad]
+    if noisy:
+        low = f("Gather", f("Gather", "noise_levels", f.const(0)), index)  # [T_in, N, R]
+        slope = f("Gather", f("Gather", "noise_levels", f.const(1)), index)
+        # [T_in, N, 2R] @ [T_in, 2R, P * O_pad]: the signs' rows, then the signed r's
+        variance = f("MatMul", f("Concat", low, slope, axis=-1),
+                     tiled("noise_conductance", pair=True))
+        deviation = f("Sqrt", f("Relu", variance))
+        noise = helper.make_node("RandomNormalLike", [deviation], ["draw"], dtype=TensorProto.FLOAT)
+        noise.attribute.append(onnx.AttributeProto(
+            name="seed", ref_attr_name="seed", type=onnx.AttributeProto.FLOAT))
+        f.nodes.append(noise)
+        current = f("Add", current, f("Mul", deviation, "draw"))
+    # ADC per column, then sum the tiles' codes (integers: exact in float32)
+    codes = f("Clip", f("Round", f("Mul", current, adc_step)), f("Neg", adc_limit), adc_limit)
+    per_plane = f("Reshape", f("ReduceSum", codes, zero_i, keepdims=0),
+                  f("Concat", minus_one, planes, out_padded, axis=0))  # [N, P, O_pad]
+    # shift-and-add: plane k (MSB first) weighs 2^(P-1-k)
+    shifts = f("Cast", f("Range", f("Sub", f("Squeeze", planes), one), f.const(-1), f.const(-1)),
+               to=TensorProto.FLOAT)
+    plane_weights = f("Unsqueeze", f("Pow", two_f, shifts), f.const([1]))  # [P, 1]
+    accumulated = f("ReduceSum", f("Mul", per_plane, plane_weights), f.const([1]), keepdims=0)
+    accumulated = f("Slice", accumulated, zero_i, out_features, f.const([1]))  # [N, O]
+    factor = f("Div", f("Mul", f("Mul", f.attribute("weight_scale", "float"), input_scale),
+                        f("Cast", full_scale, to=TensorProto.FLOAT)), adc_step)
+    y = f("Mul", accumulated, factor)
+    out_shape = f("Concat", f("Slice", x_shape, zero_i, minus_one), out_features, axis=0)
+    f.nodes.append(helper.make_node("Reshape", [y, out_shape], ["Y"]))
+    function = helper.make_function(
+        DOMAIN, "CrossbarLinear", inputs, ["Y"], f.nodes,
+        [helper.make_opsetid("", OPSET)], attributes=list(ATTRIBUTES),
+        doc_string=__doc__.split("\n\n")[0],
+    )
+    if noisy:
+        function.overload = NOISY
+    return function
+
+
+def crossbar_functions() -> list[onnx.FunctionProto]:
+    """The bodies to attach to a model that uses CrossbarLinear nodes (both overloads)."""
+    return [_crossbar_linear(noisy=False), _crossbar_linear(noisy=True)]
+
+
+def crossbar_linear_numpy(x, signal_levels, conductance, noise_levels=None,
+                          noise_conductance=None, *, rng: np.random.Generator | None = None,
+                          tile_rows, input_bits, adc_precision_bits, adc_range_bits,
+                          out_features, weight_scale, input_scale, **_ignored) -> np.ndarray:
+    """The op in numpy, from its ONNX inputs and attributes (float64, an explicit loop over
+    bit planes and input tiles); `rng` draws the read noise when the noise inputs are given."""
+    limit = 2 ** (input_bits - 1) - 1
+    # the DAC's division in float32, like the activation quantizer it mirrors
+    levels = np.round(np.clip(x / np.float32(input_scale), -limit, limit)).astype(np.int64)
+    index = levels.reshape(-1, x.shape[-1]) + limit  # [N, I]
+    planes, _, out_padded = conductance.shape
+    step, adc_limit = 2.0**adc_precision_bits, 2.0 ** (adc_precision_bits + adc_range_bits - 1)
+    drive = signal_levels.astype(np.float64)[index]  # [N, I]
+    total = np.zeros((index.shape[0], out_padded))
+    for plane in range(planes):
+        for start in range(0, x.shape[-1], tile_rows):
+            rows = slice(start, min(start + tile_rows, x.shape[-1]))
+            read = drive[:, rows] @ conductance[plane, rows].astype(np.float64)
+            if noise_conductance is not None:
+                variance = sum(
+                    noise_levels[k].astype(np.float64)[index[:, rows]]
+                    @ noise_conductance[k, plane, rows].astype(np.float64)
+                    for k in range(2))
+                read += np.sqrt(np.maximum(variance, 0)) * rng.standard_normal(read.shape)
+            codes = np.clip(np.round(read * step), -adc_limit, adc_limit)
+            total += codes * 2.0 ** (planes - 1 - plane)
+    factor = weight_scale * input_scale * 2 ** (input_bits - 1) / step
+    y = total[:, :out_features] * factor
+    return y.reshape(*x.shape[:-1], out_features).astype(np.float32)
+
+
+class CrossbarLinear(OpRun):
+    """numpy reference of the op for the ONNX reference evaluator; one noise stream per node,
+    seeded by its `seed` attribute."""
+
+    op_domain = DOMAIN
+
+    def _run(self, x, signal_levels, conductance, noise_levels=None, noise_conductance=None,
+             weight_bits=None, tile_rows=None, tile_cols=None, input_bits=None,
+             adc_precision_bits=None, adc_range_bits=None, out_features=None, weight_scale=None,
+             input_scale=None, seed=None, noise=None):
+        if noise_conductance is not None and not hasattr(self, "_rng"):
+            self._rng = np.random.default_rng(int(seed))
+        return (crossbar_linear_numpy(
+            x, signal_levels, conductance, noise_levels, noise_conductance,
+            rng=getattr(self, "_rng", None), tile_rows=tile_rows, input_bits=input_bits,
+            adc_precision_bits=adc_precision_bits, adc_range_bits=adc_range_bits,
+            out_features=out_features, weight_scale=weight_scale, input_scale=input_scale),)
+
+
+def reference_ops() -> list[type[OpRun]]:
+    """OpRun classes to pass as `new_ops` to onnx.reference.ReferenceEvaluator: the custom
+    op and the standard ops whose reference implementation fails on our files."""
+    from mho.exporter.ops.reference_fixes import GatherElements
+
+    return [CrossbarLinear, GatherElements]
+
+
+def crossbar_tensors(core) -> tuple[dict[str, np.ndarray], dict[str, int | float | str]]:
+    """The op's initializer inputs (after X, in order) and attributes for a torch simulator
+    core (mho.simulator.crossbar.CrossbarLinear): the same chip, the same lookup tables."""
+    chip, config = core.chip, core.config
+    r_plus, r_minus = chip.r_plus.astype(np.float64), chip.r_minus.astype(np.float64)
+    tensors = {
+        "signal_levels": core.signal_table.numpy(),
+        "conductance": (r_plus - r_minus).astype(np.float32),
+    }
+    if core.noise_table is not None:
+        sign_plus, sign_minus = core._conductance_sign(r_plus), core._conductance_sign(r_minus)
+        tensors["noise_levels"] = core.noise_table.numpy()
+        tensors["noise_conductance"] = np.stack(
+            (sign_plus + sign_minus, sign_plus * r_plus + sign_minus * r_minus)
+        ).astype(np.float32)
+    attributes = {
+        "weight_bits": chip.weight_bits,
+        "tile_rows": config.tile_rows,
+        "tile_cols": config.tile_cols,
+        "input_bits": config.input_bits,
+        "adc_precision_bits": config.adc_precision_bits,
+        "adc_range_bits": config.adc_range_bits,
+        "out_features": core.out_features,
+        "weight_scale": core.weight_scale,
+        "input_scale": core.input_scale,
+        "noise": config.noise,
+        # ONNX random ops take a float seed: keep it within float32's exact integers
+        "seed": float(core._noise_seed % 2**24),
+    }
+    return tensors, attributes

@@ -1,0 +1,81 @@
+"""One interface over runtimes: every runtime of a model is a callable waveform [S] ->
+CTC log-probs [T', V], so parity checks and benchmarks never care which one runs.
+
+    reference, others, decoder = parity_runtimes("conformer-sinusoidal-linear-w8",
+                                                 ["torch", "ort", "onnx-ref"], scratch=tmp)
+"""
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from mho.errors import MhoError
+from mho.runtime.decode import Decoder, load_decoder
+from mho.runtime.onnx_runtime import ONNX_RUNTIMES, OnnxSession
+from mho.runtime.torch_runtime import TorchRecognizer
+
+LogProbs = Callable[[np.ndarray], np.ndarray]
+RUNTIMES = ("torch", *ONNX_RUNTIMES)
+
+
+def torch_model_of_file(model: str, onnx_file: Path):
+    """The torch model an exported file was made from: the same chip when it is a memristor
+    export (re-programmed from the file's config and seed: bit for bit the same chip)."""
+    from mho.exporter.onnx import load_for_export
+    from mho.simulator.config import SimulatorConfig
+
+    metadata = OnnxSession.metadata_of(onnx_file)
+    simulator = None
+    if metadata.memristor is not None:
+        simulator = SimulatorConfig.from_dict(metadata.memristor, where=str(onnx_file))
+    torch_model, _ = load_for_export(model, simulator, metadata.programming_seed or 0)
+    return torch_model
+
+
+def parity_runtimes(
+    model: str,
+    runtimes: list[str],
+    *,
+    onnx_file: Path | None = None,
+    simulator=None,  # SimulatorConfig: export a memristor model (no onnx_file)
+    seed: int = 0,
+    chip: Path | None = None,
+    decoder: str = "greedy",
+    scratch: Path,
+    progress: bool = False,
+    threads: int | None = None,
+) -> tuple[LogProbs, dict[str, LogProbs], Decoder]:
+    """torch's log-probs callable, the other runtimes' by name, and the decoder. Without
+    `onnx_file` the model is exported into `scratch` first, from the very torch model that is
+    the reference (the same chip)."""
+    unknown = [r for r in runtimes if r not in RUNTIMES]
+    if unknown or "torch" not in runtimes or len(runtimes) < 2:
+        raise MhoError(f"--runtimes: torch (the reference) and at least one of "
+                       f"{', '.join(ONNX_RUNTIMES)}; got {','.join(runtimes)}")
+    from mho.exporter.onnx import export_onnx, load_for_export
+
+    if onnx_file is not None:
+        if simulator is not None or chip is not None:
+            raise MhoError("--onnx files carry their own chip and settings; drop the "
+                           "memristor options")
+        torch_model = torch_model_of_file(model, onnx_file)
+    else:
+        torch_model, metadata = load_for_export(model, simulator, seed, chip, progress=progress)
+        onnx_file = scratch / "model.onnx"
+        export_onnx(torch_model, onnx_file, metadata, input="waveform")
+    search = load_decoder(decoder)
+    reference = TorchRecognizer(model, torch_model, search, decoder)
+    others = {}
+    for runtime in runtimes:
+        if runtime != "torch":
+            session = OnnxSession(onnx_file, runtime, threads)
+            others[runtime] = _first_row(session)
+    return lambda waveform: reference.log_probs(waveform).numpy(), others, search
+
+
+def _first_row(session: OnnxSession) -> LogProbs:
+    def log_probs(waveform: np.ndarray) -> np.ndarray:
+        return session.run([waveform])[0][0]
+
+    return log_probs

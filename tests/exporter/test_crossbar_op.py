@@ -1,0 +1,107 @@
+"""ai.mho.memristor::CrossbarLinear: the function body (onnxruntime), the numpy OpRun (ONNX
+reference evaluator) and the torch simulator agree on the same chip."""
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
+
+from mho.exporter.ops.crossbar import (
+    DOMAIN,
+    NOISY,
+    crossbar_functions,
+    crossbar_tensors,
+    reference_ops,
+)
+from mho.simulator import CrossbarConfig, CrossbarLinear, DeviceConfig
+
+
+def single_op_model(core: CrossbarLinear, leading=("N",)) -> onnx.ModelProto:
+    """A model holding one CrossbarLinear node for `core`'s chip: X [..., I] -> Y [..., O]."""
+    tensors, attributes = crossbar_tensors(core)
+    node = helper.make_node("CrossbarLinear", ["X", *tensors], ["Y"], domain=DOMAIN,
+                            **attributes)
+    if "noise_levels" in tensors:
+        node.overload = NOISY
+    graph = helper.make_graph(
+        [node], "crossbar",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [*leading, core.in_features])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [*leading, core.out_features])],
+        [numpy_helper.from_array(v, k) for k, v in tensors.items()],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 20), helper.make_opsetid(DOMAIN, 1)],
+        functions=crossbar_functions(), ir_version=10)
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def run_all(core: CrossbarLinear, x: torch.Tensor):
+    model = single_op_model(core, leading=["B", "T"][: x.dim() - 1])
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    y_ort = session.run(None, {"X": x.numpy()})[0]
+    y_ref = ReferenceEvaluator(model, new_ops=reference_ops()).run(None, {"X": x.numpy()})[0]
+    with torch.no_grad():
+        y_torch = core(x).numpy()
+    return y_torch, y_ort, y_ref
+
+
+@pytest.mark.parametrize(
+    "weight_bits, in_features, out_features, tile, adc",
+    [(8, 53, 37, (16, 8), (4, 4)), (4, 40, 19, (32, 32), (3, 5)), (8, 130, 3, (128, 128), (8, 8)),
+     (2, 5, 9, (2, 4), (2, 6)), (6, 64, 64, (32, 16), (1, 7))],
+)
+def test_body_and_reference_match_the_simulator_without_noise(
+    weight_bits, in_features, out_features, tile, adc
+):
+    generator = torch.Generator().manual_seed(in_features)
+    limit = 2 ** (weight_bits - 1) - 1
+    weight = torch.randint(-limit, limit + 1, (out_features, in_features), generator=generator)
+    config = CrossbarConfig(tile_rows=tile[0], tile_cols=tile[1], noise="off",
+                            adc_precision_bits=adc[0], adc_range_bits=adc[1])
+    core = CrossbarLinear.from_integer(weight, weight_bits, 0.02, 0.03, config=config, seed=1)
+    x = torch.randn(3, 11, in_features, generator=generator) * 2
+    y_torch, y_ort, y_ref = run_all(core, x)
+    assert y_ort.shape == y_ref.shape == y_torch.shape == (3, 11, out_features)
+    # one ADC code of the MSB plane: what a read rounded the other way at a .5 tie costs
+    code = 0.02 * 0.03 * 128 / 2 ** adc[0] * 2 ** (weight_bits - 2)
+    for other in (y_ort, y_ref):
+        flips = ~np.isclose(other, y_torch, rtol=1e-6, atol=1e-6)
+        assert flips.mean() < 1e-3  # float-rounding flips of an ADC code, if any, are rare
+        assert np.abs(other - y_torch).max() <= code * 1.0001 + 1e-6
+
+
+def test_body_is_exact_on_an_ideal_chip():
+    weight = torch.randint(-127, 128, (20, 70), generator=torch.Generator().manual_seed(0))
+    config = CrossbarConfig(tile_rows=32, tile_cols=8, noise="off", current_scale=None,
+                            adc_precision_bits=8, adc_range_bits=8)
+    core = CrossbarLinear.from_integer(weight, 8, 0.01, 0.05, config=config,
+                                       device=DeviceConfig.ideal())
+    x = torch.randn(9, 70)
+    y_torch, y_ort, y_ref = run_all(core, x)
+    levels = torch.round(torch.clamp(x / 0.05, -127, 127))
+    exact = (levels.double() @ weight.double().T * 0.01 * 0.05).numpy()
+    for y in (y_torch, y_ort, y_ref):
+        np.testing.assert_allclose(y, exact, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["legacy", "physical"])
+def test_noisy_overload_matches_the_simulator_in_distribution(mode):
+    weight = torch.randint(-3, 4, (12, 24), generator=torch.Generator().manual_seed(2))
+    # a fine ADC (2^-12 units) keeps even physical noise many codes wide, so the outputs'
+    # spread is the analog noise's and not the rounding's
+    config = CrossbarConfig(tile_rows=16, tile_cols=8, noise=mode, adc_precision_bits=12,
+                            adc_range_bits=4)
+    core = CrossbarLinear.from_integer(weight, 3, 0.1, 0.02, config=config, seed=3)
+    x = (torch.randn(1, 24) * 1.5).repeat(4000, 1)  # one input, 4000 independent reads
+    outputs = run_all(core, x)
+    means = [y.mean(0) for y in outputs]
+    stds = [y.std(0) for y in outputs]
+    assert stds[0].min() > 0
+    for mean, std in zip(means[1:], stds[1:], strict=True):
+        # sample means within 5 standard errors; spreads within 10% (4000 draws: SE ~1.1%)
+        assert np.all(np.abs(mean - means[0]) <= 5 * stds[0] / np.sqrt(4000) * np.sqrt(2) + 1e-6)
+        np.testing.assert_allclose(std, stds[0], rtol=0.1)

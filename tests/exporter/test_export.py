@@ -1,0 +1,171 @@
+"""Exported files: checker-clean, dynamic batch and time, the same outputs as torch on two
+runtimes, mho metadata required, standard ops outside ai.mho.memristor."""
+
+import dataclasses
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from mho.data.features import FeatureConfig, LogMel
+from mho.errors import MhoError
+from mho.exporter.metadata import OnnxMetadata, read_metadata
+from mho.exporter.onnx import export_onnx
+from mho.exporter.ops import DOMAIN
+from mho.models import ConformerCTC, conformer_config
+from mho.runtime.onnx_runtime import OnnxSession
+from mho.simulator.config import SimulatorConfig
+from mho.simulator.mapping import map_to_crossbars
+from tests.simulator.test_mapping import TILE, tiny_qat_model
+
+# two shapes unlike the tracing example (batch 2, 100 frames): the axes must be symbolic
+SHAPES = [(1, 37), (3, 161)]
+
+
+def metadata_for(model, **overrides) -> OnnxMetadata:
+    quant = model.config.quant
+    fields = dict(
+        model_type="conformer-ctc", model_name="tiny", input="features",
+        vocabulary=[f"t{i}" for i in range(model.config.vocab_size)], sample_rate=16000,
+        feature_config=dataclasses.asdict(FeatureConfig()), frame_shift_ms=10.0, subsampling=4,
+        weight_bits=quant and quant.weight_bits, activation_bits=quant and quant.activation_bits,
+        memristor=None, programming_seed=None)
+    return OnnxMetadata(**(fields | overrides))
+
+
+def batch(batch_size: int, frames: int, seed: int = 0):
+    generator = torch.Generator().manual_seed(seed + frames)
+    features = torch.randn(batch_size, frames, 80, generator=generator)
+    lengths = torch.linspace(frames, max(5, frames // 2), batch_size).long()
+    for row, length in enumerate(lengths):
+        features[row, length:] = 0
+    return features, lengths
+
+
+def outputs(model, path, runtime: str, features, lengths):
+    """(torch, runtime) log-probs [B, T', V] and out lengths."""
+    session = OnnxSession(path, runtime)
+    got, got_lengths = session._run({"features": features.numpy(), "lengths": lengths.numpy()})
+    with torch.no_grad():
+        expected, expected_lengths = model(features, lengths)
+    np.testing.assert_array_equal(got_lengths, expected_lengths.numpy())
+    return expected.numpy(), got
+
+
+def standard_or_crossbar_only(proto: onnx.ModelProto) -> None:
+    domains = {node.domain for node in proto.graph.node}
+    assert domains <= {"", DOMAIN}
+    for function in proto.functions:  # bodies: standard ops only
+        assert {node.domain for node in function.node} == {""}
+
+
+@pytest.fixture(scope="module")
+def float_file(tmp_path_factory):
+    torch.manual_seed(0)
+    model = ConformerCTC(conformer_config("tiny", pe="learnable+linear")).eval()
+    path = tmp_path_factory.mktemp("float") / "tiny.onnx"
+    report = export_onnx(model, path, metadata_for(model))
+    return model, path, report
+
+
+@pytest.mark.parametrize("runtime", ["ort", "onnx-ref"])
+def test_float_export_matches_torch_at_two_lengths_and_batch_sizes(float_file, runtime):
+    model, path, report = float_file
+    assert report.bytes == path.stat().st_size and not report.external_data
+    for batch_size, frames in SHAPES:
+        expected, got = outputs(model, path, runtime, *batch(batch_size, frames))
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
+
+
+def test_export_carries_metadata_and_files_without_it_are_refused(float_file, tmp_path):
+    model, path, report = float_file
+    proto = onnx.load(str(path))
+    standard_or_crossbar_only(proto)
+    assert not proto.functions  # nothing custom in a digital model
+    assert report.nodes["LayerNormalization"] > 0 and sum(report.nodes.values()) == len(
+        proto.graph.node)
+    assert read_metadata(path) == metadata_for(model)
+    del proto.metadata_props[:]
+    bare = tmp_path / "bare.onnx"
+    onnx.save(proto, str(bare))
+    with pytest.raises(MhoError, match="not an mho ONNX export.*mho_version"):
+        OnnxSession(bare, "ort")
+    with pytest.raises(MhoError, match="cannot read ONNX file"):
+        read_metadata(tmp_path / "missing.onnx")
+
+
+def test_waveform_input_runs_the_log_mel_front_end_in_the_graph(float_file, tmp_path):
+    model, _, _ = float_file
+    path = tmp_path / "waveform.onnx"
+    export_onnx(model, path, metadata_for(model), input="waveform")
+    assert read_metadata(path).input == "waveform"
+    waveforms = [np.sin(np.arange(n) * 0.05).astype(np.float32) * 0.3 for n in (4000, 9120)]
+    got, lengths = OnnxSession(path, "ort").run(waveforms)
+    for row, waveform in enumerate(waveforms):
+        with torch.no_grad():
+            features = LogMel()(torch.from_numpy(waveform)[None])
+            expected, _ = model(features, torch.tensor([features.shape[1]]))
+        assert lengths[row] == expected.shape[1]
+        np.testing.assert_allclose(got[row, : lengths[row]], expected[0].numpy(), atol=1e-3)
+
+
+@pytest.fixture(scope="module")
+def qat_model():
+    return tiny_qat_model()
+
+
+@pytest.mark.parametrize("runtime", ["ort", "onnx-ref"])
+def test_memristor_export_on_an_ideal_chip_matches_the_torch_simulator(
+    qat_model, tmp_path_factory, runtime
+):
+    simulated, report = map_to_crossbars(qat_model, SimulatorConfig.ideal(tile=TILE), seed=0)
+    path = tmp_path_factory.mktemp("ideal") / f"{runtime}.onnx"
+    export = export_onnx(simulated, path, metadata_for(
+        qat_model, memristor=report.config.to_dict(), programming_seed=0))
+    cores = sum(len(m.cores) for m in simulated.modules() if hasattr(m, "cores"))
+    assert export.nodes[f"{DOMAIN}::CrossbarLinear"] == cores
+    proto = onnx.load(str(path))
+    standard_or_crossbar_only(proto)
+    assert {f.overload for f in proto.functions} == {"", "noisy"}
+    for batch_size, frames in SHAPES:
+        expected, got = outputs(simulated, path, runtime, *batch(batch_size, frames))
+        # exact integer reads on an ideal chip: float rounding, at worst one 8-bit grid step
+        # somewhere, which then moves a few log-probs a little
+        assert np.abs(got - expected).mean() < 1e-3
+        assert (got.argmax(-1) == expected.argmax(-1)).mean() > 0.97
+
+
+def test_read_noise_exports_as_the_noisy_overload_with_seeded_draws(qat_model, tmp_path):
+    config = SimulatorConfig(tile=TILE, noise="legacy")
+    simulated, report = map_to_crossbars(qat_model, config, seed=1)
+    path = tmp_path / "noisy.onnx"
+    export_onnx(simulated, path, metadata_for(qat_model, memristor=report.config.to_dict(),
+                                              programming_seed=1))
+    proto = onnx.load(str(path))
+    crossbars = [n for n in proto.graph.node if n.domain == DOMAIN]
+    assert crossbars and all(n.overload == "noisy" and len(n.input) == 5 for n in crossbars)
+    seeds = {a.f for n in crossbars for a in n.attribute if a.name == "seed"}
+    assert len(seeds) == len(crossbars)  # every layer and core draws its own stream
+    noisy = next(f for f in proto.functions if f.overload == "noisy")
+    assert "RandomNormalLike" in {node.op_type for node in noisy.node}
+    features, lengths = batch(2, 60)
+    session = OnnxSession(path, "ort")
+    feeds = {"features": features.numpy(), "lengths": lengths.numpy()}
+    first, second = session._run(feeds)[0], session._run(feeds)[0]
+    assert not np.array_equal(first, second)  # fresh noise on every run...
+    again = OnnxSession(path, "ort")._run(feeds)[0]
+    np.testing.assert_array_equal(first, again)  # ...reproducible from the file's seeds
+    with torch.no_grad():
+        expected = simulated(features, lengths)[0].numpy()
+    assert (first.argmax(-1) == expected.argmax(-1)).mean() > 0.8
+
+
+def test_bad_export_requests_are_clear_errors(float_file, tmp_path):
+    model, _, _ = float_file
+    with pytest.raises(MhoError, match="input must be one of"):
+        export_onnx(model, tmp_path / "x.onnx", metadata_for(model), input="mfcc")
+    with pytest.raises(MhoError, match="unknown ONNX runtime"):
+        OnnxSession(tmp_path / "x.onnx", "tensorrt")
+    with pytest.raises(MhoError, match="no such ONNX file"):
+        OnnxSession(tmp_path / "x.onnx", "ort")
