@@ -110,6 +110,8 @@ def test_every_shipped_model_exports_and_passes_check_on_all_runtimes(name):
 
 @pytest.mark.slow
 def test_the_baseline_on_a_chip_passes_check_with_noise_off():
+    # a wide ADC keeps the chip's transcripts usable; at (4, 4) the model is at ~100% WER and
+    # near-random outputs make transcript agreement meaningless
     result = run("check", BASELINE, "--data", "flite-slt", "--memristor", "--noise", "off",
-                 "--seed", "3", "--json")
+                 "--adc", "8/8", "--seed", "3", "--json")
     assert result.exit_code == 0, result.output
