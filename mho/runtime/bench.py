@@ -13,9 +13,7 @@ a Python custom op, each ratio measured in one run with the same thread count.
 Times are medians over `repeats` passes; a pass runs every utterance (or the layer) once.
 """
 
-import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +22,7 @@ import numpy as np
 import torch
 
 from mho.errors import MhoError
+from mho.simulator.bench import median_ms
 
 
 @dataclass(frozen=True)
@@ -61,16 +60,6 @@ class RuntimeBenchResult:
         }
 
 
-def _median_ms(run: Callable[[], object], repeats: int) -> float:
-    run()  # warm-up: first-call allocations, lazy initialization
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    return 1000 * statistics.median(times)
-
-
 def _model_pair(model, metadata, scratch: Path, name: str, threads: int, waveforms, repeats):
     """Median pass times (torch, ort) of one model over the waveforms."""
     from mho.exporter.onnx import export_onnx
@@ -90,7 +79,7 @@ def _model_pair(model, metadata, scratch: Path, name: str, threads: int, wavefor
         for waveform in waveforms:
             session.run([waveform])
 
-    return _median_ms(torch_pass, repeats), _median_ms(ort_pass, repeats)
+    return median_ms(torch_pass, repeats), median_ms(ort_pass, repeats)
 
 
 def _layer_pair(config: RuntimeBenchConfig) -> tuple[float, float]:
@@ -152,8 +141,8 @@ def _layer_pair(config: RuntimeBenchConfig) -> tuple[float, float]:
     pyop_session = ort.InferenceSession(model("ai.onnx.contrib", []), options,
                                         providers=["CPUExecutionProvider"])
     feeds = {"X": x}
-    return (_median_ms(lambda: function_session.run(None, feeds), config.repeats),
-            _median_ms(lambda: pyop_session.run(None, feeds), config.repeats))
+    return (median_ms(lambda: function_session.run(None, feeds), config.repeats),
+            median_ms(lambda: pyop_session.run(None, feeds), config.repeats))
 
 
 def bench_runtime(config: RuntimeBenchConfig = RuntimeBenchConfig(),

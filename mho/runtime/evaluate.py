@@ -58,8 +58,8 @@ def evaluate(
     batched = batch_size > 1 and hasattr(recognizer, "transcribe_batch")
     # similar lengths together: less padding per batch
     order = sorted(utterances, key=lambda u: u.duration) if batched else utterances
-    batches = [order[i : i + (batch_size if batched else 1)]
-               for i in range(0, len(order), batch_size if batched else 1)]
+    size = batch_size if batched else 1
+    batches = [order[i : i + size] for i in range(0, len(order), size)]
     hypotheses: dict[str, str] = {}
     audio_seconds = compute_seconds = 0.0
     with tqdm(total=len(utterances), desc=f"{recognizer.name} on {data_name}", unit="utt",

@@ -43,10 +43,7 @@ class OnnxSession:
         if runtime not in ONNX_RUNTIMES:
             choices = ", ".join(ONNX_RUNTIMES)
             raise MhoError(f"unknown ONNX runtime {runtime!r}; choose from {choices}")
-        path = Path(path)
-        if not path.is_file():
-            raise MhoError(f"no such ONNX file: {path}")
-        self.metadata: OnnxMetadata = read_metadata(path)
+        self.metadata: OnnxMetadata = self.metadata_of(path)
         self.runtime = runtime
         self.features = FeatureConfig(**self.metadata.feature_config)
         self.input_names = ["waveform", "samples"] if self.metadata.input == "waveform" else [

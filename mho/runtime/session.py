@@ -12,7 +12,7 @@ import numpy as np
 
 from mho.errors import MhoError
 from mho.runtime.decode import Decoder, load_decoder
-from mho.runtime.onnx_runtime import ONNX_RUNTIMES, OnnxSession
+from mho.runtime.onnx_runtime import ONNX_RUNTIMES, OnnxRecognizer, OnnxSession
 from mho.runtime.torch_runtime import TorchRecognizer
 
 LogProbs = Callable[[np.ndarray], np.ndarray]
@@ -66,16 +66,9 @@ def parity_runtimes(
         export_onnx(torch_model, onnx_file, metadata, input="waveform")
     search = load_decoder(decoder)
     reference = TorchRecognizer(model, torch_model, search, decoder)
-    others = {}
-    for runtime in runtimes:
-        if runtime != "torch":
-            session = OnnxSession(onnx_file, runtime, threads)
-            others[runtime] = _first_row(session)
+    others = {
+        runtime: OnnxRecognizer(model, OnnxSession(onnx_file, runtime, threads), search,
+                                decoder).log_probs
+        for runtime in runtimes if runtime != "torch"
+    }
     return lambda waveform: reference.log_probs(waveform).numpy(), others, search
-
-
-def _first_row(session: OnnxSession) -> LogProbs:
-    def log_probs(waveform: np.ndarray) -> np.ndarray:
-        return session.run([waveform])[0][0]
-
-    return log_probs
