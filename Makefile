@@ -15,7 +15,7 @@ KENLM_BUILD_PACKAGES := cmake g++ libboost-program-options-dev libboost-system-d
 CORPUS := data/corpus
 HOURS := 20
 
-.PHONY: setup demo test lint debian corpus features kenlm lm testsets models clean
+.PHONY: setup demo test lint debian corpus features waveforms lpa-models kenlm lm testsets models clean
 
 setup: $(VENV)/.installed debian
 
@@ -81,6 +81,20 @@ features: corpus
 # the -gpu presets (device = "auto": a GPU when torch sees one; 15 min on one H100, days
 # on 2 CPU cores). LANES variants train side by side.
 LANES ?= 5
+# Waveform archives for the wav2vec2-style LPA host: 7 h to train it, another 1.2 h to
+# convert it, 200 dev utterances (8-bit mu-law; 410, 70 and 8 MB).
+waveforms: corpus
+	$(MHO) data waveforms $(CORPUS)/train.jsonl --hours 7 --seed 0 -o data/waveforms/train.pt
+	$(MHO) data waveforms $(CORPUS)/train.jsonl --hours 1.2 --seed 1 -o data/waveforms/convert.pt
+	$(MHO) data waveforms $(CORPUS)/dev.jsonl --count 200 -o data/waveforms/dev.pt
+
+# The LPA study (docs/lpa.md): teacher, MSE diagnostic, conversions in both orders, scores.
+# On one H100: 7 min training, 2 min diagnostic, 2.6 min per conversion.
+lpa-models: waveforms
+	MHO="$(MHO)" recipes/lpa.sh train
+	MHO="$(MHO)" recipes/lpa.sh convert
+	MHO="$(MHO)" recipes/lpa.sh report
+
 models: features
 	FLOAT_PRESET=conformer-small-gpu QAT_PRESET=conformer-small-qat-gpu LANES=$(LANES) \
 		recipes/train_models.sh runs/models

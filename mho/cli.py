@@ -132,6 +132,35 @@ def data_features(manifest: Path, out: Path, count: int | None) -> None:
                   f"out of the lexicon) -> {out} ({out.stat().st_size / 1e6:.1f} MB)")
 
 
+@data.command("waveforms")
+@click.argument("manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Archive to write (.pt).")
+@click.option("--hours", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Only a seeded random subset of about H hours.")
+@click.option("--count", type=click.IntRange(min=1), default=None,
+              help="Only the first COUNT utterances.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def data_waveforms(manifest: Path, out: Path, hours: float | None, count: int | None,
+                   seed: int) -> None:
+    """Write MANIFEST's audio (8-bit mu-law) and labels as an archive that `mho train` reads
+    for waveform models (family = "wav2vec2"), without the corpus."""
+    from mho.data.datasets import seeded_hours
+    from mho.data.lexicon import PHONE_VOCABULARY, Lexicon
+    from mho.data.manifest import read_manifest
+    from mho.train.waveforms import WaveformSet
+
+    utterances = read_manifest(manifest)
+    if hours is not None:
+        utterances = seeded_hours(utterances, hours, seed)
+    waveform_set = WaveformSet.build(utterances[:count], Lexicon.from_cmudict(),
+                                     PHONE_VOCABULARY, desc=f"{manifest.stem} waveforms")
+    waveform_set.save_archive(out)
+    total = sum(waveform_set.durations) / 3600
+    console.print(f"{len(waveform_set)} utterances ({total:.2f} h, {waveform_set.skipped} left "
+                  f"out) -> {out} ({out.stat().st_size / 1e6:.1f} MB)")
+
+
 def memristor_options(command):
     """The options that put a model on a simulated memristor chip (eval, export, check)."""
     options = [
@@ -661,3 +690,173 @@ def train_command(config: str, out: Path, resume: bool, overrides: tuple[str, ..
     trainer = Trainer(train_config, out, log=console.print)
     state = trainer.fit(resume=resume)
     console.print(f"done: {state.epoch} epochs, {state.seconds / 60:.1f} min -> {out}")
+
+
+@main.group()
+def lpa() -> None:
+    """Learnable Pulse Accumulator: rank layers, convert a wav2vec2-style model."""
+
+
+def _lpa_teacher(model: str):
+    from mho.models.transformer import Wav2Vec2CTC
+    from mho.models.zoo import checkpoint_path, load_model
+    from mho.train.checkpoint import load_checkpoint
+
+    path = checkpoint_path(model)
+    if path is None:
+        raise MhoError(f"unknown model {model!r}: give a shipped name or a checkpoint path")
+    teacher, _ = load_model(path)
+    if not isinstance(teacher, Wav2Vec2CTC):
+        raise MhoError(f"{model} is not a wav2vec2-style model (LPA replaces its attention)")
+    return teacher, load_checkpoint(path)
+
+
+def _fit_options(command):
+    for option in reversed([
+        click.option("--steps", type=click.IntRange(min=1), default=300, show_default=True,
+                     help="Fitting steps per layer."),
+        click.option("--batch-seconds", type=click.FloatRange(min=1), default=160.0,
+                     show_default=True, help="Padded audio per batch."),
+        click.option("--lpa", "lpa_settings", multiple=True, metavar="KEY=VALUE",
+                     help="PulseAccumulator setting, e.g. --lpa content_pulses=8."),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+                     show_default=True),
+    ]):
+        command = option(command)
+    return command
+
+
+def _fit_config(steps: int, batch_seconds: float, lpa_settings: tuple[str, ...], seed: int):
+    import tomllib
+
+    from mho.lpa.fitting import FitConfig
+
+    try:
+        settings = tomllib.loads("\n".join(lpa_settings))
+    except tomllib.TOMLDecodeError as error:
+        raise MhoError(f"bad --lpa value ({error})") from None
+    return FitConfig(steps=steps, max_batch_seconds=batch_seconds, seed=seed, lpa=settings)
+
+
+@lpa.command("sweep")
+@click.argument("model")
+@click.option("--data", "data_path", type=click.Path(exists=True, path_type=Path), required=True,
+              help="Waveform archive (.pt) or manifest to fit on; every 10th item is held out.")
+@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for sweep.json and sweep.png.")
+@_fit_options
+@click.option("--json", "as_json", is_flag=True)
+def lpa_sweep(model: str, data_path: Path, out: Path, steps: int, batch_seconds: float,
+              lpa_settings: tuple[str, ...], seed: int, device: str, as_json: bool) -> None:
+    """The MSE diagnostic: fit an LPA to each layer's attention, rank layers by difficulty."""
+    import dataclasses
+    import json
+
+    from tqdm import tqdm
+
+    from mho.lpa.diagnostic import diagnose, mse_order
+    from mho.lpa.fitting import load_waveform_set, training_device
+    from mho.lpa.report import plot_sweep
+
+    teacher, _ = _lpa_teacher(model)
+    config = _fit_config(steps, batch_seconds, lpa_settings, seed)
+    data = load_waveform_set(data_path)
+    ids = [u.id for u in data.utterances]
+    held_out = data.select(set(ids[::10]))
+    train = data.select(set(ids) - set(ids[::10]))
+    layers = teacher.config.num_layers
+    bar = tqdm(total=layers * steps, desc="fitting", unit="step", disable=as_json)
+    fits = diagnose(teacher, train, held_out, config, training_device(device),
+                    progress=lambda layer, step: bar.update())
+    bar.close()
+    out.mkdir(parents=True, exist_ok=True)
+    report = {"model": model, "config": dataclasses.asdict(config),
+              "layers": [dataclasses.asdict(f) for f in fits], "mse_order": mse_order(fits)}
+    (out / "sweep.json").write_text(json.dumps(report, indent=2))
+    plot_sweep(fits, out / "sweep.png", title=f"LPA fit per layer: {model}")
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    table = Table(title=f"LPA fit per layer ({steps} steps each); easiest first")
+    for column in ("rank", "layer", "rel. MSE (hard)", "rel. MSE (soft)", "seconds"):
+        table.add_column(column, justify="right")
+    by_layer = {f.layer: f for f in fits}
+    for rank, layer in enumerate(report["mse_order"], start=1):
+        fit = by_layer[layer]
+        table.add_row(str(rank), str(layer), f"{fit.mse:.4f}", f"{fit.soft_mse:.4f}",
+                      f"{fit.seconds:.0f}")
+    console.print(table)
+    console.print(f"-> {out / 'sweep.json'}, {out / 'sweep.png'}")
+
+
+@lpa.command("convert")
+@click.argument("model")
+@click.option("--layers", "layers_spec", required=True,
+              help="N: the first N layers of --order; or a comma list of layer indices.")
+@click.option("--order", type=click.Choice(["mse", "naive"]), default="mse", show_default=True,
+              help="mse: easiest first by the diagnostic (--ranking, else run here); "
+                   "naive: first to last.")
+@click.option("--ranking", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="sweep.json of `mho lpa sweep` for --order mse.")
+@click.option("--data", "data_path", type=click.Path(exists=True, path_type=Path), required=True,
+              help="Waveform archive (.pt) or manifest to train on.")
+@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for depth-<k>.pt checkpoints and state.pt.")
+@click.option("--coadapt-steps", type=click.IntRange(min=0), default=200, show_default=True)
+@click.option("--finetune-steps", type=click.IntRange(min=0), default=400, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue OUT/state.pt.")
+@_fit_options
+def lpa_convert(model: str, layers_spec: str, order: str, ranking: Path | None, data_path: Path,
+                out: Path, coadapt_steps: int, finetune_steps: int, resume: bool, steps: int,
+                batch_seconds: float, lpa_settings: tuple[str, ...], seed: int,
+                device: str) -> None:
+    """Replace attention layers of MODEL by LPAs, one at a time, with CTC fine-tuning."""
+    import json
+
+    from tqdm import tqdm
+
+    from mho.lpa.convert import ConversionConfig, Converter
+    from mho.lpa.fitting import load_waveform_set, training_device
+
+    teacher, payload = _lpa_teacher(model)
+    num_layers = teacher.config.num_layers
+    if "," in layers_spec or not layers_spec.isdigit():
+        try:
+            layer_order = [int(x) for x in layers_spec.split(",") if x.strip()]
+        except ValueError:
+            raise MhoError(f"--layers takes N or a comma list of indices, got {layers_spec!r}") \
+                from None
+    else:
+        if order == "mse":
+            if ranking is None:
+                raise MhoError("--order mse needs --ranking sweep.json (run `mho lpa sweep`)")
+            full = json.loads(ranking.read_text())["mse_order"]
+        else:
+            full = list(range(num_layers))
+        layer_order = full[: int(layers_spec)]
+    if not layer_order or len(set(layer_order)) != len(layer_order) or \
+            any(not 0 <= i < num_layers for i in layer_order):
+        raise MhoError(f"--layers must name distinct layers in 0..{num_layers - 1}")
+    if set(layer_order) & set(teacher.config.lpa_layers):
+        raise MhoError(f"layers {sorted(set(layer_order) & set(teacher.config.lpa_layers))} "
+                       "are already LPA layers")
+    config = ConversionConfig(fit=_fit_config(steps, batch_seconds, lpa_settings, seed),
+                              coadapt_steps=coadapt_steps, finetune_steps=finetune_steps)
+    bars: dict[str, tqdm] = {}
+
+    def progress(stage: str, step: int, total: int) -> None:
+        if stage not in bars or bars[stage].total != total or step == 1:
+            if stage in bars:
+                bars[stage].close()
+            bars[stage] = tqdm(total=total, desc=stage, unit="step", leave=False)
+        bars[stage].n = step
+        bars[stage].refresh()
+
+    converter = Converter(payload, teacher, layer_order, load_waveform_set(data_path), config,
+                          out, training_device(device), log=console.print, progress=progress)
+    state = converter.run(resume=resume)
+    for bar in bars.values():
+        bar.close()
+    console.print(f"done: layers {state.order} replaced in {state.seconds / 60:.1f} min -> "
+                  f"{out}/depth-1.pt .. depth-{len(state.order)}.pt")

@@ -59,3 +59,18 @@ def copy_subset(source: Path, out_manifest: Path, *, count: int, seed: int = 0) 
         copied.append(Utterance(utt.id, target, utt.duration, utt.text))
     write_manifest(out_manifest, copied)
     return copied
+
+
+def seeded_hours(utterances: list[Utterance], hours: float, seed: int) -> list[Utterance]:
+    """A seeded random subset of about ``hours`` of audio."""
+    import random
+
+    shuffled = list(utterances)
+    random.Random(seed).shuffle(shuffled)
+    chosen, total = [], 0.0
+    for utt in shuffled:
+        if total >= hours * 3600:
+            break
+        chosen.append(utt)
+        total += utt.duration
+    return chosen

@@ -3,7 +3,8 @@
 Shipped checkpoints are packed small: the weights of quantized layers (about 95% of the
 parameters) as int8 integers plus one float scale, exactly what QAT computes with; the
 rest (norms, biases, attention biases, observer statistics) stays fp32, because fp16 there
-moves activations across 8-bit quantization steps; no optimizer state.
+moves activations across 8-bit quantization steps; float models (wav2vec2 / LPA) as fp16;
+no optimizer state.
 """
 
 import json
@@ -17,7 +18,16 @@ from mho.errors import MhoError
 from mho.train.checkpoint import load_checkpoint, save_checkpoint
 
 MODEL_DIR = Path(str(resources.files("mho") / "assets" / "models"))
-MODEL_TYPE = "conformer-ctc"
+MODEL_TYPE = "conformer-ctc"  # the memristor / QAT family
+WAV2VEC2_TYPE = "wav2vec2-ctc"  # the LPA host family
+MODEL_TYPES = (MODEL_TYPE, WAV2VEC2_TYPE)
+
+
+def model_type(model: torch.nn.Module) -> str:
+    """The checkpoint ``model_type`` of a model instance."""
+    from mho.models.transformer import Wav2Vec2CTC
+
+    return WAV2VEC2_TYPE if isinstance(model, Wav2Vec2CTC) else MODEL_TYPE
 
 
 def shipped_models() -> list[str]:
@@ -40,11 +50,15 @@ def checkpoint_path(spec: str) -> Path | None:
 
 def build_model(payload: dict[str, Any]) -> torch.nn.Module:
     from mho.models.conformer import ConformerCTC, ConformerCTCConfig
+    from mho.models.transformer import Wav2Vec2CTC, Wav2Vec2CTCConfig
 
-    if payload.get("model_type") != MODEL_TYPE:
+    families = {MODEL_TYPE: (ConformerCTC, ConformerCTCConfig),
+                WAV2VEC2_TYPE: (Wav2Vec2CTC, Wav2Vec2CTCConfig)}
+    if payload.get("model_type") not in families:
         raise MhoError(f"unsupported model type {payload.get('model_type')!r}")
+    model_class, config_class = families[payload["model_type"]]
     try:
-        return ConformerCTC(ConformerCTCConfig(**payload["model_config"]))
+        return model_class(config_class(**payload["model_config"]))
     except (TypeError, KeyError) as error:
         raise MhoError(f"checkpoint's model config does not fit this mho: {error}") from None
 
@@ -85,9 +99,11 @@ def training_summary(payload: dict[str, Any]) -> dict[str, Any]:
 def pack_model(model: torch.nn.Module, payload: dict[str, Any], target: Path) -> int:
     """Write a loaded model (and its checkpoint's ``payload``) in shipping form to ``target``;
     returns the file size in bytes."""
-    quantized = model.quantized_layers() if model.config.quant is not None else {}
+    quantized = model.quantized_layers() if getattr(model.config, "quant", None) else {}
     weight_keys = {f"{name}.weight" for name in quantized}
     state = {k: v for k, v in model.state_dict().items() if k not in weight_keys}
+    if not quantized:  # float models: fp16 (no 8-bit grid for rounding to move values across)
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     save_checkpoint(target, {
         "model_type": payload["model_type"],
         "model_config": payload["model_config"],

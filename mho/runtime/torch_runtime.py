@@ -1,5 +1,5 @@
-"""Recognizer running an mho model in torch eager mode: waveform -> log-mel -> model ->
-CTC decoder."""
+"""Recognizer running an mho model in torch eager mode: waveform (-> log-mel for feature
+models) -> model -> CTC decoder."""
 
 import numpy as np
 import torch
@@ -21,6 +21,9 @@ class TorchRecognizer:
     @torch.inference_mode()
     def log_probs(self, waveform: np.ndarray) -> torch.Tensor:
         """[S] -> CTC log-probs [T', V] of one utterance."""
+        if getattr(self.model, "input_kind", "features") == "waveform":
+            waveform = torch.from_numpy(waveform)[None]  # [1, S]
+            return self.model(waveform, torch.tensor([waveform.shape[1]]))[0][0]
         features = self.log_mel(torch.from_numpy(waveform)[None])  # [1, T, 80]
         log_probs, _ = self.model(features, torch.tensor([features.shape[1]]))
         return log_probs[0]

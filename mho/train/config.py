@@ -24,9 +24,13 @@ class DataConfig:
             raise ConfigError("data.max_dev_utterances must be at least 1")
 
 
+FAMILIES = ("conformer", "wav2vec2")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    size: str = "small"  # Conformer size preset (mho.models.conformer.SIZE_PRESETS)
+    family: str = "conformer"  # "conformer" (log-mel input) or "wav2vec2" (waveform input)
+    size: str = "small"  # the family's size preset (SIZE_PRESETS in its model module)
     pe: str = "sinusoidal+linear"  # positional encoding variant
     model: dict[str, Any] = field(default_factory=dict)  # overrides of the size preset
     data: DataConfig = field(default_factory=DataConfig)
@@ -41,12 +45,16 @@ class TrainConfig:
     specaugment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
     weight_bits: int | None = None  # None: float training; 8 or 4: QAT (8-bit activations)
     init: Path | None = None  # start from this checkpoint's weights (QAT fine-tuning)
-    normalize_features: bool = True  # set the model's feature mean/std from the train set
+    normalize_features: bool = True  # conformer: the model's feature mean/std from the train set
     seed: int = 0
     threads: int = 2  # torch intra-op threads
     device: str = "cpu"  # "cpu", "cuda" or "auto" (cuda when available)
 
     def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise ConfigError(f"family must be one of {', '.join(FAMILIES)}, got {self.family!r}")
+        if self.family == "wav2vec2" and self.weight_bits is not None:
+            raise ConfigError("QAT (weight_bits) is for the conformer family only")
         if self.weight_bits is not None and self.weight_bits not in (4, 8):
             raise ConfigError(f"weight_bits must be 4 or 8 (or unset), got {self.weight_bits}")
         if min(self.epochs, self.dev_every, self.max_batch_size) < 1 or self.max_batch_seconds <= 0:
@@ -57,8 +65,12 @@ class TrainConfig:
 
     def build_model(self, vocab_size: int):
         from mho.models.conformer import ConformerCTC, conformer_config
+        from mho.models.transformer import Wav2Vec2CTC, wav2vec2_config
 
         try:
+            if self.family == "wav2vec2":
+                return Wav2Vec2CTC(wav2vec2_config(self.size, vocab_size=vocab_size,
+                                                   **self.model))
             config = conformer_config(self.size, pe=self.pe, vocab_size=vocab_size, **self.model)
         except TypeError as error:
             raise ConfigError(f"model overrides: {error}") from None

@@ -129,11 +129,12 @@ class FeatureSet:
         return [f.shape[0] / FRAMES_PER_SECOND for f in self.features]
 
     def collate(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        """Pad a batch: features [B, T, 80] float32, lengths [B], labels [B, L], label lengths."""
+        """Pad a batch: inputs [B, T, 80] float32 features, lengths [B], labels [B, L], label
+        lengths."""
         feats = [self.features[i].float() for i in indices]
         labels = [self.labels[i] for i in indices]
         return {
-            "features": torch.nn.utils.rnn.pad_sequence(feats, batch_first=True),
+            "inputs": torch.nn.utils.rnn.pad_sequence(feats, batch_first=True),
             "lengths": torch.tensor([f.shape[0] for f in feats]),
             "labels": torch.nn.utils.rnn.pad_sequence(labels, batch_first=True),
             "label_lengths": torch.tensor([len(x) for x in labels]),

@@ -18,12 +18,12 @@ import torch
 from tqdm import tqdm
 
 from mho.config import to_dict
-from mho.data.features import FRAMES_PER_SECOND
+from mho.data.datasets import seeded_hours
 from mho.data.lexicon import PHONE_VOCABULARY, Lexicon
 from mho.data.manifest import read_manifest
 from mho.errors import MhoError
 from mho.models.frontend import feature_statistics
-from mho.models.zoo import MODEL_TYPE
+from mho.models.zoo import model_type
 from mho.train.batching import bucketed_batches
 from mho.train.checkpoint import load_checkpoint, save_checkpoint
 from mho.train.config import TrainConfig
@@ -31,6 +31,7 @@ from mho.train.data import FeatureSet
 from mho.train.schedule import warmup_linear_decay
 from mho.train.specaugment import spec_augment
 from mho.train.validate import dev_error_rates
+from mho.train.waveforms import WaveformSet
 
 CHECKPOINT = "checkpoint.pt"
 LOG = "log.jsonl"
@@ -82,14 +83,16 @@ class Trainer:
         self.model = config.build_model(len(self.vocabulary))
         if config.weight_bits is not None:  # before the optimizer sees the parameters
             self.model.enable_quantization(weight_bits=config.weight_bits)
+        self.model_type = model_type(self.model)
+        self.waveform_input = getattr(self.model, "input_kind", "features") == "waveform"
         self.model.to(self.device)
         self.optimizer = torch.optim.RAdam(
             self.model.parameters(), lr=config.peak_lr, weight_decay=config.weight_decay,
             decoupled_weight_decay=True,
         )
         self.state = TrainState()
-        self.train_set: FeatureSet | None = None
-        self.dev_set: FeatureSet | None = None
+        self.train_set: FeatureSet | WaveformSet | None = None
+        self.dev_set: FeatureSet | WaveformSet | None = None
 
     # ---- data ----------------------------------------------------------------------------
 
@@ -104,25 +107,31 @@ class Trainer:
             if feature_set.skipped:
                 self.log(f"{name}: left out {feature_set.skipped} utterances with words "
                          "outside the lexicon")
-        if self.config.normalize_features:
+        if self.config.normalize_features and not self.waveform_input:
             features = self.train_set.features
             one_by_one = ((f.float()[None], torch.tensor([len(f)])) for f in features)
             self.model.normalization.set_statistics(*feature_statistics(one_by_one))
 
     def _feature_set(self, path: Path, lexicon: Lexicon, desc: str, *,
-                     hours: float | None = None, count: int | None = None) -> FeatureSet:
-        """A manifest (features cached beside it) or a feature archive (``*.pt``), cut to a
-        seeded random ``hours`` of audio or to its first ``count`` utterances."""
+                     hours: float | None = None, count: int | None = None
+                     ) -> FeatureSet | WaveformSet:
+        """A manifest (features cached beside it; waveforms read into memory) or an archive
+        (``*.pt``: features, or waveforms for waveform models), cut to a seeded random
+        ``hours`` of audio or to its first ``count`` utterances."""
+        set_class = WaveformSet if self.waveform_input else FeatureSet
         if path.suffix == ".pt":
-            feature_set = FeatureSet.load_archive(path)
+            feature_set = set_class.load_archive(path)
             utterances = feature_set.utterances
         else:
             utterances = read_manifest(path)
         if hours is not None:
-            utterances = _first_hours(utterances, hours, self.config.seed)
+            utterances = seeded_hours(utterances, hours, self.config.seed)
         utterances = utterances[:count]
         if path.suffix == ".pt":
             return feature_set.select({u.id for u in utterances})
+        if self.waveform_input:
+            return WaveformSet.build(utterances, lexicon, self.vocabulary, desc=desc,
+                                     progress=self.progress)
         return FeatureSet.cached(utterances, lexicon, self.vocabulary, path.parent / "features",
                                  desc=desc, progress=self.progress)
 
@@ -136,7 +145,7 @@ class Trainer:
 
     def payload(self, *, training_state: bool = True) -> dict:
         payload = {
-            "model_type": MODEL_TYPE,
+            "model_type": self.model_type,
             "config": to_dict(self.config),
             "model_config": self.model.config.to_dict(),
             "vocabulary": list(self.vocabulary.tokens),
@@ -169,7 +178,7 @@ class Trainer:
         path = self.out_dir / CHECKPOINT
         if not path.is_file():
             return False
-        payload = load_checkpoint(path, model_type=MODEL_TYPE)
+        payload = load_checkpoint(path, model_type=self.model_type)
         if payload["config"] != to_dict(self.config):
             raise MhoError(f"{path} was trained with another config; use a new output folder")
         self.model.load_state_dict(payload["state_dict"])
@@ -184,7 +193,7 @@ class Trainer:
 
     def initialize_from(self, path: Path) -> None:
         """Start from another checkpoint's weights (e.g. QAT fine-tuning of a float model)."""
-        payload = load_checkpoint(path, model_type=MODEL_TYPE)
+        payload = load_checkpoint(path, model_type=self.model_type)
         if "state_dict" not in payload or "integer_weights" in payload:
             raise MhoError(f"{path} is not a training checkpoint (train from a float run)")
         ours = {**self.model.config.to_dict(), "quant": None}
@@ -203,12 +212,14 @@ class Trainer:
     def step(self, batch: dict[str, torch.Tensor], seed: int) -> float:
         """One optimizer step on a batch; returns the loss (mean over utterances)."""
         torch.manual_seed(seed)  # dropout (on every device)
-        generator = torch.Generator().manual_seed(seed)  # SpecAugment, on the CPU
-        features = spec_augment(batch["features"], batch["lengths"], self.config.specaugment,
-                                generator, fill=self.model.normalization.mean.cpu())
+        inputs = batch["inputs"]
+        if not self.waveform_input:  # waveform models mask time inside (wav2vec2-style)
+            generator = torch.Generator().manual_seed(seed)  # SpecAugment, on the CPU
+            inputs = spec_augment(inputs, batch["lengths"], self.config.specaugment,
+                                  generator, fill=self.model.normalization.mean.cpu())
         batch = {k: v.to(self.device) for k, v in batch.items()}
         self.model.train()
-        log_probs, out_lengths = self.model(features.to(self.device), batch["lengths"])
+        log_probs, out_lengths = self.model(inputs.to(self.device), batch["lengths"])
         loss = torch.nn.functional.ctc_loss(  # log_probs [B, T', V] -> [T', B, V]
             log_probs.transpose(0, 1), batch["labels"], out_lengths, batch["label_lengths"],
             blank=self.vocabulary.blank_id, reduction="mean", zero_infinity=True,
@@ -248,6 +259,7 @@ class Trainer:
         batches = self.batches(epoch)
         bar = tqdm(total=len(batches), initial=self.state.batch, desc=f"epoch {epoch + 1}",
                    unit="batch", disable=not self.progress, leave=False)
+        durations = self.train_set.durations
         audio_seconds, started = 0.0, time.perf_counter()
         for index in range(self.state.batch, len(batches)):
             if stop.requested:  # also set during the previous epoch's dev evaluation
@@ -255,7 +267,7 @@ class Trainer:
             batch = self.train_set.collate(batches[index])
             loss = self.step(batch, batch_seed(self.config.seed, epoch, index))
             self.state.batch, self.state.step = index + 1, self.state.step + 1
-            audio_seconds += float(batch["lengths"].sum()) / FRAMES_PER_SECOND
+            audio_seconds += sum(durations[i] for i in batches[index])
             elapsed = time.perf_counter() - started
             bar.update()
             bar.set_postfix(loss=f"{loss:.3f}", audio_s_per_s=f"{audio_seconds / elapsed:.1f}")
@@ -286,17 +298,3 @@ def _training_device(name: str) -> torch.device:
         raise MhoError("device = \"cuda\" but torch sees no CUDA GPU")
     return torch.device(name)
 
-
-def _first_hours(utterances, hours: float, seed: int):
-    """A seeded random subset of about ``hours`` of audio."""
-    import random
-
-    shuffled = list(utterances)
-    random.Random(seed).shuffle(shuffled)
-    chosen, total = [], 0.0
-    for utt in shuffled:
-        if total >= hours * 3600:
-            break
-        chosen.append(utt)
-        total += utt.duration
-    return chosen

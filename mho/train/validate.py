@@ -6,12 +6,11 @@ import torch
 from mho.data.lexicon import Vocabulary
 from mho.runtime.decode import GreedyDecoder
 from mho.runtime.evaluate import error_rates
-from mho.train.data import FeatureSet
 
 
 @torch.inference_mode()
 def dev_error_rates(
-    model: torch.nn.Module, dev_set: FeatureSet, vocabulary: Vocabulary, *, batch_size: int = 16
+    model: torch.nn.Module, dev_set, vocabulary: Vocabulary, *, batch_size: int = 16
 ) -> tuple[float, float]:
     """(WER %, PER %) with greedy decoding; the model is left in eval mode."""
     model.eval()
@@ -21,7 +20,7 @@ def dev_error_rates(
     for start in range(0, len(dev_set), batch_size):
         indices = list(range(start, min(start + batch_size, len(dev_set))))
         batch = dev_set.collate(indices)
-        log_probs, out_lengths = model(batch["features"].to(device), batch["lengths"].to(device))
+        log_probs, out_lengths = model(batch["inputs"].to(device), batch["lengths"].to(device))
         log_probs, out_lengths = log_probs.cpu(), out_lengths.cpu()  # [B, T', V], [B]
         for row, index in enumerate(indices):
             hypothesis = decoder.search(log_probs[row, : out_lengths[row]])

@@ -1,0 +1,1 @@
+"""Learnable Pulse Accumulator studies: the MSE diagnostic and progressive conversion."""

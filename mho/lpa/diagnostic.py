@@ -1,0 +1,107 @@
+"""The MSE diagnostic: how well can an LPA stand in for each layer's attention?
+
+Each layer is tried alone, on the teacher's own activations: a fresh PulseAccumulator
+(value and output projections copied from the attention: selective initialization) is
+fitted for `steps` to the attention's output, then scored in hard mode on held-out
+batches by relative MSE (squared error over squared target, valid frames only). Layers
+are ranked easiest (lowest MSE) first: the order `mho lpa convert --order mse` replaces
+them in.
+"""
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+
+import torch
+
+from mho.lpa.fitting import (
+    FitConfig,
+    batch_stream,
+    masked_relative_mse,
+    module_inputs,
+    set_temperature,
+    temperature_at,
+    warmup_constant,
+)
+from mho.models.lpa import PulseAccumulator
+from mho.models.transformer import Wav2Vec2CTC
+from mho.train.waveforms import WaveformSet
+
+
+@dataclass(frozen=True)
+class LayerFit:
+    layer: int
+    mse: float  # relative MSE in hard mode on held-out batches
+    soft_mse: float  # the same with the final soft gates (training mode, no dropout)
+    seconds: float
+
+
+def fit_lpa(model: Wav2Vec2CTC, layer: int, train: WaveformSet, config: FitConfig,
+            device: torch.device, *, progress: Callable[[int], None] = lambda step: None
+            ) -> PulseAccumulator:
+    """A PulseAccumulator fitted to layer `layer`'s attention (model unchanged)."""
+    attention = model.layers[layer].attention
+    torch.manual_seed(config.seed * 1009 + layer)
+    lpa = PulseAccumulator(replace(model.config, lpa=config.lpa).lpa_config()).to(device)
+    lpa.initialize_from_attention(attention)
+    optimizer = torch.optim.AdamW(lpa.parameters(), lr=config.lr, weight_decay=0.0)
+    scheduler = warmup_constant(optimizer, config.steps)
+    batches = batch_stream(train, config, stream=layer)
+    model.eval()
+    lpa.train()
+    for step in range(config.steps):
+        x, mask = module_inputs(model, attention, next(batches), device)
+        with torch.no_grad():
+            target = attention(x, mask)  # [B, T, D]
+        set_temperature(lpa, temperature_at(step, config.steps, config))
+        loss = masked_relative_mse(lpa(x, mask), target, mask)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        progress(step)
+    return lpa
+
+
+@torch.no_grad()
+def score_lpa(model: Wav2Vec2CTC, layer: int, lpa: PulseAccumulator, held_out: WaveformSet,
+              config: FitConfig, device: torch.device, *, batches: int = 4) -> tuple[float, float]:
+    """(hard, soft) relative MSE of `lpa` against layer `layer`'s attention."""
+    attention = model.layers[layer].attention
+    stream = batch_stream(held_out, config, stream=10_000)
+    totals = {True: [0.0, 0.0], False: [0.0, 0.0]}
+    for _ in range(min(batches, max(1, len(held_out) // 4))):
+        x, mask = module_inputs(model, attention, next(stream), device)
+        target = attention(x, mask)
+        weight = mask[..., None].float()
+        for hard in (True, False):
+            lpa.train(not hard)
+            error = ((lpa(x, mask) - target) ** 2 * weight).sum().item()
+            totals[hard][0] += error
+            totals[hard][1] += (target**2 * weight).sum().item()
+    lpa.eval()
+    return totals[True][0] / totals[True][1], totals[False][0] / totals[False][1]
+
+
+def diagnose(model: Wav2Vec2CTC, train: WaveformSet, held_out: WaveformSet, config: FitConfig,
+             device: torch.device, *, layers: list[int] | None = None,
+             progress: Callable[[int, int], None] = lambda layer, step: None) -> list[LayerFit]:
+    """LayerFit for every layer (or `layers`), in layer order."""
+    import time
+
+    model = model.to(device).eval()
+    # LPA dropout off while fitting: the diagnostic measures fit, not regularization.
+    config = FitConfig(**{**asdict(config), "lpa": {**config.lpa, "dropout": 0.0}})
+    results = []
+    for layer in layers if layers is not None else range(model.config.num_layers):
+        started = time.perf_counter()
+        lpa = fit_lpa(model, layer, train, config, device,
+                      progress=lambda step, layer=layer: progress(layer, step))
+        set_temperature(lpa, config.temperature_end)
+        hard, soft = score_lpa(model, layer, lpa, held_out, config, device)
+        results.append(LayerFit(layer, hard, soft, time.perf_counter() - started))
+    return results
+
+
+def mse_order(fits: list[LayerFit]) -> list[int]:
+    """Layers easiest first (ties: earlier layer first)."""
+    return [f.layer for f in sorted(fits, key=lambda f: (f.mse, f.layer))]

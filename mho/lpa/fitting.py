@@ -1,0 +1,116 @@
+"""Shared pieces of the LPA diagnostic and conversion: data, a layer's inputs, the fit.
+
+An LPA replaces the attention of one layer of a wav2vec2-style model. It is fitted to
+what that attention outputs on the same inputs (MSE over valid frames), with the gate
+temperature rising geometrically from `temperature_start` to `temperature_end` (soft
+gates first, so gradients reach every frame; near-binary at the end, so the hard gates
+used at inference change little).
+"""
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mho.data.lexicon import PHONE_VOCABULARY, Lexicon
+from mho.errors import MhoError
+from mho.models.lpa import PulseAccumulator
+from mho.models.transformer import Wav2Vec2CTC
+from mho.train.batching import bucketed_batches
+from mho.train.waveforms import WaveformSet
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    steps: int = 300  # optimizer steps per fitted layer
+    lr: float = 2e-3  # AdamW, constant after a 5% warm-up
+    temperature_start: float = 1.0
+    temperature_end: float = 20.0
+    max_batch_seconds: float = 160.0  # padded audio per batch
+    max_batch_size: int = 32
+    seed: int = 0
+    lpa: dict[str, Any] = field(default_factory=dict)  # PulseAccumulatorConfig overrides
+
+
+def load_waveform_set(path: Path, *, count: int | None = None) -> WaveformSet:
+    """A waveform archive (.pt, `mho data waveforms`) or a manifest, first `count` items."""
+    from mho.data.manifest import read_manifest
+
+    path = Path(path)
+    if path.suffix == ".pt":
+        data = WaveformSet.load_archive(path)
+        return data.select({u.id for u in data.utterances[:count]}) if count else data
+    return WaveformSet.build(read_manifest(path)[:count], Lexicon.from_cmudict(),
+                             PHONE_VOCABULARY, progress=False)
+
+
+def batch_stream(data: WaveformSet, config: FitConfig, stream: int):
+    """Endless seeded batches (dicts of CPU tensors); `stream` separates independent uses."""
+    epoch = 0
+    while True:
+        for indices in bucketed_batches(data.durations, max_batch_seconds=config.max_batch_seconds,
+                                        max_batch_size=config.max_batch_size,
+                                        seed=config.seed * 7919 + stream, epoch=epoch):
+            yield data.collate(indices)
+        epoch += 1
+
+
+class _Captured(Exception):
+    pass
+
+
+@torch.no_grad()
+def module_inputs(model: Wav2Vec2CTC, module: nn.Module, batch: dict[str, torch.Tensor],
+                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """What `module` (a layer, or a layer's attention) receives on `batch`: (x [B, T, D],
+    mask [B, T]). The forward stops there (an exception from a pre-hook), so later layers
+    cost nothing."""
+    captured = {}
+
+    def hook(module, args):
+        captured["args"] = args
+        raise _Captured
+
+    handle = module.register_forward_pre_hook(hook)
+    try:
+        model(batch["inputs"].to(device), batch["lengths"].to(device))
+    except _Captured:
+        pass
+    finally:
+        handle.remove()
+    return captured["args"]
+
+
+def masked_relative_mse(prediction: torch.Tensor, target: torch.Tensor,
+                        mask: torch.Tensor) -> torch.Tensor:
+    """sum of squared errors / sum of squared targets over valid frames: 0 is a perfect fit,
+    1 is as good as predicting zeros."""
+    weight = mask[..., None].to(target.dtype)
+    return ((prediction - target) ** 2 * weight).sum() / ((target**2 * weight).sum() + 1e-12)
+
+
+def temperature_at(step: int, steps: int, config: FitConfig) -> float:
+    ratio = config.temperature_end / config.temperature_start
+    return config.temperature_start * ratio ** (step / max(steps - 1, 1))
+
+
+def set_temperature(model: nn.Module, temperature: float) -> None:
+    for module in model.modules():
+        if isinstance(module, PulseAccumulator):
+            module.temperature.fill_(temperature)
+
+
+def warmup_constant(optimizer: torch.optim.Optimizer, steps: int):
+    warmup = max(1, math.ceil(0.05 * steps))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
+
+
+def training_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise MhoError("device cuda asked for, but torch sees no CUDA GPU")
+    return torch.device(name)
