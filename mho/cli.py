@@ -756,8 +756,9 @@ def lpa_sweep(model: str, data_path: Path, out: Path, steps: int, batch_seconds:
     from tqdm import tqdm
 
     from mho.lpa.diagnostic import diagnose, mse_order
-    from mho.lpa.fitting import load_waveform_set, training_device
+    from mho.lpa.fitting import load_waveform_set
     from mho.lpa.report import plot_sweep
+    from mho.train.trainer import training_device
 
     teacher, _ = _lpa_teacher(model)
     config = _fit_config(steps, batch_seconds, lpa_settings, seed)
@@ -817,7 +818,8 @@ def lpa_convert(model: str, layers_spec: str, order: str, ranking: Path | None, 
     from tqdm import tqdm
 
     from mho.lpa.convert import ConversionConfig, Converter
-    from mho.lpa.fitting import load_waveform_set, training_device
+    from mho.lpa.fitting import load_waveform_set
+    from mho.train.trainer import training_device
 
     teacher, payload = _lpa_teacher(model)
     num_layers = teacher.config.num_layers

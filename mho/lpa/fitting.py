@@ -16,7 +16,6 @@ import torch
 from torch import nn
 
 from mho.data.lexicon import PHONE_VOCABULARY, Lexicon
-from mho.errors import MhoError
 from mho.models.lpa import PulseAccumulator
 from mho.models.transformer import Wav2Vec2CTC
 from mho.train.batching import bucketed_batches
@@ -107,10 +106,3 @@ def warmup_constant(optimizer: torch.optim.Optimizer, steps: int):
     warmup = max(1, math.ceil(0.05 * steps))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
 
-
-def training_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise MhoError("device cuda asked for, but torch sees no CUDA GPU")
-    return torch.device(name)

@@ -77,7 +77,7 @@ class Trainer:
         self.progress = progress
         self.log = log
         torch.set_num_threads(config.threads)
-        self.device = _training_device(config.device)
+        self.device = training_device(config.device)
         self.vocabulary = PHONE_VOCABULARY
         torch.manual_seed(config.seed)  # weight initialization
         self.model = config.build_model(len(self.vocabulary))
@@ -291,7 +291,8 @@ class Trainer:
             log.write(json.dumps(record) + "\n")
 
 
-def _training_device(name: str) -> torch.device:
+def training_device(name: str) -> torch.device:
+    """"cpu", "cuda" or "auto" (cuda when torch sees a GPU) as a torch device."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
