@@ -192,8 +192,10 @@ def memristor_options(command):
               help="Shipped set name, manifest (.jsonl) or LibriSpeech directory; repeatable.")
 @click.option("--decoder", type=click.Choice(["greedy", "lm"]), default="lm", show_default=True)
 @memristor_options
-@click.option("--runtime", type=click.Choice(["torch", "ort", "onnx-ref"]), default=None,
-              help="For .onnx files: ort (default) or onnx-ref; models run in torch.")
+@click.option("--runtime", type=click.Choice(["torch", "ort", "onnx-ref", "coreml"]),
+              default=None,
+              help="For .onnx files: ort (default) or onnx-ref; .mlpackage: coreml; models "
+                   "run in torch.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
               help="Utterances per onnxruntime call (server-style batching of .onnx files).")
 @click.option("--runs", type=click.IntRange(min=1), default=1, show_default=True,
@@ -310,13 +312,17 @@ def models_group(ctx: click.Context, as_json: bool, markdown: bool) -> None:
         click.echo(json.dumps(cards, indent=2))
         return
     sets = list(dict.fromkeys(r["data"] for c in cards for r in c.get("results", [])))
-    columns = ["name", "pe", "bits", "params", "train h", "train min", "dev WER (greedy)",
-               *(f"{s} greedy / LM" for s in sets)]
+    columns = ["name", "pe", "bits", "LPA layers", "params", "train h", "train min",
+               "dev WER (greedy)", *(f"{s} greedy / LM" for s in sets)]
     rows = []
     for card in cards:
         wer = {(r["data"], r["decoder"]): r["wer"] for r in card.get("results", [])}
+        lpa_layers = card.get("lpa_layers")
         rows.append([
-            card["name"], card["pe"], str(card["weight_bits"]), f"{card['params'] / 1e6:.2f} M",
+            card["name"], card["pe"], str(card["weight_bits"] or "float"),
+            "-" if lpa_layers is None
+            else f"{len(lpa_layers)} of {card['architecture']['num_layers']}",
+            f"{card['params'] / 1e6:.2f} M",
             f"{card['train_hours']:.1f}", f"{card['train_minutes']:.0f}",
             f"{card['history'][-1]['dev_wer']:.2f}" if card["history"] else "-",
             *(f"{wer.get((s, 'greedy'), float('nan')):.2f} / {wer.get((s, 'lm'), float('nan')):.2f}"
@@ -356,14 +362,21 @@ def models_pack(checkpoint: Path, name: str, eval_data: tuple[str, ...],
     sets = [resolve_dataset(spec) for spec in eval_data]  # fail on bad data before work
     out_dir = out_dir or MODEL_DIR
     model, payload = load_model(checkpoint)
+    quant = getattr(model.config, "quant", None)
     card = {
         "name": name,
-        "pe": model.config.pe,
-        "weight_bits": model.config.quant.weight_bits if model.config.quant else None,
+        "family": payload["model_type"],
+        "pe": getattr(model.config, "pe", "conv"),  # wav2vec2: its conv positional embedding
+        "weight_bits": quant.weight_bits if quant else None,
         "params": model.num_parameters(),
         "architecture": payload["model_config"],
         **training_summary(payload),
     }
+    if hasattr(model.config, "lpa_layers"):  # wav2vec2 family: which layers hold an LPA
+        card["lpa_layers"] = list(model.config.lpa_layers)
+        card["lpa_order"] = payload["metadata"].get("lpa_order", [])  # as converted
+        if "conversion_seconds" in payload["metadata"]:
+            card["conversion_minutes"] = payload["metadata"]["conversion_seconds"] / 60
     target = out_dir / f"{name}.pt"
     with atomic_path(target) as packed_path:
         pack_model(model, payload, packed_path)
@@ -552,13 +565,70 @@ def export_onnx_command(model, out, input_kind, memristor, adc, layer_rules, dig
     console.print(table)
 
 
+@export_group.command("coreml")
+@click.argument("model")
+@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="The .mlpackage to write.")
+@click.option("--lengths", default="1,2,4,8,16,32", show_default=True,
+              help="Enumerated input lengths in seconds (shorter inputs are padded up).")
+@click.option("--precision", type=click.Choice(["fp16", "fp32"]), default="fp16",
+              show_default=True)
+@click.option("--memristor", is_flag=True, help="Not supported: says why.")
+@click.option("--json", "as_json", is_flag=True)
+def export_coreml_command(model, out, lengths, precision, memristor, as_json) -> None:
+    """Export MODEL (digital Conformer, wav2vec2 or LPA model) to a Core ML ML program."""
+    from mho.exporter.coreml import export_coreml
+    from mho.exporter.onnx import load_for_export
+
+    if memristor:
+        raise MhoError("Core ML export of memristor models is not supported: a crossbar read "
+                       "(bit-planes, per-column ADC, read noise) has no Core ML op; use "
+                       "`mho export onnx --memristor`")
+    if out.suffix != ".mlpackage":
+        raise MhoError(f"the output should end in .mlpackage: {out}")
+    seconds = _seconds_list(lengths, "--lengths")
+    torch_model, metadata = load_for_export(model)
+    report = export_coreml(torch_model, out, metadata, lengths=seconds, precision=precision)
+    summary = {"path": str(report.path), "bytes": report.bytes, "seconds": report.seconds,
+               "lengths": report.lengths, "ops": report.ops,
+               "off_neural_engine": report.off_neural_engine}
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    console.print(f"{model} ({precision}) -> {report.path}: {report.bytes / 1e6:.1f} MB in "
+                  f"{report.seconds:.1f} s; input lengths {report.lengths}")
+    _print_ops(report.ops, report.off_neural_engine)
+
+
+def _print_ops(ops: dict[str, int], flagged: dict[str, str]) -> None:
+    """The op histogram of a Core ML program, ops flagged as off the Neural Engine marked."""
+    table = Table(title="Core ML program: ops by type")
+    for column in ("op", "count", "Neural Engine"):
+        table.add_column(column, justify="right" if column == "count" else "left")
+    for op, count in ops.items():
+        table.add_row(op, str(count), f"[yellow]likely off: {flagged[op]}" if op in flagged
+                      else "")
+    console.print(table)
+
+
+def _seconds_list(text: str, option: str) -> tuple[float, ...]:
+    try:
+        seconds = tuple(float(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise MhoError(f"{option} takes comma-separated seconds, got {text!r}") from None
+    if not seconds or min(seconds) <= 0:
+        raise MhoError(f"{option} takes positive seconds, got {text!r}")
+    return seconds
+
+
 @main.command("transcribe")
 @click.argument("model")
 @click.argument("audio", nargs=-1, required=True,
                 type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--decoder", type=click.Choice(["greedy", "lm"]), default="lm", show_default=True)
-@click.option("--runtime", type=click.Choice(["torch", "ort", "onnx-ref"]), default=None,
-              help="For .onnx files: ort (default) or onnx-ref.")
+@click.option("--runtime", type=click.Choice(["torch", "ort", "onnx-ref", "coreml"]),
+              default=None,
+              help="For .onnx files: ort (default) or onnx-ref; .mlpackage: coreml.")
 def transcribe_command(model, audio, decoder, runtime) -> None:
     """Print one line per AUDIO file: its name and MODEL's transcript (any sample rate)."""
     from mho.data.audio import load_audio
@@ -574,9 +644,11 @@ def transcribe_command(model, audio, decoder, runtime) -> None:
 @click.argument("model")
 @click.option("--onnx", "onnx_file", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="An exported file of MODEL (default: export one now).")
+@click.option("--coreml", "coreml_file", type=click.Path(file_okay=False, path_type=Path),
+              default=None, help="An exported .mlpackage of MODEL (default: export one now).")
 @click.option("--data", "data_set", required=True, help="Shipped set name or manifest.")
 @click.option("--runtimes", default="torch,ort,onnx-ref", show_default=True,
-              help="Comma-separated; torch is the reference.")
+              help="Comma-separated from torch, ort, onnx-ref, coreml; torch is the reference.")
 @click.option("--decoder", type=click.Choice(["greedy", "lm"]), default="greedy",
               show_default=True)
 @click.option("--limit", type=click.IntRange(min=1), default=None,
@@ -589,8 +661,8 @@ def transcribe_command(model, audio, decoder, runtime) -> None:
 @click.option("--max-wer-delta", type=click.FloatRange(min=0), default=2.0, show_default=True,
               help="Tolerance: absolute WER difference (points) from torch's.")
 @click.option("--json", "as_json", is_flag=True, help="One entry per runtime.")
-def check_command(model, onnx_file, data_set, runtimes, decoder, limit, memristor, adc,
-                  layer_rules, digital_patterns, noise, seed, chip, mean_abs, max_cer,
+def check_command(model, onnx_file, coreml_file, data_set, runtimes, decoder, limit, memristor,
+                  adc, layer_rules, digital_patterns, noise, seed, chip, mean_abs, max_cer,
                   max_wer_delta, as_json) -> None:
     """Parity of MODEL across runtimes: log-probs, transcripts and WER against torch; exits 1
     when a tolerance is exceeded."""
@@ -608,16 +680,25 @@ def check_command(model, onnx_file, data_set, runtimes, decoder, limit, memristo
         simulator = _simulator_config(memristor, chip, adc, layer_rules, digital_patterns, noise)
     with tempfile.TemporaryDirectory(prefix="mho-check-") as scratch:
         reference, others, search = parity_runtimes(
-            model, names, onnx_file=onnx_file, simulator=simulator, seed=seed, chip=chip,
-            decoder=decoder, scratch=Path(scratch), progress=not as_json)
+            model, names, onnx_file=onnx_file, coreml_file=coreml_file, simulator=simulator,
+            seed=seed, chip=chip, decoder=decoder, scratch=Path(scratch), progress=not as_json)
         torch_wer, results = check_parity(
             reference, others, utterances, search,
             Tolerances(mean_abs=mean_abs, transcript_cer=max_cer, wer_delta=max_wer_delta),
             progress=not as_json)
+        coreml = None
+        if "coreml" in others:  # what the program holds, and what may leave the Neural Engine
+            from mho.exporter.coreml import off_neural_engine
+
+            session = others["coreml"]
+            ops = session.op_counts()
+            coreml = {"executor": session.executor, "ops": ops,
+                      "off_neural_engine": off_neural_engine(ops)}
     import dataclasses
 
     entries = [{"runtime": "torch", "wer": torch_wer, "passed": True},
-               *(dataclasses.asdict(r) for r in results)]
+               *({**dataclasses.asdict(r), **(coreml if r.runtime == "coreml" else {})}
+                 for r in results)]
     if as_json:
         click.echo(json.dumps({"model": model, "data": data_name, "decoder": decoder,
                                "utterances": len(utterances), "runtimes": entries}, indent=2))
@@ -634,6 +715,9 @@ def check_command(model, onnx_file, data_set, runtimes, decoder, limit, memristo
                           f"{r.wer_delta:+.2f}", f"{r.seconds:.1f}",
                           "yes" if r.passed else "NO: " + "; ".join(r.failures))
         console.print(table)
+        if coreml is not None:
+            console.print(f"coreml ran as: {coreml['executor']}")
+            _print_ops(coreml["ops"], coreml["off_neural_engine"])
     if not all(r.passed for r in results):
         sys.exit(1)
 
@@ -674,6 +758,53 @@ def bench_runtime_command(model, data_set, utterances, repeats, threads, as_json
     console.print(table)
 
 
+@bench.command("lpa")
+@click.option("--model", default="wav2vec2-small", show_default=True,
+              help="A wav2vec2-style model: its size is benchmarked with attention and with LPA.")
+@click.option("--lengths", default="10,30,60,120", show_default=True,
+              help="Comma-separated seconds of audio (batch 1).")
+@click.option("--runtime", type=click.Choice(["ort", "torch"]), default="ort", show_default=True)
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write time vs length as a PNG.")
+@click.option("--json", "as_json", is_flag=True)
+def bench_lpa_command(model, lengths, runtime, repeats, threads, plot, as_json) -> None:
+    """Attention model vs all-LPA model (and one layer vs one layer) at several lengths:
+    median times and speed-ups measured in one run."""
+    from mho.lpa.bench import LpaBenchConfig, bench_lpa, plot_bench
+
+    seconds = _seconds_list(lengths, "--lengths")
+    config = LpaBenchConfig(model=model, lengths=seconds, runtime=runtime, repeats=repeats,
+                            threads=threads)
+    log = (lambda message: None) if as_json else (lambda message: console.print(f"[dim]{message}"))
+    result = bench_lpa(config, log=log)
+    if plot is not None:
+        plot_bench(result, plot)
+    summary = result.summary()
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    table = Table(title=f"LPA bench: {model} on {runtime}, batch 1, {threads} thread(s), "
+                        f"median of {repeats}")
+    for column in ("audio (s)", "attention model ms", "LPA model ms", "speed-up",
+                   "attention layer ms", "LPA layer ms", "layer speed-up"):
+        table.add_column(column, justify="right")
+    for length in seconds:
+        key = f"{length:g}"
+        table.add_row(key, f"{summary['attention_ms'][key]:.0f}", f"{summary['lpa_ms'][key]:.0f}",
+                      f"{summary['speedup'][key]:.2f}",
+                      f"{summary['layer_attention_ms'][key]:.1f}",
+                      f"{summary['layer_lpa_ms'][key]:.1f}",
+                      f"{summary['layer_speedup'][key]:.2f}")
+    console.print(table)
+    if summary["scaling_120_60"] is not None:
+        console.print(f"time 120 s / 60 s: LPA model {summary['scaling_120_60']:.2f} "
+                      f"(target <= 2.2), attention model {summary['attention_scaling_120_60']:.2f}")
+    if plot is not None:
+        console.print(f"plot: {plot}")
+
+
 @main.command("train")
 @click.argument("config")
 @click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), required=True,
@@ -700,15 +831,15 @@ def lpa() -> None:
 def _lpa_teacher(model: str):
     from mho.models.transformer import Wav2Vec2CTC
     from mho.models.zoo import checkpoint_path, load_model
-    from mho.train.checkpoint import load_checkpoint
 
     path = checkpoint_path(model)
     if path is None:
-        raise MhoError(f"unknown model {model!r}: give a shipped name or a checkpoint path")
-    teacher, _ = load_model(path)
+        raise MhoError(f"unknown model {model!r}: give a shipped name, a checkpoint path or "
+                       f"a Hugging Face model folder")
+    teacher, payload = load_model(path)
     if not isinstance(teacher, Wav2Vec2CTC):
         raise MhoError(f"{model} is not a wav2vec2-style model (LPA replaces its attention)")
-    return teacher, load_checkpoint(path)
+    return teacher, payload
 
 
 def _fit_options(command):
@@ -817,11 +948,16 @@ def lpa_convert(model: str, layers_spec: str, order: str, ranking: Path | None, 
 
     from tqdm import tqdm
 
+    from mho.data.lexicon import PHONE_VOCABULARY
     from mho.lpa.convert import ConversionConfig, Converter
     from mho.lpa.fitting import load_waveform_set
     from mho.train.trainer import training_device
 
     teacher, payload = _lpa_teacher(model)
+    if finetune_steps and list(payload["vocabulary"]) != list(PHONE_VOCABULARY.tokens):
+        raise MhoError(f"{model} outputs another vocabulary than mho's phones (a Hugging Face "
+                       "character model?): CTC fine-tuning needs phone targets; pass "
+                       "--finetune-steps 0 to convert with fitting and co-adaptation only")
     num_layers = teacher.config.num_layers
     if "," in layers_spec or not layers_spec.isdigit():
         try:
@@ -862,3 +998,38 @@ def lpa_convert(model: str, layers_spec: str, order: str, ranking: Path | None, 
         bar.close()
     console.print(f"done: layers {state.order} replaced in {state.seconds / 60:.1f} min -> "
                   f"{out}/depth-1.pt .. depth-{len(state.order)}.pt")
+
+
+@lpa.command("report")
+@click.argument("models", nargs=-1, required=True)
+@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for conversion.md and conversion.png.")
+def lpa_report(models: tuple[str, ...], out: Path) -> None:
+    """WER vs replaced layers (MSE-ranked and naive order) from the cards of MODELS: shipped
+    names or packed checkpoints with their .json card beside them."""
+    from mho.lpa.report import conversion_rows, plot_conversion
+    from mho.models.zoo import model_card, shipped_models
+
+    cards = []
+    for model in models:
+        card_path = Path(model).with_suffix(".json")
+        if model in shipped_models():
+            cards.append(model_card(model))
+        elif card_path.is_file():
+            cards.append(json.loads(card_path.read_text()))
+        else:
+            raise MhoError(f"no model card for {model} (pack it with `mho models pack`)")
+    rows = conversion_rows(cards)
+    panels = sorted({key for row in rows for key in row["wer"]})
+    lines = ["| order | replaced | layers | " + " | ".join(panels) + " |",
+             "|" + " --- |" * (3 + len(panels))]
+    for row in rows:
+        lines.append(f"| {row['order']} | {row['depth']} | {', '.join(map(str, row['layers']))}"
+                     f" | " + " | ".join(f"{row['wer'].get(p, float('nan')):.2f}"
+                                         for p in panels) + " |")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "conversion.md").write_text("\n".join(lines) + "\n")
+    plot_conversion(rows, out / "conversion.png",
+                    num_layers=cards[0]["architecture"]["num_layers"])
+    click.echo("\n".join(lines))
+    console.print(f"-> {out / 'conversion.md'}, {out / 'conversion.png'}")

@@ -5,7 +5,8 @@
 #   convert   MSE diagnostic, then progressive conversion in MSE order and in naive order
 #             (two thirds of the layers each), one after the other: two conversions
 #             sharing one GPU ran 40x slower per step (kernel-by-kernel time slicing)
-#   report    score teacher and every depth (greedy and LM, both test sets) -> runs/lpa.json
+#   report    pack and score teacher and every depth (greedy and LM, both shipped test sets),
+#             ship five of them, write docs/lpa/conversion.{md,png}
 set -euo pipefail
 MHO=${MHO:-python3 -m mho}
 STEPS=${STEPS:-120}; COADAPT=${COADAPT:-60}; FINETUNE=${FINETUNE:-150}
@@ -23,12 +24,18 @@ convert)
   $MHO lpa convert runs/w2v/checkpoint.pt --order naive --layers $((LAYERS * 2 / 3)) \
     -o runs/lpa-naive "${common[@]}" ;;
 report)
-  models=(runs/w2v/checkpoint.pt runs/lpa-mse/depth-*.pt runs/lpa-naive/depth-*.pt)
-  mkdir -p runs/lpa-scores
-  for model in "${models[@]}"; do for decoder in greedy lm; do
-    echo "$model $decoder"
-  done; done | xargs -P "${JOBS:-8}" -n 2 sh -c 'OMP_NUM_THREADS=2 '"$MHO"' eval "$0" \
-    --data flite-slt --data festival-slt --decoder "$1" --json \
-    > "runs/lpa-scores/$(echo "$0" | tr / _)-$1.json"'
-  cat runs/lpa-scores/*.json > runs/lpa.json ;;
+  # pack (int8 matrices) and score every depth on both shipped test sets; the teacher and
+  # the MSE-order depths 2, 4, 6 and naive depth 6 ship, the rest stay in runs/lpa-packed
+  out=${OUT:-runs/lpa-packed}
+  pack() { $MHO models pack "$1" --name "$2" --out-dir "$3" \
+             --eval-data flite-slt --eval-data festival-slt; }
+  pack runs/w2v/checkpoint.pt wav2vec2-small mho/assets/models
+  for depth in 2 4 6; do
+    pack "runs/lpa-mse/depth-$depth.pt" "wav2vec2-small-lpa$depth-mse" mho/assets/models
+    [ "$depth" = 6 ] && dir=mho/assets/models || dir=$out
+    pack "runs/lpa-naive/depth-$depth.pt" "wav2vec2-small-lpa$depth-naive" "$dir"
+  done
+  cards=(wav2vec2-small wav2vec2-small-lpa{2,4,6}-mse wav2vec2-small-lpa6-naive
+         "$out"/wav2vec2-small-lpa{2,4}-naive.pt)
+  $MHO lpa report "${cards[@]}" -o docs/lpa ;;
 esac

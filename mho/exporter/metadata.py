@@ -30,8 +30,9 @@ class OnnxMetadata:
     input: str  # "features" (log-mels [B, T, 80] + lengths) or "waveform" ([B, S] + samples)
     vocabulary: list[str]  # CTC outputs, index 0 the blank
     sample_rate: int  # Hz
-    feature_config: dict[str, Any]  # mho.data.features.FeatureConfig fields
-    frame_shift_ms: float  # of the features
+    feature_config: dict[str, Any]  # mho.data.features.FeatureConfig fields ({}: the model
+    # reads the waveform itself, as wav2vec2-style models do)
+    frame_shift_ms: float  # of the features (of the outputs when feature_config is {})
     subsampling: int  # feature frames per output frame
     weight_bits: int | None  # None: float model
     activation_bits: int | None

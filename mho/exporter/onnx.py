@@ -38,6 +38,13 @@ IR_VERSION = 10
 EXTERNAL_DATA_BYTES = 2**30
 MIN_FEATURE_FRAMES = 5  # the rel-shift's symbolic shapes need T' >= 2 (see positional.py)
 MAX_FEATURE_FRAMES = 360_000  # one hour of 10 ms frames
+# wav2vec2-style models: the shortest input an exported file accepts, 0.1 s (4 frames)
+MIN_WAVEFORM_SAMPLES = 1_600
+
+
+def is_waveform_model(model: torch.nn.Module) -> bool:
+    """Models that take 16 kHz samples themselves (wav2vec2 / LPA), no log-mel front-end."""
+    return getattr(model, "input_kind", "features") == "waveform"
 
 
 @dataclass(frozen=True)
@@ -52,7 +59,12 @@ class ExportReport:
 def _trace(model: torch.nn.Module, input: str) -> onnx.ModelProto:
     twin = export_twin(model)
     batch = torch.export.Dim("batch", min=1, max=4096)
-    if input == "waveform":
+    if is_waveform_model(model):  # wav2vec2 / LPA: the model itself takes samples
+        samples = torch.export.Dim("samples", min=MIN_WAVEFORM_SAMPLES,
+                                   max=MAX_FEATURE_FRAMES * 160)
+        example = (torch.zeros(2, 16_000), torch.tensor([16_000, 12_000]))
+        names, shapes = ["waveform", "samples"], ({0: batch, 1: samples}, {0: batch})
+    elif input == "waveform":
         twin = WaveformInput(twin).eval()
         shift = twin.features.shift_samples
         samples = torch.export.Dim("samples", min=MIN_FEATURE_FRAMES * shift,
@@ -63,19 +75,24 @@ def _trace(model: torch.nn.Module, input: str) -> onnx.ModelProto:
         frames = torch.export.Dim("frames", min=MIN_FEATURE_FRAMES, max=MAX_FEATURE_FRAMES)
         example = (torch.zeros(2, 100, 80), torch.tensor([100, 80]))
         names, shapes = ["features", "lengths"], ({0: batch, 1: frames}, {0: batch})
-    # the exporter prints progress and warns about torchvision; keep the CLI's output ours
-    quiet = io.StringIO()
+    with quiet_export():
+        program = torch.onnx.export(
+            twin, example, dynamo=True, opset_version=OPSET, input_names=names,
+            output_names=["log_probs", "out_lengths"], dynamic_shapes=shapes, verbose=False)
+    return program.model_proto
+
+
+@contextlib.contextmanager
+def quiet_export():
+    """torch.onnx.export without its progress prints and warnings (the CLI's output stays
+    ours), its errors as one-line MhoErrors (its own error types carry pages of report)."""
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    with warnings.catch_warnings(), contextlib.redirect_stdout(quiet):
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         try:
-            program = torch.onnx.export(
-                twin, example, dynamo=True, opset_version=OPSET, input_names=names,
-                output_names=["log_probs", "out_lengths"], dynamic_shapes=shapes,
-                verbose=False)
-        except Exception as error:  # the exporter's own error types carry pages of report
+            yield
+        except Exception as error:
             raise MhoError(f"ONNX export failed: {str(error).splitlines()[0]}") from error
-    return program.model_proto
 
 
 def _finish(proto: onnx.ModelProto) -> None:
@@ -120,6 +137,9 @@ def export_onnx(
     `input`: "features" (log-mels + lengths) or "waveform" (log-mel front-end in the graph)."""
     if input not in INPUTS:
         raise MhoError(f"input must be one of {', '.join(INPUTS)}, got {input!r}")
+    if is_waveform_model(model) and input != "waveform":
+        raise MhoError("this model reads the waveform itself (wav2vec2-style): it has no "
+                       "log-mel input to export; use --input waveform")
     started = time.perf_counter()
     path = Path(path)
     proto = _trace(model, input)
@@ -159,7 +179,7 @@ def load_for_export(
     if path is None:
         raise MhoError(f"unknown model {name!r}: a shipped model name or a checkpoint path")
     model, payload = load_model(path)
-    quant = model.config.quant
+    quant = getattr(model.config, "quant", None)
     memristor, programming_seed = None, None
     if simulator is not None or chip is not None:
         if quant is None:
@@ -169,16 +189,24 @@ def load_for_export(
         else:
             model, report = map_to_crossbars(model, simulator, seed, progress=progress)
         memristor, programming_seed = report.config.to_dict(), report.seed
-    features = FeatureConfig()
+    if is_waveform_model(model):  # no log-mel features: one output frame per hop
+        from mho.models.transformer import SAMPLE_RATE
+
+        sample_rate, feature_config = SAMPLE_RATE, {}
+        frame_shift_ms, subsampling = 1000 * model.config.hop_samples / SAMPLE_RATE, 1
+    else:
+        features = FeatureConfig()
+        sample_rate, feature_config = features.sample_rate, dataclasses.asdict(features)
+        frame_shift_ms, subsampling = features.shift_ms, model.config.subsampling
     metadata = OnnxMetadata(
         model_type=payload["model_type"],
         model_name=name,
         input="features",
         vocabulary=list(payload["vocabulary"]),
-        sample_rate=features.sample_rate,
-        feature_config=dataclasses.asdict(features),
-        frame_shift_ms=features.shift_ms,
-        subsampling=model.config.subsampling,
+        sample_rate=sample_rate,
+        feature_config=feature_config,
+        frame_shift_ms=frame_shift_ms,
+        subsampling=subsampling,
         weight_bits=None if quant is None else quant.weight_bits,
         activation_bits=None if quant is None else quant.activation_bits,
         memristor=memristor,

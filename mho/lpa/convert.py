@@ -80,6 +80,10 @@ class Converter:
                  progress: Callable[[str, int, int], None] = lambda stage, step, total: None):
         self.payload, self.config, self.out_dir = teacher_payload, config, Path(out_dir)
         self.train, self.device, self.log, self.progress = train, device, log, progress
+        # the teacher's own attention modules, kept before any is replaced: co-adaptation
+        # targets are the teacher's layer outputs
+        self.teacher_attention = {i: copy.deepcopy(layer.attention).cpu()
+                                  for i, layer in enumerate(teacher.layers)}
         self.model = teacher.to(device)
         self.state = ConversionState(order=list(order))
         self.optimizer_state: dict | None = None
@@ -239,14 +243,7 @@ class Converter:
                           self.config.coadapt_lr, stop, loss_fn)
 
     def _teacher_attention(self, layer: int):
-        from mho.models.transformer import SelfAttention
-
-        config = self.payload["model_config"]
-        attention = SelfAttention(config["dim"], config["num_heads"], 0.0).to(self.device)
-        prefix = f"layers.{layer}.attention."
-        attention.load_state_dict({k[len(prefix):]: v.float() for k, v in
-                                   self.payload["state_dict"].items() if k.startswith(prefix)})
-        return attention.eval()
+        return copy.deepcopy(self.teacher_attention[layer]).to(self.device).eval()
 
     def _finetune(self, layer: int, stop) -> bool:
         self.model.train()

@@ -1,7 +1,9 @@
-"""Plots of the LPA studies: per-layer fit difficulty (the diagnostic sweep)."""
+"""Plots and tables of the LPA studies: per-layer fit difficulty (the diagnostic sweep),
+WER against replaced layers (the conversion)."""
 
 from pathlib import Path
 
+from mho.errors import MhoError
 from mho.lpa.diagnostic import LayerFit
 
 
@@ -26,6 +28,48 @@ def plot_sweep(fits: list[LayerFit], path: Path, *, title: str) -> None:
     axes.set_xticks(layers)
     axes.set_title(title, fontsize=10)
     axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def conversion_rows(cards: list[dict]) -> list[dict]:
+    """One row per wav2vec2-family model card: its conversion order ("naive" when the
+    replaced layers are 0..k-1 in that order, "mse" otherwise; the teacher, with none
+    replaced, starts both), depth and WER per (set, decoder)."""
+    rows = []
+    for card in cards:
+        order = card.get("lpa_order", card.get("lpa_layers"))
+        if order is None:
+            raise MhoError(f"{card['name']} is not a wav2vec2-family model card")
+        wer = {f"{r['data']} {r['decoder']}": r["wer"] for r in card.get("results", [])}
+        kinds = ["mse", "naive"] if not order else [
+            "naive" if order == list(range(len(order))) else "mse"]
+        rows += [{"name": card["name"], "order": kind, "depth": len(order), "layers": order,
+                  "wer": wer} for kind in kinds]
+    return sorted(rows, key=lambda r: (r["order"], r["depth"]))
+
+
+def plot_conversion(rows: list[dict], path: Path, *, num_layers: int) -> None:
+    """WER vs replaced layers, one panel per test set and decoder, MSE-ranked vs naive
+    order (the paper's Figure 2)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = sorted({key for row in rows for key in row["wer"]})
+    figure, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.2),
+                                squeeze=False)
+    for axis, panel in zip(axes[0], panels, strict=True):
+        for order, style in (("mse", "o-"), ("naive", "s--")):
+            points = [(r["depth"], r["wer"][panel]) for r in rows
+                      if r["order"] == order and panel in r["wer"]]
+            axis.plot(*zip(*points, strict=True), style,
+                      label="MSE-ranked" if order == "mse" else "naive (first to last)")
+        axis.set(title=panel, xlabel=f"layers replaced (of {num_layers})", ylabel="WER %")
+        axis.grid(True, alpha=0.3)
+    axes[0][0].legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)

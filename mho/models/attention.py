@@ -67,6 +67,7 @@ class RelPosSelfAttention(nn.Module):
         # Without linear_pos, sinusoids are shared by all heads (d_k wide); see module doc.
         shared_by_heads = source == "sinusoidal" and not self.uses_linear_pos
         encoding_dim = cfg.head_dim if shared_by_heads else cfg.dim
+        self.encoding_heads = 1 if shared_by_heads else cfg.num_heads  # a constant when traced
         if source == "sinusoidal":
             self.pos_encoding = SinusoidalRelativeEncoding(encoding_dim)
         elif source == "learnable":
@@ -87,8 +88,8 @@ class RelPosSelfAttention(nn.Module):
         encodings = self.pos_encoding(num_frames)  # [2T-1, D or d_k]
         if self.uses_linear_pos:
             encodings = self.linear_pos(encodings)  # [2T-1, D]
-        heads = encodings.shape[-1] // self.cfg.head_dim  # H, or 1 when shared by all heads
-        return encodings.reshape(2 * num_frames - 1, heads, self.cfg.head_dim).transpose(0, 1)
+        return encodings.reshape(2 * num_frames - 1, self.encoding_heads,
+                                 self.cfg.head_dim).transpose(0, 1)
 
     def split_heads(self, x: torch.Tensor) -> torch.Tensor:
         batch, num_frames, _ = x.shape

@@ -38,6 +38,7 @@ from mho.models.frontend import (
 )
 from mho.models.positional import PE_VARIANTS
 from mho.models.quant import QuantConfig, QuantLayer
+from mho.models.statistics import log_softmax
 
 VOCAB_SIZE = 41  # 39 ARPAbet phonemes + word boundary + CTC blank (index 0)
 
@@ -144,7 +145,7 @@ class ConformerCTC(nn.Module):
         mask = sequence_mask(lengths, x.shape[1])  # [B, T']
         for block in self.blocks:
             x = block(x, mask)  # [B, T', D]
-        return torch.log_softmax(self.ctc_head(x), dim=-1), lengths  # [B, T', V]
+        return log_softmax(self.ctc_head(x)), lengths  # [B, T', V]
 
     def enable_quantization(
         self, weight_bits: int = 8, config: QuantConfig | None = None

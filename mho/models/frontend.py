@@ -25,7 +25,7 @@ def sequence_mask(lengths: torch.Tensor, num_frames: int) -> torch.Tensor:
 
 def halved_length(lengths: torch.Tensor) -> torch.Tensor:
     """Frames out of a kernel 3 / stride 2 / padding 1 conv: floor((L + 2 - 3) / 2) + 1."""
-    return torch.div(lengths - 1, 2, rounding_mode="floor") + 1
+    return (lengths - (-1)) // 2  # = (L - 1) // 2 + 1 in ops Core ML keeps in integers
 
 
 def subsampled_lengths(lengths: torch.Tensor) -> torch.Tensor:
@@ -105,6 +105,6 @@ class ConvSubsampling(nn.Module):
             x = self.activation(conv(x))  # [B, C, T/2, F/2]
             lengths = halved_length(lengths)
             x = x.masked_fill(~sequence_mask(lengths, x.shape[2])[:, None, :, None], 0.0)
-        batch, channels, num_frames, frequencies = x.shape  # [B, C, T', F']
-        x = x.transpose(1, 2).reshape(batch, num_frames, channels * frequencies)  # [B, T', C F']
+        batch, _, num_frames, _ = x.shape  # [B, C, T', F']
+        x = x.transpose(1, 2).reshape(batch, num_frames, -1)  # [B, T', C F']
         return self.linear(x), lengths  # [B, T', D]

@@ -33,9 +33,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from mho.errors import ConfigError
+from mho.models.statistics import masked_moments
 
 EPSILON = 1e-4  # keeps empty windows (all gates ~0) finite; far below one frame's weight
 
@@ -118,53 +118,71 @@ class PulseAccumulator(nn.Module):
         valid = mask.to(x.dtype)  # [B, T]
         value = self.value(x) * valid[..., None]  # [B, T, D], padding zeroed
         value = value.reshape(batch, num_frames, heads, head_dim).transpose(1, 2)  # [B,H,T,d]
-        reads = []  # each [B, H, T, P_family, d]
-        if self.cfg.content_pulses:
-            reads.append(self._content_reads(x, value, valid))
-        positions = torch.arange(num_frames, device=x.device, dtype=x.dtype)  # [T]
-        if self.cfg.periodic_pulses:
-            reads.append(self._periodic_reads(value, valid, positions))
-        if self.cfg.basis_pulses:
-            reads.append(self._basis_reads(value, valid, positions))
-        reads = torch.cat(reads, dim=3)  # [B, H, T, P, d]
         logits = self.mixing(x).reshape(batch, num_frames, heads, self.cfg.num_pulses)
         weights = torch.softmax(logits, dim=-1).transpose(1, 2)  # [B, H, T, P]
-        mixed = (weights[..., None] * reads).sum(dim=3)  # [B, H, T, d]
+        content, periodic, basis = weights.split(
+            [self.cfg.content_pulses, self.cfg.periodic_pulses, self.cfg.basis_pulses], dim=-1)
+        # Each family adds sum_p w_p(t) r_p(t) for its pulses, contracted as it is made, so
+        # no [B, H, T, P, d] tensor of reads is ever built.
+        mixed = value.new_zeros(batch, heads, num_frames, head_dim)  # [B, H, T, d]
+        positions = torch.arange(num_frames, device=x.device, dtype=x.dtype)  # [T]
+        if self.cfg.content_pulses:
+            mixed = mixed + self._content_mix(x, value, valid, content)
+        if self.cfg.periodic_pulses:
+            mixed = mixed + self._periodic_mix(value, valid, positions, periodic)
+        if self.cfg.basis_pulses:
+            mixed = mixed + self._basis_mix(value, valid, basis)
         mixed = mixed.transpose(1, 2).reshape(batch, num_frames, self.cfg.dim)
         return self.dropout(self.out_proj(mixed))  # [B, T, D]
 
-    def _content_reads(self, x, value, valid) -> torch.Tensor:
-        """Mean of v over [t - a, t + 1 + b) by prefix-sum differences -> [B, H, T, Pc, d]."""
+    def _content_mix(self, x, value, valid, weights) -> torch.Tensor:
+        """Weighted means of v over [t - a, t + 1 + b), from prefix-sum differences
+        -> [B, H, T, d]; weights: [B, H, T, Pc]."""
         batch, heads, num_frames, head_dim = value.shape
         pulses = self.cfg.content_pulses
         context = self.extent_conv((x * valid[..., None]).transpose(1, 2)).transpose(1, 2)
         extents = self.cfg.max_extent * torch.sigmoid(self.extent(context))  # [B, T, H*Pc*2]
         extents = extents.reshape(batch, num_frames, heads, pulses, 2).permute(0, 2, 1, 3, 4)
-        if not self.training:
-            extents = extents.round()
-        t = torch.arange(num_frames, device=x.device, dtype=x.dtype)[:, None]  # [T, 1]
-        start = (t - extents[..., 0]).clamp(min=0)  # [B, H, T, Pc], fractional
+        if self.training:  # fractional edges, read by interpolating the prefix sums
+            t = torch.arange(num_frames, device=x.device, dtype=x.dtype)[:, None]  # [T, 1]
+            read = _interpolate
+        else:  # hard mode: whole frames, in integers (FP16 counts frames exactly to 2048 only)
+            extents = extents.round().long()
+            t = torch.arange(num_frames, device=x.device)[:, None]
+            read = _read_rows
+        start = (t - extents[..., 0]).clamp(min=0)  # [B, H, T, Pc]
         end = (t + 1 + extents[..., 1]).clamp(max=num_frames)
+        # Prefix sums of values centred on their utterance mean: a window sum is a difference
+        # of two prefix sums, and without the mean those grow with T, so FP16 differences of
+        # them (Core ML) would lose the window to cancellation.
+        mean, centred, _ = masked_moments(value, valid[:, None, :, None], dim=2)  # [B,H,1,d]
         zero = value.new_zeros(batch, heads, 1, head_dim)
-        sums = torch.cat([zero, value.cumsum(dim=2)], dim=2)  # [B, H, T+1, d]
+        sums = torch.cat([zero, centred.cumsum(dim=2)], dim=2)  # [B, H, T+1, d]
         counts = torch.cat([valid.new_zeros(batch, 1), valid.cumsum(dim=1)], dim=1)  # [B, T+1]
         counts = counts[:, None, :, None].expand(batch, heads, num_frames + 1, 1)
         prefix = torch.cat([sums, counts], dim=-1)  # [B, H, T+1, d+1]
-        window = _interpolate(prefix, end) - _interpolate(prefix, start)  # [B,H,T,Pc,d+1]
-        return window[..., :head_dim] / (window[..., head_dim:] + EPSILON)
+        window = read(prefix, end) - read(prefix, start)  # [B, H, T, Pc, d+1]
+        window_count = window[..., head_dim]  # [B, H, T, Pc] valid frames in each window
+        coefficients = weights / (window_count + EPSILON)  # [B, H, T, Pc]
+        # a broadcast product + sum: runtimes do T tiny [1, Pc] @ [Pc, d] matmuls slowly;
+        # the mean comes back with the weight each pulse gives a non-empty window
+        centred_mix = (coefficients[..., None] * window[..., :head_dim]).sum(dim=3)
+        filled = (coefficients * window_count).sum(dim=3, keepdim=True)  # [B, H, T, 1]
+        return centred_mix + filled * mean
 
-    def _periodic_reads(self, value, valid, positions) -> torch.Tensor:
-        """Global summaries under periodic gates -> [B, H, T, Pp, d]."""
+    def _periodic_mix(self, value, valid, positions, weights) -> torch.Tensor:
+        """Global summaries under periodic gates -> [B, H, T, d]; weights: [B, H, T, Pp]."""
         angle = 2 * math.pi * positions[None, :, None] / self.log_period.exp()[:, None, :]
         gates = self._gate(torch.cos(angle + self.phase[:, None, :])
                            - self.threshold[:, None, :])  # [H, T, Pp]
         gates = gates[None] * valid[:, None, :, None]  # [B, H, T, Pp]
-        summaries = torch.einsum("bhtp,bhtd->bhpd", gates, value)  # [B, H, Pp, d]
+        summaries = gates.transpose(2, 3) @ value  # [B, H, Pp, d]
         summaries = summaries / (gates.sum(dim=2)[..., None] + EPSILON)
-        return gates[..., None] * summaries[:, :, None]  # [B, H, T, Pp, d]
+        return (weights * gates) @ summaries  # [B, H, T, d]
 
-    def _basis_reads(self, value, valid, positions) -> torch.Tensor:
-        """Chunk-local summaries under positional bumps -> [B, H, T, Pb, d]."""
+    def _basis_mix(self, value, valid, weights) -> torch.Tensor:
+        """Chunk-local summaries under positional bumps -> [B, H, T, d]; weights:
+        [B, H, T, Pb]."""
         batch, heads, num_frames, head_dim = value.shape
         chunk = self.cfg.chunk
         padding = (chunk - num_frames % chunk) % chunk
@@ -172,28 +190,39 @@ class PulseAccumulator(nn.Module):
         offset = torch.arange(chunk, device=value.device, dtype=value.dtype)  # [K]
         distance = (offset[None, :, None] - self.basis_centre[:, None, :]) \
             / self.basis_log_width.exp()[:, None, :]  # [H, K, Pb]
-        gates = self._gate(1 - distance**2)  # [H, K, Pb]
-        value = F.pad(value, (0, 0, 0, padding)).reshape(batch, heads, chunks, chunk, head_dim)
-        valid = F.pad(valid, (0, padding)).reshape(batch, 1, chunks, chunk, 1)
-        weights = gates[None, :, None] * valid  # [B, H, C, K, Pb]
-        summaries = torch.einsum("bhckp,bhckd->bhcpd", weights, value)  # [B, H, C, Pb, d]
-        summaries = summaries / (weights.sum(dim=3)[..., None] + EPSILON)
-        reads = gates[None, :, None, :, :, None] * summaries[:, :, :, None]  # [B,H,C,K,Pb,d]
-        reads = reads.reshape(batch, heads, chunks * chunk, -1, head_dim)
-        return reads[:, :, :num_frames]  # [B, H, T, Pb, d]
+        gates = self._gate(1 - distance**2)[None, :, None]  # [1, H, 1, K, Pb]
+        value = _pad_frames(value, padding).reshape(batch, heads, chunks, chunk, head_dim)
+        valid = _pad_frames(valid, padding, dim=1).reshape(batch, 1, chunks, chunk, 1)
+        summed = gates * valid  # [B, H, C, K, Pb]
+        summaries = summed.transpose(3, 4) @ value  # [B, H, C, Pb, d]
+        summaries = summaries / (summed.sum(dim=3)[..., None] + EPSILON)
+        weights = _pad_frames(weights, padding).reshape(batch, heads, chunks, chunk, -1)
+        mixed = (weights * gates) @ summaries  # [B, H, C, K, d]
+        return mixed.reshape(batch, heads, chunks * chunk, head_dim)[:, :, :num_frames]
+
+
+def _pad_frames(x: torch.Tensor, padding: int, dim: int = 2) -> torch.Tensor:
+    """x with `padding` zero frames appended along `dim`: a concatenation, because Core ML
+    cannot pad a 2-D or larger tensor by an amount known only at run time."""
+    zeros = x.new_zeros(*x.shape[:dim], padding, *x.shape[dim + 1:])
+    return torch.cat([x, zeros], dim=dim)
+
+
+def _read_rows(prefix: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+    """prefix [B, H, L, C] at whole positions [B, H, T, P] (floats in 0..L-1) -> [B, H, T, P,
+    C]: one Gather of rows from the flattened prefix, not a GatherElements whose index is
+    broadcast over C (4x less index traffic, and the fastest gather runtimes have)."""
+    batch, heads, length, channels = prefix.shape
+    rows = torch.arange(batch * heads, device=prefix.device).reshape(batch, heads, 1, 1)
+    index = position.long() + rows * length  # [B, H, T, P]
+    rows_read = prefix.reshape(-1, channels).index_select(0, index.reshape(-1))  # ONNX Gather
+    return rows_read.reshape(*position.shape, channels)
 
 
 def _interpolate(prefix: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
-    """prefix [B, H, T+1, C] at fractional positions [B, H, T, P] in [0, T], linearly
+    """prefix [B, H, L, C] at fractional positions [B, H, T, P] in [0, L-1], linearly
     -> [B, H, T, P, C]: the integral of a piecewise-constant signal up to `position`."""
-    batch, heads, length, channels = prefix.shape
-    num_frames, pulses = position.shape[2], position.shape[3]
-    below = position.floor().clamp(max=length - 2)  # [B, H, T, P]
+    below = position.floor().clamp(max=prefix.shape[2] - 2)  # [B, H, T, P]
     fraction = (position - below)[..., None]  # [B, H, T, P, 1]
-    index = below.long().reshape(batch, heads, num_frames * pulses, 1)
-    index = index.expand(batch, heads, num_frames * pulses, channels)
-    lower = prefix.gather(2, index)  # [B, H, T*P, C]
-    upper = prefix.gather(2, index + 1)
-    lower = lower.reshape(batch, heads, num_frames, pulses, channels)
-    upper = upper.reshape(batch, heads, num_frames, pulses, channels)
-    return lower + fraction * (upper - lower)
+    lower = _read_rows(prefix, below)
+    return lower + fraction * (_read_rows(prefix, below + 1) - lower)

@@ -11,13 +11,19 @@ independent of what else is in the batch, and pre-LN trains from scratch without
 warm-up tricks post-LN needs. During training, spans of encoder frames are replaced by a
 learned vector (wav2vec2's time masking, the SpecAugment of waveform models).
 
+The config also describes Hugging Face's wav2vec2 variants (`mho.models.hf` converts them):
+wav2vec2-base's "group" conv norm and post-LN layers, conv biases, other conv stacks, even
+positional kernels and the feature extractor's utterance normalization. The defaults are
+the model above, so its checkpoints load unchanged.
+
 `lpa_layers` names the layers whose attention is a `PulseAccumulator`; the rest of each
 layer (norms, FF) is unchanged, so a converted model loads the teacher's weights.
 """
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -25,26 +31,41 @@ from torch.nn import functional as F
 
 from mho.errors import ConfigError
 from mho.models.lpa import PulseAccumulator, PulseAccumulatorConfig
+from mho.models.statistics import log_softmax, masked_moments
 
 VOCAB_SIZE = 41
 SAMPLE_RATE = 16_000  # Hz
-# (kernel, stride) of the waveform convs, wav2vec2's: 400-sample (25 ms) receptive field,
+# Kernels and strides of the waveform convs, wav2vec2's: 400-sample (25 ms) receptive field,
 # 320-sample (20 ms) hop.
-CONV_LAYERS = ((10, 5), (3, 2), (3, 2), (3, 2), (3, 2), (2, 2), (2, 2))
-HOP_SAMPLES = 320  # product of the strides
-RECEPTIVE_FIELD_SAMPLES = 400  # the shortest waveform that yields one frame
+CONV_KERNELS = (10, 3, 3, 3, 3, 2, 2)
+CONV_STRIDES = (5, 2, 2, 2, 2, 2, 2)
 
 
 @dataclass(frozen=True)
 class Wav2Vec2CTCConfig:
     vocab_size: int = VOCAB_SIZE  # CTC outputs; index 0 is the blank
     conv_channels: int = 128  # of every waveform conv (its cost leads at short lengths)
+    conv_kernels: tuple[int, ...] = CONV_KERNELS  # waveform convs, first to last
+    conv_strides: tuple[int, ...] = CONV_STRIDES
+    conv_bias: bool = False
+    # "layer": LayerNorm over channels after every conv; "group": a norm over time per
+    # channel (GroupNorm, one group per channel) after the first conv only (wav2vec2-base)
+    conv_norm: Literal["layer", "group"] = "layer"
+    # Utterance normalization of the waveform in forward: "mho" (x - mean) / (std + 1e-5);
+    # "hf" (x - mean) / sqrt(var + 1e-7), Hugging Face's feature extractor (do_normalize);
+    # "none": the waveform as given.
+    input_norm: Literal["mho", "hf", "none"] = "mho"
     dim: int = 192  # transformer dim D
     num_layers: int = 9
     num_heads: int = 4
     ff_dim: int = 768
-    pos_conv_kernel: int = 65  # conv positional embedding: 65 frames = 1.3 s
+    # conv positional embedding: 65 frames = 1.3 s (an even kernel's one extra output frame
+    # is dropped, as in wav2vec2)
+    pos_conv_kernel: int = 65
     pos_conv_groups: int = 16
+    # pre-LN layers, final_norm after them; False: post-LN layers (x = LN(x + f(x))) with
+    # final_norm before them (wav2vec2-base; Hugging Face's do_stable_layer_norm=False)
+    pre_norm: bool = True
     dropout: float = 0.1
     attention_dropout: float = 0.1
     mask_time_prob: float = 0.05  # training: fraction of frames starting a masked span
@@ -55,8 +76,14 @@ class Wav2Vec2CTCConfig:
     def __post_init__(self):
         if self.dim % self.num_heads or self.dim % self.pos_conv_groups:
             raise ConfigError(f"dim {self.dim} must divide by num_heads and pos_conv_groups")
-        if self.pos_conv_kernel % 2 == 0:
-            raise ConfigError(f"pos_conv_kernel must be odd, got {self.pos_conv_kernel}")
+        for name in ("conv_kernels", "conv_strides"):  # lists when read from a checkpoint
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if not self.conv_kernels or len(self.conv_kernels) != len(self.conv_strides):
+            raise ConfigError(f"conv_kernels {list(self.conv_kernels)} and conv_strides "
+                              f"{list(self.conv_strides)} must be as long, and not empty")
+        if self.conv_norm not in ("layer", "group") or self.input_norm not in ("mho", "hf", "none"):
+            raise ConfigError(f"unknown conv_norm {self.conv_norm!r} or input_norm "
+                              f"{self.input_norm!r}")
         object.__setattr__(self, "lpa_layers", tuple(sorted(set(self.lpa_layers))))
         if any(not 0 <= i < self.num_layers for i in self.lpa_layers):
             raise ConfigError(
@@ -69,8 +96,26 @@ class Wav2Vec2CTCConfig:
         except TypeError as error:
             raise ConfigError(f"lpa settings: {error}") from None
 
+    @property
+    def hop_samples(self) -> int:
+        """Waveform samples per encoder frame: the product of the strides."""
+        return math.prod(self.conv_strides)
+
+    @property
+    def receptive_field_samples(self) -> int:
+        """The shortest waveform that yields one frame."""
+        field, hop = 1, 1
+        for kernel, stride in zip(self.conv_kernels, self.conv_strides, strict=True):
+            field, hop = field + (kernel - 1) * hop, hop * stride
+        return field
+
     def to_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "lpa_layers": list(self.lpa_layers)}
+        return {key: list(value) if isinstance(value, tuple) else value
+                for key, value in dataclasses.asdict(self).items()}
+
+
+HOP_SAMPLES = Wav2Vec2CTCConfig().hop_samples  # 320 (20 ms)
+RECEPTIVE_FIELD_SAMPLES = Wav2Vec2CTCConfig().receptive_field_samples  # 400 (25 ms)
 
 
 SIZE_PRESETS: dict[str, dict[str, Any]] = {
@@ -88,11 +133,19 @@ def wav2vec2_config(size: str = "small", **overrides: Any) -> Wav2Vec2CTCConfig:
     return Wav2Vec2CTCConfig(**{**SIZE_PRESETS[size], **overrides})
 
 
-def output_lengths(samples: torch.Tensor) -> torch.Tensor:
-    """Frames out of the waveform encoder for [B] sample counts (0 below 400 samples)."""
-    for kernel, stride in CONV_LAYERS:
-        samples = torch.div(samples - kernel, stride, rounding_mode="floor") + 1
-    return samples.clamp(min=0)
+def output_lengths(samples: torch.Tensor, config: Wav2Vec2CTCConfig | None = None
+                   ) -> torch.Tensor:
+    """Frames out of the waveform encoder of `config` (default: the default convs) for [B]
+    sample counts (0 below the receptive field).
+
+    A stack of unpadded convs yields frame j exactly when j * hop + receptive field <= n,
+    so the count is floor((n - field) / hop) + 1: one subtraction and one floor division,
+    which a Core ML program keeps in integers (per-layer floors went through FP16 there and
+    lost a frame past 65,504 samples)."""
+    config = config or Wav2Vec2CTCConfig()
+    hop, field = config.hop_samples, config.receptive_field_samples
+    samples = (samples - (field - hop)) // hop
+    return samples.maximum(torch.zeros_like(samples))  # not clamp: Core ML clips floats
 
 
 class ChannelNorm(nn.LayerNorm):
@@ -102,20 +155,42 @@ class ChannelNorm(nn.LayerNorm):
         return super().forward(x.transpose(1, 2)).transpose(1, 2)
 
 
-class WaveformEncoder(nn.Module):
-    """[B, S] -> [B, T, C]: conv / LayerNorm / GELU, seven times."""
+class TimeNorm(nn.GroupNorm):
+    """GroupNorm with one group per channel of a [B, C, T] conv activation: statistics over
+    time, taken over each utterance's valid frames only, so padding changes nothing."""
 
     def __init__(self, channels: int):
+        super().__init__(channels, channels)
+
+    def forward(self, x: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        valid = (torch.arange(x.shape[2], device=x.device) < frames[:, None])[:, None]  # [B,1,T]
+        mean, _, var = masked_moments(x, valid.to(x.dtype), dim=2)  # [B, C, 1]
+        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight[:, None] + self.bias[:, None]
+
+
+class WaveformEncoder(nn.Module):
+    """[B, S], lengths [B] -> [B, T, C]: conv / norm / GELU per conv of the config (the norm
+    is nn.Identity after all but the first conv in the "group" variant)."""
+
+    def __init__(self, config: Wav2Vec2CTCConfig):
         super().__init__()
-        layers, previous = [], 1
-        for kernel, stride in CONV_LAYERS:
-            layers += [nn.Conv1d(previous, channels, kernel, stride, bias=False),
-                       ChannelNorm(channels), nn.GELU()]
+        layers, previous, channels = [], 1, config.conv_channels
+        convs = zip(config.conv_kernels, config.conv_strides, strict=True)
+        for i, (kernel, stride) in enumerate(convs):
+            norm = (ChannelNorm(channels) if config.conv_norm == "layer" else
+                    TimeNorm(channels) if i == 0 else nn.Identity())
+            layers += [nn.Conv1d(previous, channels, kernel, stride, bias=config.conv_bias),
+                       norm, nn.GELU()]
             previous = channels
         self.layers = nn.Sequential(*layers)
 
-    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        return self.layers(waveform[:, None, :]).transpose(1, 2)  # [B, T, C]
+    def forward(self, waveform: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        x, frames = waveform[:, None, :], lengths  # [B, 1, S], [B]
+        for conv, norm, activation in zip(*[iter(self.layers)] * 3, strict=True):
+            x = conv(x)
+            frames = (frames - (conv.kernel_size[0] - conv.stride[0])) // conv.stride[0]
+            x = activation(norm(x, frames) if isinstance(norm, TimeNorm) else norm(x))
+        return x.transpose(1, 2)  # [B, T, C]
 
 
 class SelfAttention(nn.Module):
@@ -147,10 +222,12 @@ class FeedForward(nn.Sequential):
 
 
 class EncoderLayer(nn.Module):
-    """x + attention(LN(x)), then x + FF(LN(x)); attention may be a PulseAccumulator."""
+    """x + attention(LN(x)), then x + FF(LN(x)); post-LN: x = LN(x + attention(x)), then
+    LN(x + FF(x)). The attention may be a PulseAccumulator."""
 
     def __init__(self, config: Wav2Vec2CTCConfig, lpa: bool):
         super().__init__()
+        self.pre_norm = config.pre_norm
         self.attention_norm = nn.LayerNorm(config.dim)
         self.attention = (PulseAccumulator(config.lpa_config()) if lpa else
                           SelfAttention(config.dim, config.num_heads, config.attention_dropout))
@@ -159,8 +236,11 @@ class EncoderLayer(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        x = x + self.dropout(self.attention(self.attention_norm(x), mask))  # [B, T, D]
-        return x + self.dropout(self.feed_forward(self.ff_norm(x)))
+        if self.pre_norm:
+            x = x + self.dropout(self.attention(self.attention_norm(x), mask))  # [B, T, D]
+            return x + self.dropout(self.feed_forward(self.ff_norm(x)))
+        x = self.attention_norm(x + self.dropout(self.attention(x, mask)))
+        return self.ff_norm(x + self.dropout(self.feed_forward(x)))
 
 
 class Wav2Vec2CTC(nn.Module):
@@ -171,7 +251,7 @@ class Wav2Vec2CTC(nn.Module):
     def __init__(self, config: Wav2Vec2CTCConfig = Wav2Vec2CTCConfig()):
         super().__init__()
         self.config = config
-        self.encoder = WaveformEncoder(config.conv_channels)
+        self.encoder = WaveformEncoder(config)
         self.projection_norm = nn.LayerNorm(config.conv_channels)
         self.projection = nn.Linear(config.conv_channels, config.dim)
         self.masked_frame = nn.Parameter(torch.rand(config.dim))
@@ -180,33 +260,43 @@ class Wav2Vec2CTC(nn.Module):
                                   groups=config.pos_conv_groups)
         self.layers = nn.ModuleList(EncoderLayer(config, i in config.lpa_layers)
                                     for i in range(config.num_layers))
-        self.final_norm = nn.LayerNorm(config.dim)
+        self.final_norm = nn.LayerNorm(config.dim)  # post-LN: before the layers
         self.ctc_head = nn.Linear(config.dim, config.vocab_size)
         self.dropout = nn.Dropout(config.dropout)
 
-    output_lengths = staticmethod(output_lengths)
+    def output_lengths(self, samples: torch.Tensor) -> torch.Tensor:
+        return output_lengths(samples, self.config)
 
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """waveform: [B, S] 16 kHz; lengths: [B] valid samples (>= 400) -> log_probs
-        [B, T, V], frames [B]; frames past `frames` are padding."""
-        samples = torch.arange(waveform.shape[1], device=waveform.device)[None, :]
-        valid = (samples < lengths[:, None]).to(waveform.dtype)  # [B, S]
-        mean = (waveform * valid).sum(1, keepdim=True) / lengths[:, None]
-        centred = (waveform - mean) * valid
-        std = ((centred**2).sum(1, keepdim=True) / lengths[:, None]).sqrt()
-        x = self.encoder(centred / (std + 1e-5))  # [B, T, C]
-        frames = output_lengths(lengths)
+        """waveform: [B, S] 16 kHz; lengths: [B] valid samples (>= the receptive field, 400)
+        -> log_probs [B, T, V], frames [B]; frames past `frames` are padding."""
+        x = self.encoder(self._normalize(waveform, lengths), lengths)  # [B, T, C]
+        frames = self.output_lengths(lengths)
         mask = torch.arange(x.shape[1], device=x.device)[None, :] < frames[:, None]  # [B, T]
         x = self.projection(self.projection_norm(x))  # [B, T, D]
         if self.training and self.config.mask_time_prob > 0:
             x = torch.where(self._time_mask(mask)[..., None], self.masked_frame, x)
         x = x * mask[..., None]  # padding zeroed: the positional conv sees zeros either way
-        x = x + F.gelu(self.pos_conv(x.transpose(1, 2))).transpose(1, 2)
-        x = self.dropout(x)
+        position = self.pos_conv(x.transpose(1, 2))[..., : x.shape[1]]  # even kernel: T + 1
+        x = x + F.gelu(position).transpose(1, 2)
+        x = self.dropout(x if self.config.pre_norm else self.final_norm(x))
         for layer in self.layers:
             x = layer(x, mask)  # [B, T, D]
-        return torch.log_softmax(self.ctc_head(self.final_norm(x)), dim=-1), frames
+        if self.config.pre_norm:
+            x = self.final_norm(x)
+        return log_softmax(self.ctc_head(x)), frames
+
+    def _normalize(self, waveform: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Zero mean, unit variance over each utterance's valid samples; padding zeroed."""
+        samples = torch.arange(waveform.shape[1], device=waveform.device)[None, :]
+        valid = (samples < lengths[:, None]).to(waveform.dtype)  # [B, S]
+        if self.config.input_norm == "none":
+            return waveform * valid
+        mean, centred, var = masked_moments(waveform, valid, dim=1)  # [B, 1], [B, S], [B, 1]
+        if self.config.input_norm == "hf":
+            return centred / (var + 1e-7).sqrt()
+        return centred / (var.sqrt() + 1e-5)
 
     def _time_mask(self, mask: torch.Tensor) -> torch.Tensor:
         """[B, T] bool: spans of `mask_time_length` frames starting at random frames."""

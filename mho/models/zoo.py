@@ -3,8 +3,10 @@
 Shipped checkpoints are packed small: the weights of quantized layers (about 95% of the
 parameters) as int8 integers plus one float scale, exactly what QAT computes with; the
 rest (norms, biases, attention biases, observer statistics) stays fp32, because fp16 there
-moves activations across 8-bit quantization steps; float models (wav2vec2 / LPA) as fp16;
-no optimizer state.
+moves activations across 8-bit quantization steps. Float models (wav2vec2 / LPA) store their
+matrices (Linear and Conv weights) as int8 with one scale per output channel and the rest as
+fp16: half the size of fp16, and their cards are scored on exactly these weights. No
+optimizer state.
 """
 
 import json
@@ -41,11 +43,12 @@ def model_card(name: str) -> dict[str, Any]:
 
 
 def checkpoint_path(spec: str) -> Path | None:
-    """The checkpoint file ``spec`` names (shipped name or path), or None if it names none."""
+    """The checkpoint ``spec`` names (shipped name, checkpoint path or a Hugging Face model
+    directory), or None if it names none."""
     if spec in shipped_models():
         return MODEL_DIR / f"{spec}.pt"
     path = Path(spec)
-    return path if path.suffix == ".pt" or path.is_file() else None
+    return path if path.suffix == ".pt" or path.is_file() or path.is_dir() else None
 
 
 def build_model(payload: dict[str, Any]) -> torch.nn.Module:
@@ -64,7 +67,12 @@ def build_model(payload: dict[str, Any]) -> torch.nn.Module:
 
 
 def load_model(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuild a model from a training or packed checkpoint, in eval mode."""
+    """Rebuild a model from a training or packed checkpoint, in eval mode; a directory is a
+    Hugging Face wav2vec2 CTC model, converted (see :mod:`mho.models.hf`)."""
+    if Path(path).is_dir():
+        from mho.models.hf import load_hf_wav2vec2
+
+        return load_hf_wav2vec2(Path(path))
     payload = load_checkpoint(path)
     model = build_model(payload)
     state = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
@@ -99,18 +107,36 @@ def training_summary(payload: dict[str, Any]) -> dict[str, Any]:
 def pack_model(model: torch.nn.Module, payload: dict[str, Any], target: Path) -> int:
     """Write a loaded model (and its checkpoint's ``payload``) in shipping form to ``target``;
     returns the file size in bytes."""
-    quantized = model.quantized_layers() if getattr(model.config, "quant", None) else {}
-    weight_keys = {f"{name}.weight" for name in quantized}
-    state = {k: v for k, v in model.state_dict().items() if k not in weight_keys}
-    if not quantized:  # float models: fp16 (no 8-bit grid for rounding to move values across)
-        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    if getattr(model.config, "quant", None):
+        quantized = model.quantized_layers()
+        integers = {n: q.integer_weight().to(torch.int8) for n, q in quantized.items()}
+        scales = {n: q.weight_scale for n, q in quantized.items()}
+        state = {k: v for k, v in model.state_dict().items()
+                 if k.removesuffix(".weight") not in quantized}
+    else:
+        integers, scales, state = _pack_float(model)
     save_checkpoint(target, {
         "model_type": payload["model_type"],
         "model_config": payload["model_config"],
         "vocabulary": payload["vocabulary"],
         "metadata": {**payload["metadata"], "summary": training_summary(payload)},
         "state_dict": state,
-        "integer_weights": {n: q.integer_weight().to(torch.int8) for n, q in quantized.items()},
-        "weight_scales": {n: q.weight_scale for n, q in quantized.items()},
+        "integer_weights": integers,
+        "weight_scales": scales,
     })
     return target.stat().st_size
+
+
+def _pack_float(model: torch.nn.Module) -> tuple[dict, dict, dict]:
+    """(int8 matrices, their per-output-channel scales [O, 1, ...], fp16 rest) of a float
+    model, keyed like `pack_model`'s payload."""
+    integers, scales, state = {}, {}, {}
+    for key, value in model.state_dict().items():
+        name = key.removesuffix(".weight")
+        if key.endswith(".weight") and value.dim() >= 2:
+            peak = value.abs().amax(dim=tuple(range(1, value.dim())), keepdim=True)  # [O, 1..]
+            scales[name] = peak.clamp(min=1e-12) / 127
+            integers[name] = torch.round(value / scales[name]).to(torch.int8)
+        else:
+            state[key] = value.half() if value.is_floating_point() else value
+    return integers, scales, state

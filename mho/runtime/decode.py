@@ -12,6 +12,8 @@ cares which one runs.
   *between* words, so one synthetic "|" frame is appended before decoding: it closes the
   last word and costs nothing (log-prob 0). This makes "|" a hard word separator, as in the
   training labels, instead of letting the search split or merge phone groups freely.
+- :class:`CharacterDecoder`: greedy over a character vocabulary (Hugging Face wav2vec2 CTC
+  models): best token per frame, CTC collapse, "|" between words, lowercase.
 
 Neither decoder is thread-safe (the beam decoder keeps search state); use one per thread.
 """
@@ -19,7 +21,7 @@ Neither decoder is thread-safe (the beam decoder keeps search state); use one pe
 import itertools
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,7 +73,7 @@ def _to_numpy(emissions: Any) -> np.ndarray:
     return np.asarray(emissions)
 
 
-def _as_emissions(emissions: Any, vocabulary: Vocabulary) -> np.ndarray:
+def _as_emissions(emissions: Any, vocabulary: Sized) -> np.ndarray:
     """-> C-contiguous float32 ``[T, V]`` (flashlight reads the raw buffer)."""
     array = _to_numpy(emissions)
     if array.ndim != 2 or array.shape[1] != len(vocabulary):
@@ -323,6 +325,27 @@ class LexiconBeamDecoder(Decoder):
         return Hypothesis(words=words, phones=phones, score=float(best.score))
 
 
+class CharacterDecoder(Decoder):
+    """Greedy CTC over characters: best token per frame, repeats merged, the blank (id 0)
+    and special tokens ("<s>", "[UNK]") dropped, "|" between words, lowercase."""
+
+    def __init__(self, tokens: Sequence[str]) -> None:
+        self.tokens = tuple(tokens)
+
+    def search(self, emissions: Any) -> Hypothesis:
+        logp = _as_emissions(emissions, self.tokens)  # [T, V]
+        best = logp.argmax(axis=1)  # [T]
+        kept = tuple(token for token in (self.tokens[i] for i, _ in itertools.groupby(best)
+                                         if i != 0) if not _special(token))
+        words = tuple("".join(kept).replace(BOUNDARY, " ").lower().split())
+        score = float(logp[np.arange(len(best)), best].sum())
+        return Hypothesis(words=words, phones=kept, score=score)
+
+
+def _special(token: str) -> bool:
+    return len(token) > 2 and token[0] + token[-1] in ("<>", "[]")
+
+
 def _decoding_lexicon(word_counts: Mapping[str, int], open_vocabulary: bool) -> Lexicon:
     """All of CMUdict, or only the words the LM was trained on.
 
@@ -342,10 +365,20 @@ def load_decoder(
     directory: str | Path = LM_ASSETS,
     options: BeamOptions = BeamOptions(),
     open_vocabulary: bool = True,
+    tokens: Sequence[str] | None = None,
 ) -> Decoder:
-    """``"greedy"`` or ``"lm"`` (lexicon + LM beam search), from the shipped LM assets."""
+    """``"greedy"`` or ``"lm"`` (lexicon + LM beam search), from the shipped LM assets.
+
+    ``tokens``: the model's outputs. Other than mho's phones (a Hugging Face model's
+    characters), "greedy" decodes characters and "lm" is refused."""
+    characters = tokens is not None and tuple(tokens) != PHONE_VOCABULARY.tokens
     if kind == "greedy":
+        if characters:
+            return CharacterDecoder(tokens)
         return GreedyDecoder.from_assets(directory, open_vocabulary)
     if kind == "lm":
+        if characters:
+            raise MhoError("the model outputs characters, not mho's phones: decode it with "
+                           "--decoder greedy (the LM decoder spells words in phones)")
         return LexiconBeamDecoder.from_assets(directory, options, open_vocabulary)
     raise MhoError(f"unknown decoder {kind!r}: choose 'greedy' or 'lm'")

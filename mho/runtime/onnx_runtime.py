@@ -45,7 +45,7 @@ class OnnxSession:
             raise MhoError(f"unknown ONNX runtime {runtime!r}; choose from {choices}")
         self.metadata: OnnxMetadata = self.metadata_of(path)
         self.runtime = runtime
-        self.features = FeatureConfig(**self.metadata.feature_config)
+        self.features = FeatureConfig(**self.metadata.feature_config)  # {}: unused defaults
         self.input_names = ["waveform", "samples"] if self.metadata.input == "waveform" else [
             "features", "lengths"]
         try:

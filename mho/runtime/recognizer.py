@@ -21,9 +21,11 @@ PEER_RECOGNIZERS = ("pocketsphinx",)
 def load_recognizer(
     name: str, *, decoder: str = "lm", runtime: str | None = None, threads: int | None = None
 ) -> Recognizer:
-    """A peer recognizer, a shipped model, a checkpoint path or an exported .onnx file, with
-    the chosen decoder. runtime: "torch" for models and checkpoints; "ort" (default) or
-    "onnx-ref" for .onnx files. threads: onnxruntime's intra-op threads (default: all)."""
+    """A peer recognizer, a shipped model, a checkpoint path, a Hugging Face wav2vec2 CTC
+    model directory, an exported .onnx file or .mlpackage, with the chosen decoder (character
+    models: greedy only). runtime: "torch" for models and checkpoints; "ort" (default) or
+    "onnx-ref" for .onnx files; "coreml" for .mlpackage (Core ML on macOS, its ML program on
+    numpy elsewhere). threads: onnxruntime's intra-op threads (default: all)."""
     from mho.errors import MhoError
     from mho.models.zoo import checkpoint_path, shipped_models
     from mho.runtime.decode import load_decoder
@@ -34,13 +36,19 @@ def load_recognizer(
         if runtime not in (None, "ort", "onnx-ref"):
             raise MhoError(f"{name} is an ONNX file: run it with --runtime ort or onnx-ref")
         session = OnnxSession(name, runtime or "ort", threads)
-        search = load_decoder(decoder)
-        if session.metadata.vocabulary != list(search.vocabulary.tokens):
-            raise MhoError(f"{name} outputs another vocabulary than mho's decoders "
-                           f"({len(session.metadata.vocabulary)} tokens)")
+        search = load_decoder(decoder, tokens=session.metadata.vocabulary)
         return OnnxRecognizer(name, session, search, decoder)
+    if name.rstrip("/").endswith(".mlpackage"):
+        from mho.runtime.coreml_runtime import CoreMLRecognizer, CoreMLSession
+
+        if runtime not in (None, "coreml"):
+            raise MhoError(f"{name} is a Core ML package: it runs on --runtime coreml")
+        session = CoreMLSession(name)
+        search = load_decoder(decoder, tokens=session.metadata.vocabulary)
+        return CoreMLRecognizer(name, session, search, decoder)
     if runtime not in (None, "torch"):
-        raise MhoError(f"--runtime {runtime} runs exported .onnx files; {name} runs in torch")
+        raise MhoError(f"--runtime {runtime} runs exported .onnx or .mlpackage files; {name} "
+                       f"runs in torch")
     if name == "pocketsphinx":
         from mho.runtime.pocketsphinx import PocketsphinxRecognizer
 
@@ -48,10 +56,11 @@ def load_recognizer(
     path = checkpoint_path(name)
     if path is None:
         available = ", ".join([*PEER_RECOGNIZERS, *shipped_models()])
-        raise MhoError(f"unknown model {name!r}; available: {available}, a checkpoint path "
-                       f"or an exported .onnx file")
+        raise MhoError(f"unknown model {name!r}; available: {available}, a checkpoint path, "
+                       f"a Hugging Face model directory or an exported .onnx file")
     from mho.models.zoo import load_model
     from mho.runtime.torch_runtime import TorchRecognizer
 
-    model, _ = load_model(path)
-    return TorchRecognizer(name, model, load_decoder(decoder), decoder)
+    model, payload = load_model(path)
+    search = load_decoder(decoder, tokens=payload.get("vocabulary"))
+    return TorchRecognizer(name, model, search, decoder)

@@ -16,7 +16,7 @@ from mho.runtime.onnx_runtime import ONNX_RUNTIMES, OnnxRecognizer, OnnxSession
 from mho.runtime.torch_runtime import TorchRecognizer
 
 LogProbs = Callable[[np.ndarray], np.ndarray]
-RUNTIMES = ("torch", *ONNX_RUNTIMES)
+RUNTIMES = ("torch", *ONNX_RUNTIMES, "coreml")
 
 
 def torch_model_of_file(model: str, onnx_file: Path):
@@ -38,6 +38,7 @@ def parity_runtimes(
     runtimes: list[str],
     *,
     onnx_file: Path | None = None,
+    coreml_file: Path | None = None,
     simulator=None,  # SimulatorConfig: export a memristor model (no onnx_file)
     seed: int = 0,
     chip: Path | None = None,
@@ -46,15 +47,19 @@ def parity_runtimes(
     progress: bool = False,
     threads: int | None = None,
 ) -> tuple[LogProbs, dict[str, LogProbs], Decoder]:
-    """torch's log-probs callable, the other runtimes' by name, and the decoder. Without
-    `onnx_file` the model is exported into `scratch` first, from the very torch model that is
-    the reference (the same chip)."""
+    """torch's log-probs callable, the other runtimes' by name, and the decoder. Files not
+    given are exported into `scratch` first (model.onnx, model.mlpackage), from the very
+    torch model that is the reference (the same chip)."""
     unknown = [r for r in runtimes if r not in RUNTIMES]
     if unknown or "torch" not in runtimes or len(runtimes) < 2:
         raise MhoError(f"--runtimes: torch (the reference) and at least one of "
-                       f"{', '.join(ONNX_RUNTIMES)}; got {','.join(runtimes)}")
+                       f"{', '.join(RUNTIMES[1:])}; got {','.join(runtimes)}")
     from mho.exporter.onnx import export_onnx, load_for_export
 
+    onnx_runtimes = [r for r in runtimes if r in ONNX_RUNTIMES]
+    if "coreml" in runtimes and (simulator is not None or chip is not None):
+        raise MhoError("Core ML runs digital models only (a crossbar read has no Core ML op); "
+                       "check memristor models with torch, ort and onnx-ref")
     if onnx_file is not None:
         if simulator is not None or chip is not None:
             raise MhoError("--onnx files carry their own chip and settings; drop the "
@@ -62,13 +67,22 @@ def parity_runtimes(
         torch_model = torch_model_of_file(model, onnx_file)
     else:
         torch_model, metadata = load_for_export(model, simulator, seed, chip, progress=progress)
-        onnx_file = scratch / "model.onnx"
-        export_onnx(torch_model, onnx_file, metadata, input="waveform")
+        if onnx_runtimes:
+            onnx_file = scratch / "model.onnx"
+            export_onnx(torch_model, onnx_file, metadata, input="waveform")
     search = load_decoder(decoder)
     reference = TorchRecognizer(model, torch_model, search, decoder)
     others = {
         runtime: OnnxRecognizer(model, OnnxSession(onnx_file, runtime, threads), search,
                                 decoder).log_probs
-        for runtime in runtimes if runtime != "torch"
+        for runtime in onnx_runtimes
     }
+    if "coreml" in runtimes:
+        from mho.exporter.coreml import export_coreml
+        from mho.runtime.coreml_runtime import CoreMLSession
+
+        if coreml_file is None:
+            coreml_file = scratch / "model.mlpackage"
+            export_coreml(torch_model, coreml_file, load_for_export(model)[1])
+        others["coreml"] = CoreMLSession(coreml_file)
     return lambda waveform: reference.log_probs(waveform).numpy(), others, search

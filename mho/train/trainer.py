@@ -196,8 +196,11 @@ class Trainer:
         payload = load_checkpoint(path, model_type=self.model_type)
         if "state_dict" not in payload or "integer_weights" in payload:
             raise MhoError(f"{path} is not a training checkpoint (train from a float run)")
+        from mho.models.zoo import build_model
+
+        # through the config class: older checkpoints lack fields added since, at defaults
         ours = {**self.model.config.to_dict(), "quant": None}
-        theirs = {**payload["model_config"], "quant": None}
+        theirs = {**build_model(payload).config.to_dict(), "quant": None}
         if ours != theirs:
             differing = sorted(k for k in ours if ours[k] != theirs.get(k))
             raise MhoError(f"{path} holds another architecture (differs in {differing})")

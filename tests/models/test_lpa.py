@@ -1,6 +1,9 @@
 """PulseAccumulator: contract, masking, hard gates, the content window against a naive
 reference, linear growth, and export as standard ONNX ops."""
 
+import itertools
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -52,7 +55,9 @@ def test_content_window_is_the_mean_over_its_extent():
     valid = torch.ones(1, 30)
     with torch.no_grad():
         value = module.value(x).reshape(1, 30, 4, 8).transpose(1, 2)  # [1, H, T, d]
-        reads = module._content_reads(x, value, valid)  # [1, H, T, Pc, d]
+        pulses = module.cfg.content_pulses
+        one_hot = torch.eye(pulses)[:, None, None, None, :].expand(pulses, 1, 4, 30, pulses)
+        reads = torch.stack([module._content_mix(x, value, valid, w) for w in one_hot], dim=3)
         context = module.extent_conv(x.transpose(1, 2)).transpose(1, 2)
         extents = (module.cfg.max_extent * torch.sigmoid(module.extent(context))).round()
         extents = extents.reshape(1, 30, 4, module.cfg.content_pulses, 2)
@@ -63,6 +68,74 @@ def test_content_window_is_the_mean_over_its_extent():
                 end = min(30, t + 1 + int(extents[0, t, h, p, 1]))
                 expected = value[0, h, start:end].mean(dim=0)
                 torch.testing.assert_close(reads[0, h, t, p], expected, atol=1e-4, rtol=1e-3)
+
+
+def reference_forward(module: PulseAccumulator, x: torch.Tensor, mask: torch.Tensor):
+    """The LPA's equations written plainly: every pulse's read r_p(t) built as a tensor
+    [B, H, T, P, d], then mixed; content windows by an explicit loop over frames."""
+    cfg, hard = module.cfg, not module.training
+    batch, frames, _ = x.shape
+    heads, d = cfg.num_heads, cfg.head_dim
+    valid = mask.to(x.dtype)
+
+    def gate(argument):
+        return (argument > 0).float() if hard else torch.sigmoid(module.temperature * argument)
+
+    value = (module.value(x) * valid[..., None]).reshape(batch, frames, heads, d).transpose(1, 2)
+    context = module.extent_conv((x * valid[..., None]).transpose(1, 2)).transpose(1, 2)
+    extents = cfg.max_extent * torch.sigmoid(module.extent(context))
+    extents = extents.reshape(batch, frames, heads, cfg.content_pulses, 2)
+    extents = extents.round() if hard else extents
+    content = torch.zeros(batch, heads, frames, cfg.content_pulses, d)
+    position = torch.arange(frames + 1, dtype=x.dtype)
+    for b, h, t, p in itertools.product(range(batch), range(heads), range(frames),
+                                        range(cfg.content_pulses)):
+        start = max(0.0, t - float(extents[b, t, h, p, 0]))
+        end = min(float(frames), t + 1 + float(extents[b, t, h, p, 1]))
+        # overlap of each frame [s, s + 1) with [start, end): fractional at the edges
+        cover = ((position[1:].clamp(max=end) - position[:-1].clamp(min=start)).clamp(min=0)
+                 * valid[b])
+        content[b, h, t, p] = cover @ value[b, h] / (cover.sum() + 1e-4)
+    t = torch.arange(frames, dtype=x.dtype)
+    angle = 2 * math.pi * t[None, :, None] / module.log_period.exp()[:, None, :]
+    periodic = gate(torch.cos(angle + module.phase[:, None, :]) - module.threshold[:, None, :])
+    periodic = periodic[None] * valid[:, None, :, None]  # [B, H, T, Pp]
+    summaries = torch.einsum("bhtp,bhtd->bhpd", periodic, value)
+    summaries = summaries / (periodic.sum(2)[..., None] + 1e-4)
+    periodic_reads = periodic[..., None] * summaries[:, :, None]
+    offset = t % cfg.chunk
+    basis = gate(1 - ((offset[None, :, None] - module.basis_centre[:, None, :])
+                      / module.basis_log_width.exp()[:, None, :]) ** 2)  # [H, T, Pb]
+    chunk_of = torch.div(t, cfg.chunk, rounding_mode="floor").long()
+    basis_reads = torch.zeros(batch, heads, frames, cfg.basis_pulses, d)
+    for c in chunk_of.unique():
+        inside = chunk_of == c
+        g = basis[None, :, inside] * valid[:, None, inside, None]  # [B, H, K, Pb]
+        chunk_summary = torch.einsum("bhkp,bhkd->bhpd", g, value[:, :, inside])
+        chunk_summary = chunk_summary / (g.sum(2)[..., None] + 1e-4)
+        basis_reads[:, :, inside] = basis[None, :, inside, :, None] * chunk_summary[:, :, None]
+    reads = torch.cat([content, periodic_reads, basis_reads], dim=3)  # [B, H, T, P, d]
+    weights = torch.softmax(module.mixing(x).reshape(batch, frames, heads, -1), -1)
+    mixed = (weights.transpose(1, 2)[..., None] * reads).sum(3)
+    return module.out_proj(mixed.transpose(1, 2).reshape(batch, frames, cfg.dim))
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_forward_matches_the_plain_equations(training):
+    """Soft (training, temperature 3) and hard (eval) modes against reference_forward, with
+    padding and a length that is not a multiple of the chunk."""
+    torch.manual_seed(1)
+    module = make()
+    module.train(training)
+    module.temperature.fill_(3.0)
+    with torch.no_grad():  # extents away from zero, so windows vary per frame and pulse
+        module.extent.weight.normal_(0, 0.5)
+    x = torch.randn(2, 21, 32)
+    mask = torch.arange(21)[None] < torch.tensor([[21], [13]])
+    with torch.no_grad():
+        expected = reference_forward(module, x, mask)
+        got = module(x, mask)
+    torch.testing.assert_close(got[mask], expected[mask], atol=1e-5, rtol=1e-4)
 
 
 class LargestTensor(TorchDispatchMode):

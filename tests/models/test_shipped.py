@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from mho.cli import main
@@ -11,13 +12,25 @@ from mho.models.positional import PE_VARIANTS
 from mho.models.zoo import MODEL_DIR, load_model, model_card, shipped_models
 
 SHIPPED = shipped_models()
+CONFORMERS = [name for name in SHIPPED if name.startswith("conformer-")]
+LPA_FAMILY = [name for name in SHIPPED if name.startswith("wav2vec2-")]
 
 
 def test_the_paper_grid_is_shipped():
-    cards = [model_card(name) for name in SHIPPED]
+    cards = [model_card(name) for name in CONFORMERS]
     assert {(c["pe"], c["weight_bits"]) for c in cards} == {
         (pe, bits) for pe in PE_VARIANTS for bits in (8, 4)
     }
+
+
+def test_the_lpa_study_is_shipped():
+    """The teacher and its conversions: MSE order at 2, 4 and 6 of 9 layers, naive at 6."""
+    cards = {name: model_card(name) for name in LPA_FAMILY}
+    assert cards["wav2vec2-small"]["lpa_layers"] == []
+    for depth in (2, 4, 6):
+        order = cards[f"wav2vec2-small-lpa{depth}-mse"]["lpa_order"]
+        assert len(order) == depth and order != list(range(depth))
+    assert cards["wav2vec2-small-lpa6-naive"]["lpa_order"] == list(range(6))
 
 
 def test_models_json_lists_name_pe_bits_params():
@@ -26,15 +39,35 @@ def test_models_json_lists_name_pe_bits_params():
     listed = json.loads(result.output)
     assert [m["name"] for m in listed] == SHIPPED
     for entry in listed:
-        assert entry["pe"] in PE_VARIANTS and entry["weight_bits"] in (4, 8)
+        if entry["name"] in CONFORMERS:
+            assert entry["pe"] in PE_VARIANTS and entry["weight_bits"] in (4, 8)
+        else:  # float models (int8 storage), wav2vec2's conv positional embedding
+            assert entry["pe"] == "conv" and entry["weight_bits"] is None
         assert 2e6 < entry["params"] < 10e6
 
 
 @pytest.mark.parametrize("name", SHIPPED)
-def test_shipped_model_is_small_and_quantized(name):
+def test_shipped_model_is_small_and_stored_as_integers(name):
     model, payload = load_model(MODEL_DIR / f"{name}.pt")
-    assert model.config.quant is not None and payload["integer_weights"]
+    assert payload["integer_weights"]  # QAT integers, or int8 matrices of float models
+    assert all(w.dtype == torch.int8 for w in payload["integer_weights"].values())
     assert (model.num_parameters() * 1.2) > model_card(name)["bytes"]  # ~1 byte per weight
+
+
+def test_two_thirds_lpa_model_reproduces_its_card_within_2x_the_teacher():
+    """6 of 9 attention layers replaced (MSE order): `mho eval` on the held-out festival
+    voice reproduces the card's LM WER, which is at most twice the teacher's."""
+    name = "wav2vec2-small-lpa6-mse"
+    result = CliRunner().invoke(main, ["eval", name, "--data", "festival-slt", "--json"])
+    assert result.exit_code == 0, result.output
+    wer = json.loads(result.output)["wer"]
+
+    def card_wer(model):
+        return next(r["wer"] for r in model_card(model)["results"]
+                    if r["data"] == "festival-slt" and r["decoder"] == "lm")
+
+    assert wer == pytest.approx(card_wer(name), abs=0.3)
+    assert wer <= 2 * card_wer("wav2vec2-small")
 
 
 def test_the_baseline_reproduces_its_card_on_shipped_audio():

@@ -1,0 +1,204 @@
+"""`mho bench lpa`: the attention model against the same model with every attention replaced by a
+PulseAccumulator, and one attention layer against one LPA layer, at several audio lengths,
+batch 1, on torch or onnxruntime; ratios measured in one run.
+
+Both models have the size of MODEL (a wav2vec2-style checkpoint, by default the shipped
+teacher): the attention model is MODEL with every layer's attention, the LPA model the same
+weights with an LPA in every layer (selective initialization; its timing does not depend on
+what it learned: the hard gates cost the same whatever they select). On onnxruntime each is
+exported first (`mho export onnx`'s path) and run through the file, as a server would.
+
+Times are medians over `repeats` passes after one warm-up pass.
+"""
+
+import dataclasses
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from mho.errors import MhoError
+from mho.models.transformer import SAMPLE_RATE, Wav2Vec2CTC
+from mho.simulator.bench import median_ms
+
+RUNTIMES = ("ort", "torch")
+
+
+@dataclass(frozen=True)
+class LpaBenchConfig:
+    model: str = "wav2vec2-small"  # shipped name or checkpoint of a wav2vec2-style model
+    lengths: tuple[float, ...] = (10, 30, 60, 120)  # seconds of audio, batch 1
+    runtime: str = "ort"  # "ort" (exported files) or "torch" (eager)
+    repeats: int = 3
+    threads: int = 2  # onnxruntime intra-op threads and torch threads
+    seed: int = 0  # of the random waveforms and layer inputs
+
+    def __post_init__(self):
+        if self.runtime not in RUNTIMES:
+            raise MhoError(f"unknown runtime {self.runtime!r}; choose from {', '.join(RUNTIMES)}")
+        if not self.lengths or min(self.lengths) <= 0:
+            raise MhoError("lengths must be positive seconds")
+
+
+@dataclass
+class LpaBenchResult:
+    config: LpaBenchConfig
+    ms: dict[str, dict[float, float]] = field(default_factory=dict)  # what -> length -> ms
+
+    def speedup(self, slow: str, fast: str) -> dict[float, float]:
+        return {s: self.ms[slow][s] / self.ms[fast][s] for s in self.config.lengths}
+
+    def scaling(self, what: str, long: float = 120, short: float = 60) -> float | None:
+        """Time ratio between two lengths (2 = linear for 120 s / 60 s); None if not run."""
+        times = self.ms[what]
+        return times[long] / times[short] if long in times and short in times else None
+
+    def summary(self) -> dict:
+        def keyed(values: dict[float, float]) -> dict[str, float]:
+            return {f"{s:g}": v for s, v in values.items()}
+
+        return {
+            "model": self.config.model,
+            "runtime": self.config.runtime,
+            "threads": self.config.threads,
+            "repeats": self.config.repeats,
+            "speedup": keyed(self.speedup("attention", "lpa")),
+            "lpa_ms": keyed(self.ms["lpa"]),
+            "attention_ms": keyed(self.ms["attention"]),
+            "scaling_120_60": self.scaling("lpa"),
+            "attention_scaling_120_60": self.scaling("attention"),
+            "layer_speedup": keyed(self.speedup("attention_layer", "lpa_layer")),
+            "layer_lpa_ms": keyed(self.ms["lpa_layer"]),
+            "layer_attention_ms": keyed(self.ms["attention_layer"]),
+        }
+
+
+def model_pair(model: Wav2Vec2CTC) -> tuple[Wav2Vec2CTC, Wav2Vec2CTC]:
+    """(all-attention, all-LPA) models of `model`'s size, with its weights, in eval mode."""
+    config = model.config
+    attention = Wav2Vec2CTC(dataclasses.replace(config, lpa_layers=()))
+    lpa = Wav2Vec2CTC(dataclasses.replace(config, lpa_layers=tuple(range(config.num_layers))))
+    for target in (attention, lpa):
+        own = target.state_dict()
+        target.load_state_dict({k: v for k, v in model.state_dict().items()
+                                if k in own and own[k].shape == v.shape}, strict=False)
+    for layer, lpa_layer in zip(attention.layers, lpa.layers, strict=True):
+        lpa_layer.attention.initialize_from_attention(layer.attention)
+    return attention.eval(), lpa.eval()
+
+
+class _Layer(nn.Module):
+    """An attention or LPA module as a (x [B, T, D], mask [B, T]) -> [B, T, D] graph."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.module(x, mask)
+
+
+def export_layer(module: nn.Module, path: Path) -> None:
+    """An attention or LPA module as an ONNX file: (x [1, T, D], mask [1, T]) -> [1, T, D]."""
+    from mho.exporter.onnx import OPSET, quiet_export
+
+    frames = torch.export.Dim("frames", min=2, max=1_000_000)
+    x, mask = torch.randn(1, 37, module.out_proj.in_features), torch.ones(1, 37, dtype=torch.bool)
+    with quiet_export():
+        torch.onnx.export(_Layer(module).eval(), (x, mask), path, dynamo=True,
+                          opset_version=OPSET, input_names=["x", "mask"],
+                          dynamic_shapes=({1: frames}, {1: frames}), verbose=False)
+
+
+def _runners(config: LpaBenchConfig, scratch: Path, log: Callable[[str], None]):
+    """name -> (seconds -> zero-argument pass) for the two models and the two layers."""
+    from mho.exporter.onnx import export_onnx, load_for_export
+    from mho.runtime.onnx_runtime import ort_session
+
+    model, metadata = load_for_export(config.model)
+    if not isinstance(model, Wav2Vec2CTC):
+        raise MhoError(f"{config.model} is not a wav2vec2-style model (LPA replaces attention)")
+    attention, lpa = model_pair(model)
+    modules = {"attention": attention, "lpa": lpa,
+               "attention_layer": attention.layers[0].attention,
+               "lpa_layer": lpa.layers[0].attention}
+    generator = np.random.default_rng(config.seed)
+
+    def waveform(seconds: float) -> dict[str, np.ndarray]:
+        samples = int(seconds * SAMPLE_RATE)
+        return {"waveform": 0.1 * generator.standard_normal((1, samples), dtype=np.float32),
+                "samples": np.array([samples])}
+
+    def layer_input(seconds: float) -> dict[str, np.ndarray]:
+        frames = int(seconds * SAMPLE_RATE / model.config.hop_samples)  # 50 per second
+        return {"x": generator.standard_normal((1, frames, model.config.dim), dtype=np.float32),
+                "mask": np.ones((1, frames), dtype=bool)}
+
+    runners = {}
+    for name, module in modules.items():
+        make_input = layer_input if name.endswith("_layer") else waveform
+        if config.runtime == "torch":
+            def run(feeds, module=module):
+                with torch.inference_mode():
+                    module(*(torch.from_numpy(v) for v in feeds.values()))
+        else:
+            log(f"exporting the {name.replace('_', ' ')} to ONNX")
+            path = scratch / f"{name}.onnx"
+            if name.endswith("_layer"):
+                export_layer(module, path)
+            else:
+                export_onnx(module, path, dataclasses.replace(metadata, model_name=name),
+                            input="waveform")
+            session = ort_session(path, config.threads)
+
+            def run(feeds, session=session):
+                session.run(None, feeds)
+        runners[name] = (make_input, run)
+    return runners
+
+
+def bench_lpa(config: LpaBenchConfig, log: Callable[[str], None] = lambda message: None
+              ) -> LpaBenchResult:
+    """Median ms of each model and layer at each length, on one runtime, in one run."""
+    result = LpaBenchResult(config)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(config.threads)
+    try:
+        with tempfile.TemporaryDirectory(prefix="mho-bench-lpa-") as scratch:
+            runners = _runners(config, Path(scratch), log)
+            for seconds in config.lengths:
+                for name, (make_input, run) in runners.items():
+                    feeds = make_input(seconds)
+                    log(f"{name.replace('_', ' ')}, {seconds:g} s")
+                    result.ms.setdefault(name, {})[seconds] = median_ms(
+                        lambda run=run, feeds=feeds: run(feeds), config.repeats)
+    finally:
+        torch.set_num_threads(threads)
+    return result
+
+
+def plot_bench(result: LpaBenchResult, path: Path) -> None:
+    """Median time vs audio length, log-log, models and layers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    for axis, (slow, fast, title) in zip(axes, (
+            ("attention", "lpa", "whole model"), ("attention_layer", "lpa_layer", "one layer")),
+            strict=True):
+        for name, label in ((slow, "attention"), (fast, "LPA")):
+            lengths = sorted(result.ms[name])
+            axis.loglog(lengths, [result.ms[name][s] for s in lengths], "o-", label=label)
+        axis.set(title=f"{title} ({result.config.runtime})", xlabel="audio (s)",
+                 ylabel="median ms")
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
