@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from mho.data.lexicon import PHONE_VOCABULARY
 from mho.models.conformer import ConformerCTC, conformer_config
 from mho.models.quant import calibrate
 from mho.models.zoo import load_model, pack_model
@@ -18,7 +19,7 @@ def test_packed_qat_model_matches_to_float_rounding(tmp_path, weight_bits):
     calibrate(model, [(features, lengths)])
     payload = {
         "model_type": "conformer-ctc", "model_config": model.config.to_dict(),
-        "vocabulary": [], "state_dict": model.state_dict(),
+        "vocabulary": list(PHONE_VOCABULARY.tokens), "state_dict": model.state_dict(),
         "metadata": {"train_hours": 0.0, "train_seconds": 1.0, "history": []},
     }
     save_checkpoint(tmp_path / "trained.pt", payload)

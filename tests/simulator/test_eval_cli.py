@@ -9,6 +9,7 @@ from click.testing import CliRunner
 
 from mho.cli import main
 from mho.data.datasets import copy_subset, shipped_manifest
+from mho.data.lexicon import PHONE_VOCABULARY
 from mho.models.conformer import ConformerCTC, conformer_config
 from mho.models.quant import calibrate
 from mho.train.checkpoint import save_checkpoint
@@ -33,7 +34,8 @@ def qat_checkpoint(tmp_path_factory):
     calibrate(model, [(torch.randn(2, 300, 80) * 3, torch.tensor([300, 200]))])
     path = tmp_path_factory.mktemp("model") / "tiny.pt"
     save_checkpoint(path, {"model_type": "conformer-ctc", "model_config": model.config.to_dict(),
-                           "vocabulary": [], "metadata": {}, "state_dict": model.state_dict()})
+                           "vocabulary": list(PHONE_VOCABULARY.tokens), "metadata": {},
+                           "state_dict": model.state_dict()})
     return path
 
 

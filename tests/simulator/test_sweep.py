@@ -9,6 +9,7 @@ from click.testing import CliRunner
 
 from mho.cli import main
 from mho.data.datasets import copy_subset, shipped_manifest
+from mho.data.lexicon import PHONE_VOCABULARY
 from mho.models.conformer import ConformerCTC, conformer_config
 from mho.models.quant import calibrate
 from mho.simulator.sweep import PRESETS, sweep_settings
@@ -21,7 +22,8 @@ def tiny_qat(path, pe):
     model.enable_quantization(weight_bits=4)
     calibrate(model, [(torch.randn(2, 300, 80) * 3, torch.tensor([300, 200]))])
     save_checkpoint(path, {"model_type": "conformer-ctc", "model_config": model.config.to_dict(),
-                           "vocabulary": [], "metadata": {}, "state_dict": model.state_dict()})
+                           "vocabulary": list(PHONE_VOCABULARY.tokens), "metadata": {},
+                           "state_dict": model.state_dict()})
     return path
 
 
