@@ -577,13 +577,11 @@ def export_onnx_command(model, out, input_kind, memristor, adc, layer_rules, dig
 @click.option("--json", "as_json", is_flag=True)
 def export_coreml_command(model, out, lengths, precision, memristor, as_json) -> None:
     """Export MODEL (digital Conformer, wav2vec2 or LPA model) to a Core ML ML program."""
-    from mho.exporter.coreml import export_coreml
+    from mho.exporter.coreml import MEMRISTOR_UNSUPPORTED, export_coreml
     from mho.exporter.onnx import load_for_export
 
     if memristor:
-        raise MhoError("Core ML export of memristor models is not supported: a crossbar read "
-                       "(bit-planes, per-column ADC, read noise) has no Core ML op; use "
-                       "`mho export onnx --memristor`")
+        raise MhoError(MEMRISTOR_UNSUPPORTED)
     if out.suffix != ".mlpackage":
         raise MhoError(f"the output should end in .mlpackage: {out}")
     seconds = _seconds_list(lengths, "--lengths")

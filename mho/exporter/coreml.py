@@ -35,6 +35,10 @@ from mho.exporter.modules import export_twin
 
 LENGTHS_SECONDS = (1, 2, 4, 8, 16, 32)  # enumerated input lengths
 PRECISIONS = ("fp16", "fp32")
+MEMRISTOR_UNSUPPORTED = (
+    "Core ML export of memristor models is not supported: a crossbar read (bit-planes, "
+    "per-column ADC, read noise) has no Core ML op; export the digital model here, or the "
+    "memristor model with `mho export onnx --memristor`")
 LENGTHS_KEY = "enumerated_lengths"  # user-defined metadata: input lengths (samples or frames)
 
 # Ops that Core ML runs off the Neural Engine (on CPU or GPU) by our reading of Apple's and
@@ -120,9 +124,7 @@ def export_coreml(model: torch.nn.Module, path: str | Path, metadata: OnnxMetada
     ct = import_coremltools()
 
     if any(isinstance(m, CrossbarLayer) for m in model.modules()):
-        raise MhoError("Core ML export of memristor models is not supported: a crossbar read "
-                       "(bit-planes, per-column ADC, read noise) has no Core ML op; export the "
-                       "digital model here, or the memristor model with `mho export onnx`")
+        raise MhoError(MEMRISTOR_UNSUPPORTED)
     if precision not in PRECISIONS:
         raise MhoError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if not lengths or min(lengths) <= 0:

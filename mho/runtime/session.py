@@ -58,9 +58,11 @@ def parity_runtimes(
 
     onnx_runtimes = [r for r in runtimes if r in ONNX_RUNTIMES]
     if "coreml" in runtimes and (simulator is not None or chip is not None):
-        raise MhoError("Core ML runs digital models only (a crossbar read has no Core ML op); "
-                       "check memristor models with torch, ort and onnx-ref")
-    if onnx_file is not None:
+        from mho.exporter.coreml import MEMRISTOR_UNSUPPORTED
+
+        raise MhoError(MEMRISTOR_UNSUPPORTED)
+    onnx_file_given = onnx_file is not None
+    if onnx_file_given:
         if simulator is not None or chip is not None:
             raise MhoError("--onnx files carry their own chip and settings; drop the "
                            "memristor options")
@@ -81,8 +83,10 @@ def parity_runtimes(
         from mho.exporter.coreml import export_coreml
         from mho.runtime.coreml_runtime import CoreMLSession
 
-        if coreml_file is None:
+        if coreml_file is None:  # metadata is only loaded already when no --onnx was given
+            if onnx_file_given:
+                metadata = load_for_export(model)[1]
             coreml_file = scratch / "model.mlpackage"
-            export_coreml(torch_model, coreml_file, load_for_export(model)[1])
+            export_coreml(torch_model, coreml_file, metadata)
         others["coreml"] = CoreMLSession(coreml_file)
     return lambda waveform: reference.log_probs(waveform).numpy(), others, search
