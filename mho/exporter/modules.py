@@ -1,16 +1,15 @@
 """Export twins: the same computation as a QAT or crossbar-mapped model, written in ops that
 `torch.onnx.export(dynamo=True)` turns into plain ONNX, with each crossbar core emitted as one
-`ai.mho.memristor::CrossbarLinear` node.
+`ai.mho.memristor::CrossbarLinear` or `CrossbarConv` node.
 
 - QAT layers: activations fake-quantized with QAT's own ops (Div, Clip, Round, Mul: the
   symmetric +-127 grid, which QuantizeLinear's -128..127 cannot express), weights stored as
   int8 integers times their float32 scale (Cast + Mul of initializers, folded by onnxruntime
   at load): bit for bit the weight QAT computes with, a quarter of the float size.
-- Crossbar layers: convolutions unfold their input with an identity-kernel Conv (each output
-  channel copies one input tap: exact, and a standard op every runtime runs fast), in the
-  channel-major row order the chips were programmed in; every core's reads are one
-  CrossbarLinear node whose initializers are that core's chip; the float bias and the output
-  quantizer stay digital, standard ops.
+- Crossbar layers: every core is one node whose initializers are that core's chip: a
+  CrossbarLinear node for a Linear, a CrossbarConv node for a convolution (its body unfolds
+  the input with an identity-kernel Conv, exact, in the channel-major row order the chips
+  were programmed in); the float bias and the output quantizer stay digital, standard ops.
 
 These modules only exist to be exported: in eager mode a CrossbarLinear node has no value.
 """
@@ -70,94 +69,85 @@ class ExportQuantLayer(nn.Module):
 
 
 class ExportCrossbarCore(nn.Module):
-    """One crossbar core as a CrossbarLinear node: [..., I] -> [..., O] (+ its float bias)."""
+    """One crossbar core as a CrossbarLinear node, [..., I] -> [..., O], or with `conv` (the
+    CrossbarConv attributes) as a CrossbarConv node, [B, C, *S] -> [B, O, *S']; plus its
+    float bias."""
 
-    def __init__(self, core, layer_name: str, index: int):
+    def __init__(self, core, layer_name: str, index: int, conv: dict | None = None):
         super().__init__()
         tensors, self.attributes = crossbar_tensors(core)
         self.names = list(tensors)
         for name, value in tensors.items():
             self.register_buffer(name, torch.from_numpy(value))
-        self.register_buffer("bias", None if core.bias is None else core.bias.clone())
+        self.conv = conv or {}
+        self.attributes = {**self.attributes, **self.conv}
+        bias = None if core.bias is None else core.bias.clone()
+        if bias is not None and conv:  # [O, 1, ...]: over the channel axis
+            bias = bias.reshape(-1, *[1] * len(conv["kernel_shape"]))
+        self.register_buffer("bias", bias)
         self.out_features = core.out_features
         self.node_metadata = {"layer": layer_name, "core": str(index)}
 
+    def _output_shape(self, x: torch.Tensor) -> list:
+        if not self.conv:
+            return [*x.shape[:-1], self.out_features]
+        rank = len(self.conv["kernel_shape"])
+        pads, spatial = self.conv["pads"], []
+        for axis, (k, s, d) in enumerate(zip(self.conv["kernel_shape"], self.conv["strides"],
+                                             self.conv["dilations"], strict=True)):
+            size = x.shape[2 + axis] + pads[axis] + pads[rank + axis]
+            spatial.append((size - d * (k - 1) - 1) // s + 1)
+        return [x.shape[0], self.out_features, *spatial]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = torch.onnx.ops.symbolic(
-            f"{DOMAIN}::CrossbarLinear",
+            f"{DOMAIN}::{'CrossbarConv' if self.conv else 'CrossbarLinear'}",
             [x, *(getattr(self, name) for name in self.names)],
             self.attributes,
             dtype=torch.float32,
-            shape=[*x.shape[:-1], self.out_features],
+            shape=self._output_shape(x),
             version=1,
             metadata_props=self.node_metadata,
         )
         return y if self.bias is None else y + self.bias
 
 
-def _unfold_kernel(channels: int, kernel: tuple[int, ...]) -> torch.Tensor:
-    """[C prod(k), C, *k] identity: output channel c * prod(k) + j copies tap j of channel c,
-    the channel-major row order of `unfold` (and of the programmed matrices)."""
-    taps = channels * math.prod(kernel)
-    return torch.eye(taps).reshape(taps, channels, *kernel)
-
-
 class ExportCrossbarLayer(nn.Module):
-    """A crossbar twin (linear, conv1d, conv2d or depthwise conv1d) as CrossbarLinear nodes."""
+    """A crossbar twin as nodes of ai.mho.memristor: a Linear is a CrossbarLinear node; a
+    convolution (conv1d, conv2d, depthwise conv1d) is one CrossbarConv node per core, each on
+    its own channels (a group, or the depthwise channels its block-diagonal chip holds)."""
 
     def __init__(self, twin: CrossbarLayer, name: str):
         super().__init__()
         self.kind = twin.kind
-        self.cores = nn.ModuleList(
-            ExportCrossbarCore(core, name, i) for i, core in enumerate(twin.cores))
         quantizer = twin.output_quantizer
         self.output_quantizer = FakeQuant(quantizer.scale, quantizer.limit)
-        if self.kind in ("conv1d", "conv2d"):
-            self.groups, self.out_channels = twin.groups, twin.out_channels
-            self.stride, self.dilation = twin.stride, twin.dilation
-            self.pads = [p for pair in reversed(twin.pads) for p in pair]  # F.pad order
-            self.pointwise = math.prod(twin.kernel_size) == 1 and set(twin.stride) == {1}
-            in_channels = twin.cores[0].in_features // math.prod(twin.kernel_size)
-            self.register_buffer("unfold", _unfold_kernel(in_channels, twin.kernel_size))
-        elif self.kind == "depthwise_conv1d":
-            self.group_channels = twin.group_channels
-            self.stride, self.dilation = twin.stride, twin.dilation
-            self.pads = (twin.pad_before, twin.pad_after)
-            channels = sum(twin.group_channels)
-            taps = torch.eye(twin.kernel).repeat(channels, 1)  # [C K, K]
-            self.register_buffer("unfold", taps[:, None, :])  # [C K, 1, K], groups = C
-
-    def _apply_cores(self, columns: torch.Tensor, widths: list[int]) -> torch.Tensor:
-        """[..., sum(widths)] input rows, cut per core -> [..., sum of outputs]."""
-        parts = columns.split(widths, dim=-1) if len(widths) > 1 else [columns]
-        return torch.cat([core(part) for core, part in zip(self.cores, parts, strict=True)], -1)
+        if self.kind == "linear":
+            self.cores = nn.ModuleList([ExportCrossbarCore(twin.cores[0], name, 0)])
+            return
+        if self.kind == "depthwise_conv1d":
+            kernel, stride, dilation = (twin.kernel,), (twin.stride,), (twin.dilation,)
+            before, after = [twin.pad_before], [twin.pad_after]
+            self.channels = list(twin.group_channels)
+        else:  # conv2d, or conv1d (stored by the twin as 2-D with width 1)
+            rank = 1 if self.kind == "conv1d" else 2
+            kernel, stride = twin.kernel_size[:rank], twin.stride[:rank]
+            dilation = twin.dilation[:rank]
+            before, after = [p[0] for p in twin.pads[:rank]], [p[1] for p in twin.pads[:rank]]
+            in_channels = twin.cores[0].in_features // math.prod(kernel)
+            self.channels = [in_channels] * twin.groups
+        self.cores = nn.ModuleList(
+            ExportCrossbarCore(core, name, i, conv={
+                "in_channels": channels, "kernel_shape": list(kernel), "strides": list(stride),
+                "dilations": list(dilation), "pads": [*before, *after]})
+            for i, (core, channels) in enumerate(zip(twin.cores, self.channels, strict=True)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[..., I] (linear) or [B, C, *S] (convolutions) -> the layer's quantized output."""
         if self.kind == "linear":
-            y = self.cores[0](x)
-        elif self.kind == "depthwise_conv1d":  # x: [B, C, T]
-            x = nn.functional.pad(x, self.pads)
-            columns = nn.functional.conv1d(x, self.unfold, stride=self.stride,
-                                           dilation=self.dilation, groups=x.shape[1])
-            columns = columns.transpose(1, 2)  # [B, T', C K]
-            kernel = self.unfold.shape[-1]
-            y = self._apply_cores(columns, [c * kernel for c in self.group_channels])
-            y = y.transpose(1, 2)  # [B, C, T']
-        else:  # conv1d / conv2d; conv1d runs as conv2d with width 1
-            squeeze = self.kind == "conv1d"
-            if squeeze:
-                x = x[..., None]  # [B, C, T, 1]
-            if self.pointwise:
-                columns = x.permute(0, 2, 3, 1)  # [B, H, W, C]
-            else:
-                x = nn.functional.pad(x, self.pads)
-                columns = nn.functional.conv2d(x, self.unfold, stride=self.stride,
-                                               dilation=self.dilation)  # [B, C k k, H', W']
-                columns = columns.permute(0, 2, 3, 1)  # [B, H', W', C k k]
-            widths = [columns.shape[-1] // self.groups] * self.groups  # groups see their own
-            y = self._apply_cores(columns, widths).permute(0, 3, 1, 2)  # [B, O, H', W']
-            if squeeze:
-                y = y[..., 0]
+            return self.output_quantizer(self.cores[0](x))
+        parts = x.split(self.channels, dim=1) if len(self.cores) > 1 else [x]
+        y = torch.cat([core(part) for core, part in zip(self.cores, parts, strict=True)], 1)
         return self.output_quantizer(y)
 
 

@@ -1,5 +1,5 @@
-"""ai.mho.memristor::CrossbarLinear: the function body (onnxruntime), the numpy OpRun (ONNX
-reference evaluator) and the torch simulator agree on the same chip."""
+"""ai.mho.memristor::CrossbarLinear and CrossbarConv: the function bodies (onnxruntime), the
+numpy OpRuns (ONNX reference evaluator) and the torch simulator agree on the same chip."""
 
 import numpy as np
 import onnx
@@ -8,7 +8,9 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
+from torch import nn
 
+from mho.exporter.modules import ExportCrossbarLayer
 from mho.exporter.ops.crossbar import (
     DOMAIN,
     NOISY,
@@ -16,7 +18,9 @@ from mho.exporter.ops.crossbar import (
     crossbar_tensors,
     reference_ops,
 )
+from mho.models.quant import QuantConfig, calibrate, enable_quantization
 from mho.simulator import CrossbarConfig, CrossbarLinear, DeviceConfig
+from mho.simulator.layers import crossbar_twin
 
 
 def single_op_model(core: CrossbarLinear, leading=("N",)) -> onnx.ModelProto:
@@ -105,3 +109,67 @@ def test_noisy_overload_matches_the_simulator_in_distribution(mode):
         # sample means within 5 standard errors; spreads within 10% (4000 draws: SE ~1.1%)
         assert np.all(np.abs(mean - means[0]) <= 5 * stds[0] / np.sqrt(4000) * np.sqrt(2) + 1e-6)
         np.testing.assert_allclose(std, stds[0], rtol=0.1)
+
+
+def conv_layer_model(export_layer, rank: int) -> onnx.ModelProto:
+    """A crossbar convolution's cores as CrossbarConv nodes, each on its own channels, plus
+    the float bias: X [B, C, *S] -> Y [B, O, *S'] before the output quantizer."""
+    nodes, initializers, outputs = [], [], []
+    split = helper.make_tensor("split", TensorProto.INT64, [len(export_layer.channels)],
+                               export_layer.channels)
+    parts = [f"x{i}" for i in range(len(export_layer.cores))]
+    nodes.append(helper.make_node("Split", ["X", "split"], parts, axis=1))
+    initializers.append(split)
+    for i, (core, part) in enumerate(zip(export_layer.cores, parts, strict=True)):
+        chip = [f"{name}_{i}" for name in core.names]
+        initializers += [numpy_helper.from_array(getattr(core, name).numpy(), f"{name}_{i}")
+                         for name in core.names]
+        node = helper.make_node("CrossbarConv", [part, *chip], [f"y{i}"], domain=DOMAIN,
+                                **core.attributes)
+        node.overload = NOISY if "noise_levels" in core.names else ""
+        nodes.append(node)
+        initializers.append(numpy_helper.from_array(core.bias.numpy(), f"bias_{i}"))
+        nodes.append(helper.make_node("Add", [f"y{i}", f"bias_{i}"], [f"b{i}"]))
+        outputs.append(f"b{i}")
+    nodes.append(helper.make_node("Concat", outputs, ["Y"], axis=1))
+    graph = helper.make_graph(
+        nodes, "conv", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [*"BCHW"][:rank])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [*"BOHW"][:rank])], initializers)
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 20), helper.make_opsetid(DOMAIN, 1)],
+        functions=crossbar_functions(), ir_version=10)
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+@pytest.mark.parametrize("conv, shape", [
+    (nn.Conv2d(2, 6, (3, 2), stride=(2, 1), padding=(1, 0), dilation=(1, 2)), (2, 2, 13, 9)),
+    (nn.Conv2d(4, 6, 3, stride=2, padding=1, groups=2), (1, 4, 10, 7)),  # two cores
+    (nn.Conv1d(5, 7, 3, stride=2, padding=1), (2, 5, 17)),
+    (nn.Conv1d(6, 7, 1), (3, 6, 8)),  # pointwise
+    (nn.Conv1d(12, 12, 7, padding="same", groups=12), (2, 12, 23)),  # depthwise, two cores
+    (nn.Conv1d(5, 5, 3, dilation=2, stride=2, groups=5), (1, 5, 16)),
+])
+def test_conv_body_and_reference_match_the_simulator(conv, shape):
+    torch.manual_seed(shape[1])
+    x = torch.randn(*shape)
+    layer = enable_quantization(nn.Sequential(conv), QuantConfig(weight_bits=6))
+    calibrate(layer, [(x,)])
+    config = CrossbarConfig(tile_rows=16, tile_cols=8, noise="off", adc_precision_bits=4,
+                            adc_range_bits=6)
+    twin = crossbar_twin(layer[0].eval(), config=config, seed=2)
+    export_layer = ExportCrossbarLayer(twin, "conv")
+    twin.output_quantizer = nn.Identity()  # compare what the nodes compute: reads + bias
+    with torch.no_grad():
+        y_torch = twin(x).numpy()
+    model = conv_layer_model(export_layer, x.dim())
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    y_ort = session.run(None, {"X": x.numpy()})[0]
+    y_ref = ReferenceEvaluator(model, new_ops=reference_ops()).run(None, {"X": x.numpy()})[0]
+    code = max(c.weight_scale * c.input_scale for c in twin.cores) * 128 / 2**4 * 2**4
+    for other in (y_ort, y_ref):
+        assert other.shape == y_torch.shape
+        flips = ~np.isclose(other, y_torch, rtol=1e-6, atol=1e-6)
+        assert flips.mean() < 1e-2  # float-rounding flips of an ADC code, if any, are rare
+        assert np.abs(other - y_torch).max() <= code * 1.0001 + 1e-6
+    assert np.abs(y_torch).max() > 10 * code  # the layer's outputs are many codes wide

@@ -123,11 +123,16 @@ def test_memristor_export_on_an_ideal_chip_matches_the_torch_simulator(
     path = tmp_path_factory.mktemp("ideal") / f"{runtime}.onnx"
     export = export_onnx(simulated, path, metadata_for(
         qat_model, memristor=report.config.to_dict(), programming_seed=0))
-    cores = sum(len(m.cores) for m in simulated.modules() if hasattr(m, "cores"))
-    assert export.nodes[f"{DOMAIN}::CrossbarLinear"] == cores
+    layers = [m for m in simulated.modules() if hasattr(m, "cores")]
+    conv_cores = sum(len(m.cores) for m in layers if m.kind != "linear")
+    linear_cores = sum(len(m.cores) for m in layers if m.kind == "linear")
+    assert conv_cores and linear_cores  # the tiny model has both kinds: both ops are tested
+    assert export.nodes[f"{DOMAIN}::CrossbarConv"] == conv_cores
+    assert export.nodes[f"{DOMAIN}::CrossbarLinear"] == linear_cores
     proto = onnx.load(str(path))
     standard_or_crossbar_only(proto)
-    assert {f.overload for f in proto.functions} == {"", "noisy"}
+    assert {(f.name, f.overload) for f in proto.functions} == {
+        (op, overload) for op in ("CrossbarLinear", "CrossbarConv") for overload in ("", "noisy")}
     for batch_size, frames in SHAPES:
         expected, got = outputs(simulated, path, runtime, *batch(batch_size, frames))
         # exact integer reads on an ideal chip: float rounding, at worst one 8-bit grid step
@@ -147,7 +152,8 @@ def test_read_noise_exports_as_the_noisy_overload_with_seeded_draws(qat_model, t
     assert crossbars and all(n.overload == "noisy" and len(n.input) == 5 for n in crossbars)
     seeds = {a.f for n in crossbars for a in n.attribute if a.name == "seed"}
     assert len(seeds) == len(crossbars)  # every layer and core draws its own stream
-    noisy = next(f for f in proto.functions if f.overload == "noisy")
+    noisy = next(f for f in proto.functions
+                 if f.overload == "noisy" and f.name == "CrossbarLinear")
     assert "RandomNormalLike" in {node.op_type for node in noisy.node}
     features, lengths = batch(2, 60)
     session = OnnxSession(path, "ort")

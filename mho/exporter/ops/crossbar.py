@@ -41,6 +41,14 @@ INT_ATTRIBUTES = ("weight_bits", "tile_rows", "tile_cols", "input_bits", "adc_pr
                   "adc_range_bits", "out_features")
 FLOAT_ATTRIBUTES = ("weight_scale", "input_scale", "seed")
 ATTRIBUTES = (*INT_ATTRIBUTES, *FLOAT_ATTRIBUTES, "noise")
+CONV_ATTRIBUTES = ("in_channels", "kernel_shape", "strides", "dilations", "pads")
+CONV_DOC = """`ai.mho.memristor::CrossbarConv`: a convolution on programmed crossbars: zero padding,
+im2col (rows in channel-major order: channel c, then the kernel taps in row-major order),
+then CrossbarLinear at every output position. X [B, C, *S] -> Y [B, O, *S'] (1-D or 2-D).
+Inputs: CrossbarLinear's, for a chip of C prod(kernel_shape) rows. Attributes:
+CrossbarLinear's plus in_channels (C), kernel_shape, strides, dilations, pads (ints, ONNX
+Conv's meaning and order). A grouped or depthwise convolution is one node per core, each on
+its own channels."""
 
 
 class _Body:
@@ -49,18 +57,25 @@ class _Body:
     def __init__(self):
         self.nodes: list[onnx.NodeProto] = []
 
+    @property
+    def outputs(self) -> set[str]:
+        return {output for node in self.nodes for output in node.output}
+
     def __call__(self, op: str, *inputs: str, **attributes) -> str:
         name = f"{op.lower()}_{len(self.nodes)}"
         self.nodes.append(helper.make_node(op, list(inputs), [name], **attributes))
         return name
 
     def attribute(self, name: str, kind: str) -> str:
-        """A Constant holding the node attribute `name` (kind "int" or "float") as a scalar."""
+        """A Constant holding the node attribute `name`: kind "int" or "float" (a scalar) or
+        "ints" (a 1-D int64 tensor); one Constant per attribute, however often it is asked."""
+        if f"attr_{name}" in self.outputs:
+            return f"attr_{name}"
         node = helper.make_node("Constant", [], [f"attr_{name}"])
-        reference = onnx.AttributeProto(
-            name=f"value_{kind}", ref_attr_name=name,
-            type=onnx.AttributeProto.INT if kind == "int" else onnx.AttributeProto.FLOAT,
-        )
+        types = {"int": onnx.AttributeProto.INT, "float": onnx.AttributeProto.FLOAT,
+                 "ints": onnx.AttributeProto.INTS}
+        reference = onnx.AttributeProto(name=f"value_{kind}", ref_attr_name=name,
+                                        type=types[kind])
         node.attribute.append(reference)
         self.nodes.append(node)
         return node.output[0]
@@ -71,11 +86,27 @@ class _Body:
             np.shape(value), np.asarray(value, dtype).flatten().tolist()))
 
 
+def _chip_inputs(noisy: bool) -> list[str]:
+    return ["signal_levels", "conductance", *(["noise_levels", "noise_conductance"] * noisy)]
+
+
 def _crossbar_linear(noisy: bool) -> onnx.FunctionProto:
     f = _Body()
-    inputs = ["X", "signal_levels", "conductance"]
+    f.nodes.append(helper.make_node("Identity", [_linear_nodes(f, "X", noisy)], ["Y"]))
+    function = helper.make_function(
+        DOMAIN, "CrossbarLinear", ["X", *_chip_inputs(noisy)], ["Y"], f.nodes,
+        [helper.make_opsetid("", OPSET)], attributes=list(ATTRIBUTES),
+        doc_string=__doc__.split("\n\n")[0],
+    )
     if noisy:
-        inputs += ["noise_levels", "noise_conductance"]
+        function.overload = NOISY
+    return function
+
+
+def _linear_nodes(f: _Body, x: str, noisy: bool) -> str:
+    """Appends CrossbarLinear's computation on `x` [..., I] to `f` (the chip inputs and
+    attributes by their names); returns the output's name, [..., O]. (Written inline rather
+    than called as a nested function: onnxruntime's inliner drops a nested call's overload.)"""
     one, two = f.const(1), f.const(2)
     zero_i, minus_one = f.const([0]), f.const([-1])
     # scalars from attributes (onnxruntime folds all of these into constants)
@@ -93,9 +124,9 @@ def _crossbar_linear(noisy: bool) -> onnx.FunctionProto:
     out_features = f("Reshape", f.attribute("out_features", "int"), f.const([1]))
 
     # DAC: levels on the activation grid (QAT's ops: divide, clip, round half to even)
-    levels = f("Round", f("Clip", f("Div", "X", input_scale), f("Neg", limit), limit))
-    x_shape = f("Shape", "X")
-    in_features = f("Shape", "X", start=-1)  # [1]
+    levels = f("Round", f("Clip", f("Div", x, input_scale), f("Neg", limit), limit))
+    x_shape = f("Shape", x)
+    in_features = f("Shape", x, start=-1)  # [1]
     index = f("Reshape", f("Cast", f("Add", levels, limit), to=TensorProto.INT64),
               f("Concat", minus_one, in_features, axis=0))  # [N, I] table index, level + limit
     g_shape = f("Shape", "conductance")  # [P, I_pad, O_pad]
@@ -120,39 +151,86 @@ def _crossbar_linear(noisy: bool) -> onnx.FunctionProto:
         return f("Reshape", moved, f("Concat", tiles_in, rows, f("Mul", planes, out_padded),
                                      axis=0))
 
+    # the ADC's gain 2^p is folded into the (constant) matrices: reads come out in ADC codes
+    step_squared = f("Mul", adc_step, adc_step)
     current = f("MatMul", f("Gather", "signal_levels", index),
-                tiled("conductance", pair=False))  # [T_in, N, P * O_pad]
+                f("Mul", tiled("conductance", pair=False), adc_step))  # [T_in, N, P * O_pad]
     if noisy:
         low = f("Gather", f("Gather", "noise_levels", f.const(0)), index)  # [T_in, N, R]
         slope = f("Gather", f("Gather", "noise_levels", f.const(1)), index)
         # [T_in, N, 2R] @ [T_in, 2R, P * O_pad]: the signs' rows, then the signed r's
         variance = f("MatMul", f("Concat", low, slope, axis=-1),
-                     tiled("noise_conductance", pair=True))
+                     f("Mul", tiled("noise_conductance", pair=True), step_squared))
         deviation = f("Sqrt", f("Relu", variance))
         noise = helper.make_node("RandomNormalLike", [deviation], ["draw"], dtype=TensorProto.FLOAT)
         noise.attribute.append(onnx.AttributeProto(
             name="seed", ref_attr_name="seed", type=onnx.AttributeProto.FLOAT))
         f.nodes.append(noise)
         current = f("Add", current, f("Mul", deviation, "draw"))
-    # ADC per column, then sum the tiles' codes (integers: exact in float32)
-    codes = f("Clip", f("Round", f("Mul", current, adc_step)), f("Neg", adc_limit), adc_limit)
-    per_plane = f("Reshape", f("ReduceSum", codes, zero_i, keepdims=0),
-                  f("Concat", minus_one, planes, out_padded, axis=0))  # [N, P, O_pad]
-    # shift-and-add: plane k (MSB first) weighs 2^(P-1-k)
+    # ADC per column; codes are integers, so the sums below are exact in float32
+    codes = f("Clip", f("Round", current), f("Neg", adc_limit), adc_limit)
+    codes = f("Reshape", codes, f("Concat", tiles_in, minus_one, planes, out_padded,
+                                  axis=0))  # [T_in, N, P, O_pad]
+    # shift-and-add: plane k (MSB first) weighs 2^(P-1-k); a [1, P] @ [P, O_pad] product per
+    # row (one pass; a weighted ReduceSum over the planes is several times slower in ORT)
     shifts = f("Cast", f("Range", f("Sub", f("Squeeze", planes), one), f.const(-1), f.const(-1)),
                to=TensorProto.FLOAT)
-    plane_weights = f("Unsqueeze", f("Pow", two_f, shifts), f.const([1]))  # [P, 1]
-    accumulated = f("ReduceSum", f("Mul", per_plane, plane_weights), f.const([1]), keepdims=0)
-    accumulated = f("Slice", accumulated, zero_i, out_features, f.const([1]))  # [N, O]
+    plane_weights = f("Unsqueeze", f("Pow", two_f, shifts), zero_i)  # [1, P]
+    accumulated = f("ReduceSum", f("MatMul", plane_weights, codes), zero_i,
+                    keepdims=0)  # sum of the tiles: [N, 1, O_pad]
+    accumulated = f("Slice", accumulated, zero_i, out_features, minus_one)  # [N, 1, O]
     factor = f("Div", f("Mul", f("Mul", f.attribute("weight_scale", "float"), input_scale),
                         f("Cast", full_scale, to=TensorProto.FLOAT)), adc_step)
     y = f("Mul", accumulated, factor)
     out_shape = f("Concat", f("Slice", x_shape, zero_i, minus_one), out_features, axis=0)
-    f.nodes.append(helper.make_node("Reshape", [y, out_shape], ["Y"]))
+    return f("Reshape", y, out_shape)
+
+
+def _reference(name: str, kind: int) -> onnx.AttributeProto:
+    """A body node's attribute `name` taken from the calling node's attribute of that name."""
+    return onnx.AttributeProto(name=name, ref_attr_name=name, type=kind)
+
+
+def _crossbar_conv(noisy: bool) -> onnx.FunctionProto:
+    f = _Body()
+    one_i, minus_one = f.const([1]), f.const([-1])
+    channels = f("Reshape", f.attribute("in_channels", "int"), one_i)  # [1]
+    kernel_shape = f.attribute("kernel_shape", "ints")  # [rank]
+    taps = f("ReduceProd", kernel_shape, keepdims=1)  # [1]: P = prod(kernel)
+    # im2col as a grouped Conv whose kernel copies one tap per output channel: output channel
+    # c P + j is tap j of channel c, the channel-major row order the chip was programmed in
+    # (exact, and built from attributes only, so onnxruntime folds it at load)
+    identity = f("EyeLike", f("ConstantOfShape", f("Concat", taps, taps, axis=0),
+                              value=helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])))
+    identity = f("Reshape", identity, f("Concat", taps, one_i, kernel_shape, axis=0))  # [P,1,*k]
+    ones = f("ConstantOfShape", f("Shape", kernel_shape),
+             value=helper.make_tensor("one_i", TensorProto.INT64, [1], [1]))
+    unfold = f("Tile", identity, f("Concat", channels, one_i, ones, axis=0))  # [C P, 1, *k]
+    conv = helper.make_node("Conv", ["X", unfold], ["columns"])
+    conv.attribute.extend([  # Conv pads with zeros: DAC level 0, 0 V
+        _reference("kernel_shape", onnx.AttributeProto.INTS),
+        _reference("pads", onnx.AttributeProto.INTS),
+        _reference("strides", onnx.AttributeProto.INTS),
+        _reference("dilations", onnx.AttributeProto.INTS),
+        onnx.AttributeProto(name="group", ref_attr_name="in_channels",
+                            type=onnx.AttributeProto.INT),
+    ])
+    f.nodes.append(conv)  # [B, C P, *S']
+    batch = f("Shape", "columns", end=1)
+    spatial = f("Shape", "columns", start=2)  # [rank]: S'
+    rows = f("Transpose", f("Reshape", "columns", f("Concat", batch, f("Mul", channels, taps),
+                                                    minus_one, axis=0)),
+             perm=[0, 2, 1])  # [B, L, C P]
+    read = _linear_nodes(f, rows, noisy)  # [B, L, O]
+    out_features = f("Reshape", f.attribute("out_features", "int"), one_i)
+    f.nodes.append(helper.make_node("Reshape", [
+        f("Transpose", read, perm=[0, 2, 1]),
+        f("Concat", batch, out_features, spatial, axis=0)], ["Y"]))  # [B, O, *S']
     function = helper.make_function(
-        DOMAIN, "CrossbarLinear", inputs, ["Y"], f.nodes,
-        [helper.make_opsetid("", OPSET)], attributes=list(ATTRIBUTES),
-        doc_string=__doc__.split("\n\n")[0],
+        DOMAIN, "CrossbarConv", ["X", *_chip_inputs(noisy)], ["Y"], f.nodes,
+        [helper.make_opsetid("", OPSET)],
+        attributes=[*ATTRIBUTES, *CONV_ATTRIBUTES],
+        doc_string=CONV_DOC,
     )
     if noisy:
         function.overload = NOISY
@@ -160,8 +238,10 @@ def _crossbar_linear(noisy: bool) -> onnx.FunctionProto:
 
 
 def crossbar_functions() -> list[onnx.FunctionProto]:
-    """The bodies to attach to a model that uses CrossbarLinear nodes (both overloads)."""
-    return [_crossbar_linear(noisy=False), _crossbar_linear(noisy=True)]
+    """The bodies to attach to a model that uses CrossbarLinear / CrossbarConv nodes (both
+    overloads of each)."""
+    return [_crossbar_linear(noisy=False), _crossbar_linear(noisy=True),
+            _crossbar_conv(noisy=False), _crossbar_conv(noisy=True)]
 
 
 def crossbar_linear_numpy(x, signal_levels, conductance, noise_levels=None,
@@ -214,12 +294,48 @@ class CrossbarLinear(OpRun):
             out_features=out_features, weight_scale=weight_scale, input_scale=input_scale),)
 
 
+def crossbar_conv_numpy(x, *chip, in_channels, kernel_shape, strides, dilations, pads,
+                        **linear_attributes) -> np.ndarray:
+    """CrossbarConv in numpy: [B, C, *S] -> [B, O, *S'] by strided windows (written apart
+    from the body's identity-kernel Conv), then `crossbar_linear_numpy` on the rows."""
+    rank = len(kernel_shape)
+    if x.shape[1] != in_channels:
+        raise ValueError(f"CrossbarConv expects {in_channels} channels, got {x.shape[1]}")
+    before, after = pads[:rank], pads[rank:]
+    x = np.pad(x, [(0, 0), (0, 0), *zip(before, after, strict=True)])
+    spans = [d * (k - 1) + 1 for k, d in zip(kernel_shape, dilations, strict=True)]
+    windows = np.lib.stride_tricks.sliding_window_view(x, spans, axis=tuple(range(2, 2 + rank)))
+    # [B, C, *positions, *spans] -> every stride-th position, every dilation-th tap
+    windows = windows[(slice(None), slice(None), *(slice(None, None, s) for s in strides),
+                       *(slice(None, None, d) for d in dilations))]
+    batch, positions = x.shape[0], windows.shape[2:2 + rank]
+    order = [0, *range(2, 2 + rank), 1, *range(2 + rank, 2 + 2 * rank)]  # [B, *S', C, *k]
+    rows = windows.transpose(order).reshape(batch, -1, in_channels * int(np.prod(kernel_shape)))
+    y = crossbar_linear_numpy(rows, *chip, **linear_attributes)  # [B, L, O]
+    return y.transpose(0, 2, 1).reshape(batch, -1, *positions)
+
+
+class CrossbarConv(CrossbarLinear):
+    """numpy reference of CrossbarConv for the ONNX reference evaluator."""
+
+    def _run(self, x, signal_levels, conductance, noise_levels=None, noise_conductance=None,
+             in_channels=None, kernel_shape=None, strides=None, dilations=None, pads=None,
+             **attributes):
+        if noise_conductance is not None and not hasattr(self, "_rng"):
+            self._rng = np.random.default_rng(int(attributes["seed"]))
+        return (crossbar_conv_numpy(
+            x, signal_levels, conductance, noise_levels, noise_conductance,
+            rng=getattr(self, "_rng", None), in_channels=in_channels,
+            kernel_shape=kernel_shape, strides=strides, dilations=dilations, pads=pads,
+            **attributes),)
+
+
 def reference_ops() -> list[type[OpRun]]:
     """OpRun classes to pass as `new_ops` to onnx.reference.ReferenceEvaluator: the custom
     op and the standard ops whose reference implementation fails on our files."""
     from mho.exporter.ops.reference_fixes import GatherElements
 
-    return [CrossbarLinear, GatherElements]
+    return [CrossbarLinear, CrossbarConv, GatherElements]
 
 
 def crossbar_tensors(core) -> tuple[dict[str, np.ndarray], dict[str, int | float | str]]:
