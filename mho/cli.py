@@ -658,32 +658,49 @@ def transcribe_command(model, audio, decoder, runtime) -> None:
               help="Tolerance: CER %% between greedy transcripts and torch's.")
 @click.option("--max-wer-delta", type=click.FloatRange(min=0), default=2.0, show_default=True,
               help="Tolerance: absolute WER difference (points) from torch's.")
+@click.option("--runs", type=click.IntRange(min=2), default=None,
+              help="With read noise on: passes over the set (fresh noise each); parity is "
+                   "judged on the WER distributions.  [default: 3 with noise, else 1]")
 @click.option("--json", "as_json", is_flag=True, help="One entry per runtime.")
 def check_command(model, onnx_file, coreml_file, data_set, runtimes, decoder, limit, memristor,
                   adc, layer_rules, digital_patterns, noise, seed, chip, mean_abs, max_cer,
-                  max_wer_delta, as_json) -> None:
+                  max_wer_delta, runs, as_json) -> None:
     """Parity of MODEL across runtimes: log-probs, transcripts and WER against torch; exits 1
-    when a tolerance is exceeded."""
+    when a tolerance is exceeded. With read noise on, the WER distributions over --runs
+    passes are compared instead."""
     import tempfile
 
     from mho.data.datasets import resolve_dataset
-    from mho.runtime.parity import Tolerances, check_parity
+    from mho.runtime.onnx_runtime import OnnxSession
+    from mho.runtime.parity import Tolerances, check_noisy_parity, check_parity
     from mho.runtime.session import parity_runtimes
 
     names = [r.strip() for r in runtimes.split(",") if r.strip()]
     data_name, utterances = resolve_dataset(data_set)
     utterances = utterances[:limit] if limit else utterances
-    simulator = None
+    simulator, memristor_settings = None, None
     if memristor is not None or chip is not None:
         simulator = _simulator_config(memristor, chip, adc, layer_rules, digital_patterns, noise)
+        memristor_settings = simulator.to_dict()
+    elif onnx_file is not None:
+        memristor_settings = OnnxSession.metadata_of(onnx_file).memristor
+    noisy = memristor_settings is not None and memristor_settings.get("noise", "off") != "off"
+    if runs is not None and not noisy:
+        raise MhoError("--runs is for models that read with noise; this one is deterministic")
+    tolerances = Tolerances(mean_abs=mean_abs, transcript_cer=max_cer, wer_delta=max_wer_delta)
     with tempfile.TemporaryDirectory(prefix="mho-check-") as scratch:
         reference, others, search = parity_runtimes(
             model, names, onnx_file=onnx_file, coreml_file=coreml_file, simulator=simulator,
             seed=seed, chip=chip, decoder=decoder, scratch=Path(scratch), progress=not as_json)
-        torch_wer, results = check_parity(
-            reference, others, utterances, search,
-            Tolerances(mean_abs=mean_abs, transcript_cer=max_cer, wer_delta=max_wer_delta),
-            progress=not as_json)
+        if noisy:
+            results = check_noisy_parity(reference, others, utterances, search, runs or 3,
+                                         tolerances, progress=not as_json)
+            _print_noisy_parity(model, data_name, len(utterances), decoder, results, as_json)
+            if not all(r.passed for r in results):
+                sys.exit(1)
+            return
+        torch_wer, results = check_parity(reference, others, utterances, search, tolerances,
+                                          progress=not as_json)
         coreml = None
         if "coreml" in others:  # what the program holds, and what may leave the Neural Engine
             from mho.exporter.coreml import off_neural_engine
@@ -718,6 +735,36 @@ def check_command(model, onnx_file, coreml_file, data_set, runtimes, decoder, li
             _print_ops(coreml["ops"], coreml["off_neural_engine"])
     if not all(r.passed for r in results):
         sys.exit(1)
+
+
+def _print_noisy_parity(model, data_name, count, decoder, results, as_json) -> None:
+    import numpy as np
+
+    torch_wers = results[0].torch_wers
+    if as_json:
+        entries = [{"runtime": "torch", "wers": torch_wers, "wer": float(np.mean(torch_wers)),
+                    "wer_std": float(np.std(torch_wers, ddof=1)), "passed": True},
+                   *({"runtime": r.runtime, "wers": r.wers, "wer": r.wer, "wer_std": r.wer_std,
+                      "wer_delta": r.wer_delta, "allowed": r.allowed, "passed": r.passed,
+                      "failures": r.failures} for r in results)]
+        click.echo(json.dumps({"model": model, "data": data_name, "decoder": decoder,
+                               "utterances": count, "runs": len(torch_wers),
+                               "runtimes": entries}, indent=2))
+        return
+    table = Table(title=f"parity of {model} on {data_name} ({count} utts, {decoder} decoding, "
+                        f"read noise: WER over {len(torch_wers)} runs) against torch")
+    for column in ("runtime", "WER % per run", "mean", "std", "delta", "allowed", "pass"):
+        table.add_column(column, justify="left" if column == "runtime" else "right")
+
+    def row(name, wers, *rest):
+        table.add_row(name, " ".join(f"{w:.2f}" for w in wers), f"{np.mean(wers):.2f}",
+                      f"{np.std(wers, ddof=1):.2f}", *rest)
+
+    row("torch", torch_wers, "", "", "reference")
+    for r in results:
+        row(r.runtime, r.wers, f"{r.wer_delta:+.2f}", f"{r.allowed:.2f}",
+            "yes" if r.passed else "NO: " + "; ".join(r.failures))
+    console.print(table)
 
 
 @bench.command("runtime")

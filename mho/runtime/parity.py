@@ -8,6 +8,9 @@ move one activation across a rounding boundary of its 8-bit grid (or a read acro
 code), and that step reaches every later frame through attention, so log-prob differences
 of 0.1-1 on some utterances are the expected behaviour of a correct export; transcripts and
 WER are the criteria that count, and the defaults below allow for it.
+
+With read noise on, every run of a memristor model draws fresh noise (torch and onnxruntime
+from their own streams), so `check_noisy_parity` compares WER distributions over runs.
 """
 
 import time
@@ -19,6 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mho.data.manifest import Utterance, load_utterance_audio
+from mho.errors import MhoError
 from mho.runtime.decode import Decoder, GreedyDecoder
 from mho.runtime.evaluate import error_rates
 
@@ -105,3 +109,50 @@ def check_parity(
             failures=failures,
         ))
     return torch_wer, results
+
+
+@dataclass(frozen=True)
+class NoisyParity:
+    """A runtime against torch when reads are noisy: every run draws fresh read noise on both
+    sides, so frames and transcripts differ by design and only the WER distributions over the
+    runs can agree."""
+
+    runtime: str
+    wers: list[float]  # percent, one per run
+    torch_wers: list[float]
+    wer_delta: float  # mean(wers) - mean(torch_wers)
+    allowed: float  # the tolerance plus two standard errors of that difference
+    passed: bool
+    failures: list[str]
+
+    @property
+    def wer(self) -> float:
+        return float(np.mean(self.wers))
+
+    @property
+    def wer_std(self) -> float:
+        return float(np.std(self.wers, ddof=1))
+
+
+def check_noisy_parity(
+    reference, runtimes: dict[str, object], utterances: Sequence[Utterance], decoder: Decoder,
+    runs: int, tolerances: Tolerances = Tolerances(), progress: bool = True,
+) -> list[NoisyParity]:
+    """`runs` passes over the set through every runtime (each a fresh noise draw); a runtime
+    passes when its mean WER is within `tolerances.wer_delta` plus two standard errors of
+    the difference of the means from torch's."""
+    if runs < 2:
+        raise MhoError("a noisy parity check needs at least 2 runs (--runs)")
+    per_run = [check_parity(reference, runtimes, utterances, decoder, tolerances, progress)
+               for _ in range(runs)]
+    torch_wers = [torch_wer for torch_wer, _ in per_run]
+    results = []
+    for index, name in enumerate(runtimes):
+        wers = [results_of_run[index].wer for _, results_of_run in per_run]
+        delta = float(np.mean(wers) - np.mean(torch_wers))
+        standard_error = float(np.sqrt((np.var(wers, ddof=1) + np.var(torch_wers, ddof=1)) / runs))
+        allowed = tolerances.wer_delta + 2 * standard_error
+        failures = [] if abs(delta) <= allowed else [
+            f"|mean WER delta| {abs(delta):.3g} > {allowed:.3g}"]
+        results.append(NoisyParity(name, wers, torch_wers, delta, allowed, not failures, failures))
+    return results

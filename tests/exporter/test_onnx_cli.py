@@ -82,6 +82,7 @@ def test_check_fails_when_the_file_is_another_model(baseline_file):
     (["eval", "missing.onnx", "--data", "flite-slt"], "no such ONNX file"),
     (["eval", BASELINE, "--data", "flite-slt", "--runtime", "ort"], "runs exported .onnx"),
     (["check", BASELINE, "--data", "flite-slt", "--runtimes", "ort"], "torch (the reference)"),
+    (["check", BASELINE, "--data", "flite-slt", "--runs", "2"], "read with noise"),
     (["export", "onnx", BASELINE, "-o", "x.pt"], "should end in .onnx"),
     (["export", "onnx", BASELINE, "-o", "x.onnx", "--adc", "4/4"], "need --memristor"),
     (["export", "onnx", "nope", "-o", "x.onnx"], "unknown model"),
@@ -115,3 +116,15 @@ def test_the_baseline_on_a_chip_passes_check_with_noise_off():
     result = run("check", BASELINE, "--data", "flite-slt", "--memristor", "--noise", "off",
                  "--adc", "8/8", "--seed", "3", "--json")
     assert result.exit_code == 0, result.output
+
+
+@pytest.mark.slow
+def test_the_baseline_on_a_noisy_chip_passes_check_on_wer_over_runs():
+    result = run("check", BASELINE, "--data", "flite-slt", "--memristor", "--noise", "legacy",
+                 "--adc", "8/8", "--seed", "3", "--limit", "16", "--runs", "2",
+                 "--runtimes", "torch,ort", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    torch_entry, ort_entry = report["runtimes"]
+    assert report["runs"] == 2 and len(ort_entry["wers"]) == 2 and ort_entry["passed"]
+    assert torch_entry["wers"][0] != torch_entry["wers"][1]  # fresh noise in every run

@@ -17,12 +17,14 @@ Attributes: weight_bits, tile_rows, tile_cols, input_bits, adc_precision_bits,
 adc_range_bits, out_features (ints); weight_scale, input_scale (floats); noise (string:
 off / legacy / physical); seed (float, as ONNX's random ops take it).
 
-Three implementations, which tests compare with each other:
+`ai.mho.memristor::CrossbarConv` (CONV_DOC below) is the same op behind an im2col.
+
+Three implementations of each, which tests compare with each other:
 - `crossbar_functions()`: model-local FunctionProtos of standard opset-20 ops, overload ""
   (noise off) and "noisy"; onnxruntime inlines them and runs the whole layer as one batched
   MatMul (plus one for the noise variance), like the torch simulator.
-- `CrossbarLinear` below: a numpy `OpRun` for the ONNX reference evaluator, written
-  separately from the body: float64, an explicit loop over planes and tiles.
+- `CrossbarLinear` / `CrossbarConv` below: numpy `OpRun`s for the ONNX reference evaluator,
+  written separately from the bodies: float64, an explicit loop over planes and tiles.
 - mho.simulator.crossbar.CrossbarLinear: the torch simulator the file was exported from.
 
 Written by hand: no library defines crossbar ops for ONNX.
@@ -90,17 +92,20 @@ def _chip_inputs(noisy: bool) -> list[str]:
     return ["signal_levels", "conductance", *(["noise_levels", "noise_conductance"] * noisy)]
 
 
-def _crossbar_linear(noisy: bool) -> onnx.FunctionProto:
-    f = _Body()
-    f.nodes.append(helper.make_node("Identity", [_linear_nodes(f, "X", noisy)], ["Y"]))
+def _function(op: str, body: _Body, noisy: bool, attributes, doc: str) -> onnx.FunctionProto:
+    """`body` (inputs X and the chip's, output Y) as op's FunctionProto, overload by noise."""
     function = helper.make_function(
-        DOMAIN, "CrossbarLinear", ["X", *_chip_inputs(noisy)], ["Y"], f.nodes,
-        [helper.make_opsetid("", OPSET)], attributes=list(ATTRIBUTES),
-        doc_string=__doc__.split("\n\n")[0],
-    )
+        DOMAIN, op, ["X", *_chip_inputs(noisy)], ["Y"], body.nodes,
+        [helper.make_opsetid("", OPSET)], attributes=list(attributes), doc_string=doc)
     if noisy:
         function.overload = NOISY
     return function
+
+
+def _crossbar_linear(noisy: bool) -> onnx.FunctionProto:
+    f = _Body()
+    f.nodes.append(helper.make_node("Identity", [_linear_nodes(f, "X", noisy)], ["Y"]))
+    return _function("CrossbarLinear", f, noisy, ATTRIBUTES, __doc__.split("\n\n")[0])
 
 
 def _linear_nodes(f: _Body, x: str, noisy: bool) -> str:
@@ -226,15 +231,7 @@ def _crossbar_conv(noisy: bool) -> onnx.FunctionProto:
     f.nodes.append(helper.make_node("Reshape", [
         f("Transpose", read, perm=[0, 2, 1]),
         f("Concat", batch, out_features, spatial, axis=0)], ["Y"]))  # [B, O, *S']
-    function = helper.make_function(
-        DOMAIN, "CrossbarConv", ["X", *_chip_inputs(noisy)], ["Y"], f.nodes,
-        [helper.make_opsetid("", OPSET)],
-        attributes=[*ATTRIBUTES, *CONV_ATTRIBUTES],
-        doc_string=CONV_DOC,
-    )
-    if noisy:
-        function.overload = NOISY
-    return function
+    return _function("CrossbarConv", f, noisy, [*ATTRIBUTES, *CONV_ATTRIBUTES], CONV_DOC)
 
 
 def crossbar_functions() -> list[onnx.FunctionProto]:

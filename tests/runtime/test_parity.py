@@ -1,0 +1,58 @@
+"""Noisy parity: WER distributions over runs, on the shipped baseline's real log-probs with
+Gaussian perturbations standing in for two runtimes' independent read-noise streams."""
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from mho.data.datasets import resolve_dataset
+from mho.data.manifest import load_utterance_audio
+from mho.errors import MhoError
+from mho.runtime.decode import GreedyDecoder
+from mho.runtime.parity import check_noisy_parity
+from mho.runtime.recognizer import load_recognizer
+
+
+def key(waveform: np.ndarray) -> str:
+    return hashlib.sha1(waveform.tobytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def clean():
+    """12 utterances of flite-slt and the baseline's log-probs of each, by waveform."""
+    _, utterances = resolve_dataset("flite-slt")
+    utterances = utterances[:12]
+    recognizer = load_recognizer("conformer-sinusoidal-linear-w8", decoder="greedy")
+    log_probs = {}
+    for utt in utterances:
+        waveform = load_utterance_audio(utt)
+        log_probs[key(waveform)] = np.asarray(recognizer.log_probs(waveform))
+    return utterances, log_probs
+
+
+def noisy(log_probs: dict, sigma: float, seed: int):
+    """A runtime that draws fresh noise on every call: clean log-probs + N(0, sigma)."""
+    rng = np.random.default_rng(seed)
+    return lambda waveform: (clean := log_probs[key(waveform)]) + rng.normal(0, sigma, clean.shape)
+
+
+def test_same_noise_distribution_passes_and_a_worse_one_fails(clean):
+    utterances, log_probs = clean
+    reference = noisy(log_probs, 1.0, seed=0)
+    runtimes = {"same": noisy(log_probs, 1.0, seed=1), "worse": noisy(log_probs, 6.0, seed=2)}
+    results = check_noisy_parity(reference, runtimes, utterances, GreedyDecoder.from_assets(),
+                                 runs=3, progress=False)
+    same, worse = results
+    assert len(same.wers) == len(same.torch_wers) == 3
+    assert len(set(same.torch_wers)) > 1  # every run drew fresh noise
+    assert same.passed, same
+    assert not worse.passed and worse.wer_delta > 10
+    assert worse.failures[0].startswith("|mean WER delta|")
+
+
+def test_a_noisy_check_needs_two_runs(clean):
+    utterances, log_probs = clean
+    with pytest.raises(MhoError, match="at least 2 runs"):
+        check_noisy_parity(noisy(log_probs, 1.0, 0), {}, utterances,
+                           GreedyDecoder.from_assets(), runs=1)
