@@ -190,6 +190,10 @@ class CrossbarLinear(nn.Module):
         c = self.current_scale
         signal = c * (np.polyval(chip.hhrs, voltage) - np.polyval(chip.llrs, voltage))
         self.register_buffer("signal_table", torch.tensor(signal, dtype=torch.float32))  # [L]
+        # the same tables in ADC steps (x 2^p, variances x 4^p: exact powers of two), so the
+        # forward's reads come out of the matmul ready to round
+        steps = 2.0**config.adc_precision_bits
+        self.register_buffer("_signal_steps", self.signal_table * steps, persistent=False)
 
         def to_tiles(matrix: np.ndarray) -> torch.Tensor:
             """[P, I_pad, O_pad] -> [T_in, R, P * O_pad]: one matmul operand per input tile."""
@@ -209,16 +213,20 @@ class CrossbarLinear(nn.Module):
             self.register_buffer(
                 "noise_table", torch.tensor(np.stack((low, diff)), dtype=torch.float32)
             )  # [2, L]
+            self.register_buffer("_noise_steps", self.noise_table * steps**2, persistent=False)
             sign_plus, sign_minus = self._conductance_sign(r_plus), self._conductance_sign(r_minus)
             signs = to_tiles(sign_plus + sign_minus)  # [T_in, R, P*O_pad]
             signed_r = to_tiles(sign_plus * r_plus + sign_minus * r_minus)
             self.register_buffer("noise_matrix", torch.cat((signs, signed_r), dim=1))
         else:
-            self.noise_table = None
+            self.noise_table = self._noise_steps = None
             self.noise_matrix = None
 
         shifts = np.arange(self.planes - 1, -1, -1)  # plane 0 is the MSB: 2^(P-1)
-        self.register_buffer("plane_weights", torch.tensor(2.0**shifts, dtype=torch.float64))
+        self.register_buffer("plane_weights", torch.tensor(2.0**shifts, dtype=torch.float32))
+        # the largest |shift-and-add| sum: below 2^24 it is an exact integer in float32
+        largest = config.adc_limit * (2**self.planes - 1) * self.tiles_in
+        self._sum_dtype = torch.float32 if largest < 2**24 else torch.float64
         self.output_factor = (
             self.weight_scale
             * self.input_scale
@@ -331,9 +339,10 @@ class CrossbarLinear(nn.Module):
         )  # [N, I_pad]
         return index.view(rows, self.tiles_in, tile_rows).transpose(0, 1)  # [T_in, N, R]
 
-    def _variance(self, index: torch.Tensor) -> torch.Tensor:
-        """[T_in, N, R] indices -> [T_in, N, P*O_pad] read-noise variance of every column."""
-        transform = torch.cat((self.noise_table[0][index], self.noise_table[1][index]), -1)
+    def _variance(self, index: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        """[T_in, N, R] indices -> [T_in, N, P*O_pad] read-noise variance of every column, in
+        the units of `table` (noise_table, or _noise_steps)."""
+        transform = torch.cat((table[0][index], table[1][index]), -1)
         return torch.bmm(transform, self.noise_matrix).clamp_(min=0)  # [T_in, N, 2R] @ ...
 
     def column_variance(self, levels: torch.Tensor) -> torch.Tensor:
@@ -346,7 +355,8 @@ class CrossbarLinear(nn.Module):
                 self.planes,
                 self.signal_matrix.shape[-1] // self.planes,
             )
-        return self._variance(index).view(self.tiles_in, levels.shape[0], self.planes, -1)
+        variance = self._variance(index, self.noise_table)
+        return variance.view(self.tiles_in, levels.shape[0], self.planes, -1)
 
     def column_currents(
         self, levels: torch.Tensor, generator: torch.Generator | None = None
@@ -355,28 +365,32 @@ class CrossbarLinear(nn.Module):
 
         levels: [N, I] int64 DAC levels -> [T_in, N, P, O_pad] float32 (padded columns
         included). Noise per config, from `generator` (default: the module's stream)."""
+        return self._reads(levels, self.signal_table, self.noise_table, generator)
+
+    def _reads(self, levels, signal_table, noise_table, generator=None) -> torch.Tensor:
+        """column_currents in the units of the tables given: [N, I] -> [T_in, N, P, O_pad]."""
         index = self._table_index(levels)  # [T_in, N, R]
         if self.noise_matrix is not None:  # noise first: at most two temporaries at a time
-            noise = self._variance(index).sqrt_()  # [T_in, N, P*O_pad] standard deviations
+            noise = self._variance(index, noise_table).sqrt_()  # [T_in, N, P*O_pad] deviations
             generator = generator or self._generator(noise.device)
             noise *= torch.randn(noise.shape, generator=generator, device=noise.device)
-        current = torch.bmm(self.signal_table[index], self.signal_matrix)  # [T_in, N, P*O_pad]
+        current = torch.bmm(signal_table[index], self.signal_matrix)  # [T_in, N, P*O_pad]
         if self.noise_matrix is not None:
             current += noise
         return current.view(self.tiles_in, levels.shape[0], self.planes, -1)
 
-    def adc(self, current: torch.Tensor) -> torch.Tensor:
-        """[T_in, N, P, O_pad] reads -> integer ADC codes (float32), counting clipped ones.
-        Converts in place: ``current`` holds the codes afterwards."""
+    def adc(self, reads: torch.Tensor) -> torch.Tensor:
+        """[T_in, N, P, O_pad] reads in ADC steps (u x 2^p) -> integer ADC codes (float32),
+        counting clipped ones. Rounds in place: ``reads`` is overwritten."""
         limit = self.config.adc_limit
-        codes = current.mul_(2**self.config.adc_precision_bits).round_()
+        codes = reads.round_()
         clamped = codes.clamp(-limit, limit)
         # 1.0 where clipped, summed in float32: exact (at most N * P per column) and cheaper
         # than a boolean count, which converts the whole tensor to int64 first
         clipped = codes.ne_(clamped).sum(dim=(1, 2)).long() * self.valid_columns
         self.clipped += clipped.view(self.tiles_in, self.tiles_out, -1).sum(-1)  # [T_in, O_pad]
         valid = self.valid_columns.view(self.tiles_out, -1).sum(-1)  # [T_out]
-        self.conversions += current.shape[1] * self.planes * valid
+        self.conversions += reads.shape[1] * self.planes * valid
         return clamped
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -389,11 +403,13 @@ class CrossbarLinear(nn.Module):
         for start in range(0, flat.shape[0], rows):
             levels = dac_levels(flat[start : start + rows], self.input_scale,
                                 self.config.input_bits)  # [n, I]
-            codes = self.adc(self.column_currents(levels))  # [T_in, n, P, O_pad]
-            # integer codes: exact in float32 summed over tiles, then planes in float64
-            per_plane = codes.sum(dim=0)[..., : self.out_features].double()  # [n, P, O]
-            accumulated = torch.einsum("npo,p->no", per_plane, self.plane_weights)  # [n, O]
-            y[start : start + rows] = accumulated * self.output_factor
+            reads = self._reads(levels, self._signal_steps, self._noise_steps)
+            codes = self.adc(reads).to(self._sum_dtype)  # [T_in, n, P, O_pad]
+            # shift-and-add as one [1, P] @ [P, O_pad] product per row and tile, then the
+            # tiles: integer sums, exact in _sum_dtype
+            weights = self.plane_weights.to(self._sum_dtype)[None]  # [1, P]
+            accumulated = torch.matmul(weights, codes).sum(dim=0)[:, 0, : self.out_features]
+            y[start : start + rows] = accumulated.double() * self.output_factor  # [n, O]
         if self.bias is not None:
             y += self.bias
         return y.view(*x.shape[:-1], self.out_features)
