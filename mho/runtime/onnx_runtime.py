@@ -20,14 +20,16 @@ from mho.runtime.decode import Decoder
 ONNX_RUNTIMES = ("ort", "onnx-ref")
 
 
-def ort_session(path: str | Path, threads: int | None = None):
-    """An onnxruntime CPU session set up for speed: all graph optimizations (function
-    inlining, constant folding of the chip's tiling, fusions), `threads` intra-op threads
+def ort_session(path: str | Path, threads: int | None = None, fusions: bool = True):
+    """An onnxruntime CPU session set up for speed: function inlining and constant folding
+    (of the chip's tiling, of int8 weights times scales), with `fusions` also the extended
+    and layout optimizations (LayerNorm, GELU, MatMul + Add...); `threads` intra-op threads
     (default: one per core), sequential execution."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if fusions
+                                        else ort.GraphOptimizationLevel.ORT_ENABLE_BASIC)
     options.intra_op_num_threads = threads or os.cpu_count() or 1
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -50,7 +52,11 @@ class OnnxSession:
             "features", "lengths"]
         try:
             if runtime == "ort":
-                self._session = ort_session(path, threads)
+                # fused kernels sum in another order; on a quantized model that moves
+                # activations across their grid steps: twice the log-prob differences from
+                # torch, at no speed gain (docs/onnx.md); float models keep them
+                quantized = self.metadata.weight_bits is not None
+                self._session = ort_session(path, threads, fusions=not quantized)
                 self._run = lambda feeds: self._session.run(None, feeds)
             else:
                 from onnx.reference import ReferenceEvaluator
