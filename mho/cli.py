@@ -798,6 +798,8 @@ def bench_runtime_command(model, data_set, utterances, repeats, threads, as_json
          "memristor/torch", "memristor/ort", ">= 1"),
         ("function body vs Python op, crossbar layer", "function_vs_pyop", "layer/pyop",
          "layer/function", ">= 5"),
+        ("the same, read noise off", "function_vs_pyop_noise_off", "layer_noise_off/pyop",
+         "layer_noise_off/function", ""),
     ):
         table.add_row(label, f"{ms[slow]:.0f}", f"{ms[fast]:.0f}", f"{summary[key]:.2f}", target)
     console.print(table)

@@ -5,10 +5,11 @@ a Python custom op, each ratio measured in one run with the same thread count.
   test set, torch eager vs onnxruntime on the exported file (waveform in, log-probs out).
 - ort_vs_torch_memristor: the same model programmed onto one chip (default simulator
   settings, read noise on), the torch simulator vs onnxruntime on the exported chip.
-- function_vs_pyop: one CrossbarLinear node (a model-sized layer, noise on) run by
+- function_vs_pyop: one CrossbarLinear node (a model-sized layer, legacy read noise) run by
   onnxruntime through its function body vs the same node as an onnxruntime-extensions Python
   custom op running the op's numpy implementation from the node's inputs (the reference
   evaluator's, mho.exporter.ops.crossbar.crossbar_linear_numpy).
+  function_vs_pyop_noise_off: the same without read noise.
 
 Times are medians over `repeats` passes; a pass runs every utterance (or the layer) once.
 """
@@ -57,6 +58,7 @@ class RuntimeBenchResult:
             "ort_vs_torch_digital": self.ratio("digital", "torch", "ort"),
             "ort_vs_torch_memristor": self.ratio("memristor", "torch", "ort"),
             "function_vs_pyop": self.ratio("layer", "pyop", "function"),
+            "function_vs_pyop_noise_off": self.ratio("layer_noise_off", "pyop", "function"),
         }
 
 
@@ -82,8 +84,9 @@ def _model_pair(model, metadata, scratch: Path, name: str, threads: int, wavefor
     return median_ms(torch_pass, repeats), median_ms(ort_pass, repeats)
 
 
-def _layer_pair(config: RuntimeBenchConfig) -> tuple[float, float]:
-    """Median times (function body, Python custom op) of one crossbar layer, noise on."""
+def _layer_pair(config: RuntimeBenchConfig, noise: str) -> tuple[float, float]:
+    """Median times (function body, Python custom op) of one crossbar layer with read noise
+    `noise` ("off" or a mode)."""
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
@@ -105,17 +108,21 @@ def _layer_pair(config: RuntimeBenchConfig) -> tuple[float, float]:
     in_features, out_features = config.layer_size
     generator = torch.Generator().manual_seed(config.seed)
     weight = torch.randint(-127, 128, (out_features, in_features), generator=generator)
-    core = CrossbarLinear.from_integer(weight, 8, 0.01, 0.02, config=CrossbarConfig(),
-                                       seed=config.seed)
+    core = CrossbarLinear.from_integer(weight, 8, 0.01, 0.02,
+                                       config=CrossbarConfig(noise=noise), seed=config.seed)
     x = torch.randn(config.layer_rows, in_features, generator=generator).numpy()
     tensors, attributes = crossbar_tensors(core)
 
+    # Python ops are registered process-wide by name: one name per noise mode
+    python_op = f"CrossbarLinearNoise{noise.capitalize()}"
+
     def model(domain: str, functions: list) -> bytes:
-        """One CrossbarLinear node; with functions: our op (noisy overload), else the
-        Python op, whose attributes live in the closure."""
-        node = helper.make_node("CrossbarLinear", ["X", *tensors], ["Y"], domain=domain,
+        """One CrossbarLinear node; with functions: our op, else the Python op, whose
+        attributes live in the closure."""
+        op_type = "CrossbarLinear" if functions else python_op
+        node = helper.make_node(op_type, ["X", *tensors], ["Y"], domain=domain,
                                 **(attributes if functions else {}))
-        node.overload = NOISY if functions else ""
+        node.overload = NOISY if functions and "noise_levels" in tensors else ""
         graph = helper.make_graph(
             [node], "layer",
             [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", in_features])],
@@ -131,7 +138,7 @@ def _layer_pair(config: RuntimeBenchConfig) -> tuple[float, float]:
 
     rng = np.random.default_rng(config.seed)
 
-    @onnx_op(op_type="CrossbarLinear", inputs=[PyCustomOpDef.dt_float] * (1 + len(tensors)))
+    @onnx_op(op_type=python_op, inputs=[PyCustomOpDef.dt_float] * (1 + len(tensors)))
     def crossbar_pyop(x, *chip):  # the op's own numpy implementation, from its inputs
         return crossbar_linear_numpy(x, *chip, rng=rng, **attributes)
 
@@ -165,5 +172,7 @@ def bench_runtime(config: RuntimeBenchConfig = RuntimeBenchConfig(),
                                            config.threads, waveforms, config.repeats)
             result.ms[f"{what}/torch"], result.ms[f"{what}/ort"] = torch_ms, ort_ms
     log("crossbar layer: function body vs Python custom op")
-    result.ms["layer/function"], result.ms["layer/pyop"] = _layer_pair(config)
+    result.ms["layer/function"], result.ms["layer/pyop"] = _layer_pair(config, "legacy")
+    result.ms["layer_noise_off/function"], result.ms["layer_noise_off/pyop"] = _layer_pair(
+        config, "off")
     return result
