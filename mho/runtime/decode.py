@@ -319,8 +319,15 @@ class LexiconBeamDecoder(Decoder):
         results = self._decoder.decode(logp.ctypes.data, frames, size)
         if not results:
             return Hypothesis(words=(), phones=(), score=-math.inf)
-        best = results[0]
-        words = tuple(self._words.get_entry(i) for i in best.words if i >= 0)
+
+        def words_of(result) -> tuple[str, ...]:
+            return tuple(self._words.get_entry(i) for i in result.words if i >= 0)
+
+        # flashlight orders exactly tied hypotheses by memory addresses (its candidate merge
+        # sorts on LM-state and trie-node pointers), so the first one changes from call to
+        # call: take the alphabetically first of the tied words instead
+        best = min((r for r in results if r.score == results[0].score), key=words_of)
+        words = words_of(best)
         phones = collapse(self.vocabulary.tokens[i] for i in best.tokens if i >= 0)
         return Hypothesis(words=words, phones=phones, score=float(best.score))
 

@@ -192,3 +192,18 @@ def test_load_decoder_from_assets_open_and_closed_vocabulary(tmp_path):
     assert closed.decode(logp).split()[1] in {"the", "red", "read"}
     with pytest.raises(MhoError, match="unknown decoder"):
         load_decoder("viterbi", tmp_path)
+
+
+def test_beam_search_is_deterministic_on_tied_hypotheses():
+    # utterance 30 of flite-slt has 8 exactly tied best hypotheses under the shipped model and
+    # LM; flashlight returns them in memory-address order, which changes between calls
+    from mho.data.datasets import resolve_dataset
+    from mho.data.manifest import load_utterance_audio
+    from mho.runtime.recognizer import load_recognizer
+
+    recognizer = load_recognizer("conformer-none-w8", decoder="greedy")
+    utterance = resolve_dataset("flite-slt")[1][30]
+    emissions = np.asarray(recognizer.log_probs(load_utterance_audio(utterance)), np.float32)
+    decoder = load_decoder("lm")
+    hypotheses = {decoder.search(emissions) for _ in range(8)}
+    assert len(hypotheses) == 1
