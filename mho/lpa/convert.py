@@ -31,10 +31,11 @@ from mho.errors import MhoError
 from mho.lpa.fitting import (
     FitConfig,
     batch_stream,
+    fit_loss,
     masked_relative_mse,
     module_inputs,
+    new_lpa,
     set_temperature,
-    temperature_at,
     warmup_constant,
 )
 from mho.models.lpa import PulseAccumulator
@@ -124,7 +125,8 @@ class Converter:
         self.model.load_state_dict(stored["state_dict"])
         self.optimizer_state = conversion["optimizer"]
         if conversion["lpa"] is not None:
-            self._lpa = self._new_lpa(self.state.order[conversion["done"]])
+            self._lpa = new_lpa(self.model, self.state.order[conversion["done"]],
+                                self.config.fit, self.device)
             self._lpa.load_state_dict(conversion["lpa"])
         self.state = ConversionState(**{k: conversion[k] for k in
                                         ("order", "done", "stage", "step", "seconds",
@@ -194,18 +196,13 @@ class Converter:
     def _fit(self, layer: int, stop) -> bool:
         attention = self.model.layers[layer].attention
         if not hasattr(self, "_lpa"):  # else resumed mid-fit: the LPA came with the state
-            self._lpa = self._new_lpa(layer)
-            self._lpa.initialize_from_attention(attention)
+            self._lpa = new_lpa(self.model, layer, self.config.fit, self.device)
         self.model.eval()
         self._lpa.train()
 
         def loss_fn(batch, step):
-            x, mask = module_inputs(self.model, attention, batch, self.device)
-            with torch.no_grad():
-                target = attention(x, mask)
-            set_temperature(self._lpa, temperature_at(step, self.config.fit.steps,
-                                                      self.config.fit))
-            return masked_relative_mse(self._lpa(x, mask), target, mask)
+            return fit_loss(self.model, attention, self._lpa, batch, step, self.config.fit,
+                            self.device)
 
         finished = self._loop("fit", self.config.fit.steps, self._lpa.parameters(),
                               self.config.fit.lr, stop, loss_fn)
@@ -213,11 +210,6 @@ class Converter:
             self._install(layer, self._lpa)
             del self._lpa
         return finished
-
-    def _new_lpa(self, layer: int) -> PulseAccumulator:
-        torch.manual_seed(self.config.fit.seed * 1009 + layer)
-        config = dataclasses.replace(self.model.config, lpa=self.config.fit.lpa).lpa_config()
-        return PulseAccumulator(config).to(self.device)
 
     def _install(self, layer: int, lpa: PulseAccumulator) -> None:
         config = self.model.config

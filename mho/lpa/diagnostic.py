@@ -9,17 +9,17 @@ them in.
 """
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 import torch
 
 from mho.lpa.fitting import (
     FitConfig,
     batch_stream,
-    masked_relative_mse,
+    fit_loss,
     module_inputs,
+    new_lpa,
     set_temperature,
-    temperature_at,
     warmup_constant,
 )
 from mho.models.lpa import PulseAccumulator
@@ -40,20 +40,14 @@ def fit_lpa(model: Wav2Vec2CTC, layer: int, train: WaveformSet, config: FitConfi
             ) -> PulseAccumulator:
     """A PulseAccumulator fitted to layer `layer`'s attention (model unchanged)."""
     attention = model.layers[layer].attention
-    torch.manual_seed(config.seed * 1009 + layer)
-    lpa = PulseAccumulator(replace(model.config, lpa=config.lpa).lpa_config()).to(device)
-    lpa.initialize_from_attention(attention)
+    lpa = new_lpa(model, layer, config, device)
     optimizer = torch.optim.AdamW(lpa.parameters(), lr=config.lr, weight_decay=0.0)
     scheduler = warmup_constant(optimizer, config.steps)
     batches = batch_stream(train, config, stream=layer)
     model.eval()
     lpa.train()
     for step in range(config.steps):
-        x, mask = module_inputs(model, attention, next(batches), device)
-        with torch.no_grad():
-            target = attention(x, mask)  # [B, T, D]
-        set_temperature(lpa, temperature_at(step, config.steps, config))
-        loss = masked_relative_mse(lpa(x, mask), target, mask)
+        loss = fit_loss(model, attention, lpa, next(batches), step, config, device)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

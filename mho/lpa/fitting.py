@@ -8,7 +8,7 @@ used at inference change little).
 """
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -106,3 +106,25 @@ def warmup_constant(optimizer: torch.optim.Optimizer, steps: int):
     warmup = max(1, math.ceil(0.05 * steps))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
 
+
+
+def new_lpa(model: Wav2Vec2CTC, layer: int, config: FitConfig,
+            device: torch.device) -> PulseAccumulator:
+    """The LPA to fit in place of layer `layer`'s attention: seeded per layer, initialized
+    from that attention (selective initialization)."""
+    torch.manual_seed(config.seed * 1009 + layer)
+    lpa = PulseAccumulator(replace(model.config, lpa=config.lpa).lpa_config()).to(device)
+    lpa.initialize_from_attention(model.layers[layer].attention)
+    return lpa
+
+
+def fit_loss(model: Wav2Vec2CTC, attention: nn.Module, lpa: PulseAccumulator,
+             batch: dict[str, torch.Tensor], step: int, config: FitConfig,
+             device: torch.device) -> torch.Tensor:
+    """One fitting step's loss: `lpa` at the step's temperature against `attention` on the
+    layer's inputs for `batch` (relative MSE over valid frames)."""
+    x, mask = module_inputs(model, attention, batch, device)
+    with torch.no_grad():
+        target = attention(x, mask)  # [B, T, D]
+    set_temperature(lpa, temperature_at(step, config.steps, config))
+    return masked_relative_mse(lpa(x, mask), target, mask)
