@@ -659,8 +659,8 @@ def transcribe_command(model, audio, decoder, runtime) -> None:
 @click.option("--max-wer-delta", type=click.FloatRange(min=0), default=2.0, show_default=True,
               help="Tolerance: absolute WER difference (points) from torch's.")
 @click.option("--runs", type=click.IntRange(min=2), default=None,
-              help="With read noise on: passes over the set (fresh noise each); parity is "
-                   "judged on the WER distributions.  [default: 3 with noise, else 1]")
+              help="Models that read with noise: passes over the set (fresh noise each); "
+                   "parity is judged on the WER distributions.  [default: 3]")
 @click.option("--json", "as_json", is_flag=True, help="One entry per runtime.")
 def check_command(model, onnx_file, coreml_file, data_set, runtimes, decoder, limit, memristor,
                   adc, layer_rules, digital_patterns, noise, seed, chip, mean_abs, max_cer,
