@@ -10,6 +10,7 @@ corpus, e.g. a GPU box reachable only with small uploads.
 """
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,6 +26,27 @@ from mho.train.checkpoint import load_tagged, save_tagged
 
 ARCHIVE_FORMAT = "mho-features-1"
 ARCHIVE_LEVELS = 255  # uint8 codes per mel bin: about 0.09 log units per step
+
+
+def labelled_audio(
+    utterances: list[Utterance], lexicon: Lexicon, vocabulary: Vocabulary, *, desc: str,
+    progress: bool = True, min_samples: int = 0,
+) -> Iterator[tuple[Utterance, torch.Tensor, torch.Tensor]]:
+    """(utterance, waveform [S], phone labels [L]) for every utterance the lexicon can spell
+    and at least `min_samples` long, with a progress bar; MhoError when none is."""
+    yielded = 0
+    for utt in tqdm(utterances, desc=desc, unit="utt", disable=not progress, leave=False):
+        try:
+            phones = lexicon.sentence_to_phones(utt.text)
+        except MhoError:
+            continue
+        waveform = torch.from_numpy(load_utterance_audio(utt))
+        if len(waveform) < min_samples:
+            continue
+        yielded += 1
+        yield utt, waveform, torch.tensor(vocabulary.encode(phones))
+    if not yielded:
+        raise MhoError(f"{desc}: no utterance can be spelled with the lexicon")
 
 
 @dataclass
@@ -48,17 +70,11 @@ class FeatureSet:
         log_mel = LogMel()
         kept, features, labels = [], [], []
         with torch.inference_mode():
-            for utt in tqdm(utterances, desc=desc, unit="utt", disable=not progress, leave=False):
-                try:
-                    phones = lexicon.sentence_to_phones(utt.text)
-                except MhoError:
-                    continue
-                waveform = torch.from_numpy(load_utterance_audio(utt))
+            for utt, waveform, label in labelled_audio(utterances, lexicon, vocabulary,
+                                                       desc=desc, progress=progress):
                 features.append(log_mel(waveform[None])[0].to(torch.float16))
-                labels.append(torch.tensor(vocabulary.encode(phones)))
+                labels.append(label)
                 kept.append(utt)
-        if not kept:
-            raise MhoError(f"{desc}: no utterance can be spelled with the lexicon")
         return cls(kept, features, labels, skipped=len(utterances) - len(kept))
 
     @classmethod

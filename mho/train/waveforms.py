@@ -10,13 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from mho.data.lexicon import Lexicon, Vocabulary
-from mho.data.manifest import Utterance, load_utterance_audio
+from mho.data.manifest import Utterance
 from mho.errors import MhoError
 from mho.models.transformer import RECEPTIVE_FIELD_SAMPLES, SAMPLE_RATE
 from mho.train.checkpoint import load_tagged, save_tagged
+from mho.train.data import labelled_audio
 
 ARCHIVE_FORMAT = "mho-waveforms-1"
 MU = 255.0
@@ -50,19 +50,12 @@ class WaveformSet:
     def build(cls, utterances: list[Utterance], lexicon: Lexicon, vocabulary: Vocabulary, *,
               desc: str = "waveforms", progress: bool = True) -> "WaveformSet":
         kept, codes, labels = [], [], []
-        for utt in tqdm(utterances, desc=desc, unit="utt", disable=not progress, leave=False):
-            try:
-                phones = lexicon.sentence_to_phones(utt.text)
-            except MhoError:
-                continue
-            waveform = torch.from_numpy(load_utterance_audio(utt))
-            if len(waveform) < RECEPTIVE_FIELD_SAMPLES:
-                continue
+        for utt, waveform, label in labelled_audio(utterances, lexicon, vocabulary, desc=desc,
+                                                   progress=progress,
+                                                   min_samples=RECEPTIVE_FIELD_SAMPLES):
             codes.append(mu_law_encode(waveform))
-            labels.append(torch.tensor(vocabulary.encode(phones)))
+            labels.append(label)
             kept.append(utt)
-        if not kept:
-            raise MhoError(f"{desc}: no utterance can be spelled with the lexicon")
         return cls(kept, codes, labels, skipped=len(utterances) - len(kept))
 
     def save_archive(self, path: str | Path) -> None:
