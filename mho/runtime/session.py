@@ -20,8 +20,9 @@ RUNTIMES = ("torch", *ONNX_RUNTIMES, "coreml")
 
 
 def torch_model_of_file(model: str, onnx_file: Path):
-    """The torch model an exported file was made from: the same chip when it is a memristor
-    export (re-programmed from the file's config and seed: bit for bit the same chip)."""
+    """The torch model an exported file was made from, and its export metadata: the same
+    chip when it is a memristor export (re-programmed from the file's config and seed: bit
+    for bit the same chip)."""
     from mho.exporter.onnx import load_for_export
     from mho.simulator.config import SimulatorConfig
 
@@ -29,8 +30,7 @@ def torch_model_of_file(model: str, onnx_file: Path):
     simulator = None
     if metadata.memristor is not None:
         simulator = SimulatorConfig.from_dict(metadata.memristor, where=str(onnx_file))
-    torch_model, _ = load_for_export(model, simulator, metadata.programming_seed or 0)
-    return torch_model
+    return load_for_export(model, simulator, metadata.programming_seed or 0)
 
 
 def parity_runtimes(
@@ -61,18 +61,17 @@ def parity_runtimes(
         from mho.exporter.coreml import MEMRISTOR_UNSUPPORTED
 
         raise MhoError(MEMRISTOR_UNSUPPORTED)
-    onnx_file_given = onnx_file is not None
-    if onnx_file_given:
+    if onnx_file is not None:
         if simulator is not None or chip is not None:
             raise MhoError("--onnx files carry their own chip and settings; drop the "
                            "memristor options")
-        torch_model = torch_model_of_file(model, onnx_file)
+        torch_model, metadata = torch_model_of_file(model, onnx_file)
     else:
         torch_model, metadata = load_for_export(model, simulator, seed, chip, progress=progress)
         if onnx_runtimes:
             onnx_file = scratch / "model.onnx"
             export_onnx(torch_model, onnx_file, metadata, input="waveform")
-    search = load_decoder(decoder)
+    search = load_decoder(decoder, tokens=metadata.vocabulary)  # phones, or a HF model's
     reference = TorchRecognizer(model, torch_model, search, decoder)
     others = {
         runtime: OnnxRecognizer(model, OnnxSession(onnx_file, runtime, threads), search,
@@ -83,9 +82,7 @@ def parity_runtimes(
         from mho.exporter.coreml import export_coreml
         from mho.runtime.coreml_runtime import CoreMLSession
 
-        if coreml_file is None:  # metadata is only loaded already when no --onnx was given
-            if onnx_file_given:
-                metadata = load_for_export(model)[1]
+        if coreml_file is None:
             coreml_file = scratch / "model.mlpackage"
             export_coreml(torch_model, coreml_file, metadata)
         others["coreml"] = CoreMLSession(coreml_file)
