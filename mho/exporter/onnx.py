@@ -42,11 +42,6 @@ MAX_FEATURE_FRAMES = 360_000  # one hour of 10 ms frames
 MIN_WAVEFORM_SAMPLES = 1_600
 
 
-def is_waveform_model(model: torch.nn.Module) -> bool:
-    """Models that take 16 kHz samples themselves (wav2vec2 / LPA), no log-mel front-end."""
-    return getattr(model, "input_kind", "features") == "waveform"
-
-
 @dataclass(frozen=True)
 class ExportReport:
     path: Path
@@ -59,7 +54,7 @@ class ExportReport:
 def _trace(model: torch.nn.Module, input: str) -> onnx.ModelProto:
     twin = export_twin(model)
     batch = torch.export.Dim("batch", min=1, max=4096)
-    if is_waveform_model(model):  # wav2vec2 / LPA: the model itself takes samples
+    if model.input_kind == "waveform":  # wav2vec2 / LPA: the model itself takes samples
         samples = torch.export.Dim("samples", min=MIN_WAVEFORM_SAMPLES,
                                    max=MAX_FEATURE_FRAMES * 160)
         example = (torch.zeros(2, 16_000), torch.tensor([16_000, 12_000]))
@@ -137,7 +132,7 @@ def export_onnx(
     `input`: "features" (log-mels + lengths) or "waveform" (log-mel front-end in the graph)."""
     if input not in INPUTS:
         raise MhoError(f"input must be one of {', '.join(INPUTS)}, got {input!r}")
-    if is_waveform_model(model) and input != "waveform":
+    if model.input_kind == "waveform" and input != "waveform":
         raise MhoError("this model reads the waveform itself (wav2vec2-style): it has no "
                        "log-mel input to export; use --input waveform")
     started = time.perf_counter()
@@ -189,7 +184,7 @@ def load_for_export(
         else:
             model, report = map_to_crossbars(model, simulator, seed, progress=progress)
         memristor, programming_seed = report.config.to_dict(), report.seed
-    if is_waveform_model(model):  # no log-mel features: one output frame per hop
+    if model.input_kind == "waveform":  # no log-mel features: one output frame per hop
         from mho.models.transformer import SAMPLE_RATE
 
         sample_rate, feature_config = SAMPLE_RATE, {}

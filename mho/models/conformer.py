@@ -117,6 +117,8 @@ def conformer_config(size: str = "small", **overrides: Any) -> ConformerCTCConfi
 class ConformerCTC(nn.Module):
     """forward(features [B, T, F], lengths [B]) -> (log_probs [B, T', V], out_lengths [B])."""
 
+    input_kind = "features"  # what forward takes; wav2vec2-style models take "waveform"
+
     def __init__(self, config: ConformerCTCConfig = ConformerCTCConfig()):
         super().__init__()
         self.config = config

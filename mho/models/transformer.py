@@ -246,7 +246,7 @@ class EncoderLayer(nn.Module):
 class Wav2Vec2CTC(nn.Module):
     """forward(waveform [B, S], lengths [B] samples) -> (log_probs [B, T, V], frames [B])."""
 
-    input_kind = "waveform"  # what forward takes; Conformer-CTC takes "features"
+    input_kind = "waveform"  # what forward takes; ConformerCTC takes "features"
 
     def __init__(self, config: Wav2Vec2CTCConfig = Wav2Vec2CTCConfig()):
         super().__init__()

@@ -21,7 +21,7 @@ class TorchRecognizer:
     @torch.inference_mode()
     def log_probs(self, waveform: np.ndarray) -> torch.Tensor:
         """[S] -> CTC log-probs [T', V] of one utterance."""
-        if getattr(self.model, "input_kind", "features") == "waveform":
+        if self.model.input_kind == "waveform":
             waveform = torch.from_numpy(waveform)[None]  # [1, S]
             return self.model(waveform, torch.tensor([waveform.shape[1]]))[0][0]
         features = self.log_mel(torch.from_numpy(waveform)[None])  # [1, T, 80]

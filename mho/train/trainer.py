@@ -84,7 +84,7 @@ class Trainer:
         if config.weight_bits is not None:  # before the optimizer sees the parameters
             self.model.enable_quantization(weight_bits=config.weight_bits)
         self.model_type = model_type(self.model)
-        self.waveform_input = getattr(self.model, "input_kind", "features") == "waveform"
+        self.waveform_input = self.model.input_kind == "waveform"
         self.model.to(self.device)
         self.optimizer = torch.optim.RAdam(
             self.model.parameters(), lr=config.peak_lr, weight_decay=config.weight_decay,
