@@ -83,10 +83,11 @@ class _Traced(torch.nn.Module):
 
 
 def _input_lengths(model: torch.nn.Module, seconds: tuple[float, ...]) -> tuple[str, list[int]]:
+    from mho.data.audio import SAMPLE_RATE
     from mho.data.features import FeatureConfig
 
-    if getattr(model, "input_kind", "features") == "waveform":
-        return "waveform", [int(s * 16_000) for s in seconds]
+    if model.input_kind == "waveform":
+        return "waveform", [int(s * SAMPLE_RATE) for s in seconds]
     features = FeatureConfig()
     return "features", [int(features.num_frames(np.array([s * features.sample_rate]))[0])
                         for s in seconds]
@@ -96,19 +97,17 @@ def off_neural_engine(ops: dict[str, int]) -> dict[str, str]:
     return {op: why for op, why in OFF_NEURAL_ENGINE.items() if op in ops}
 
 
-def program_ops(mlmodel) -> dict[str, int]:
-    counts = Counter(op.op_type for op in mlmodel._mil_program.functions["main"].operations
-                     if op.op_type != "const")
+def count_ops(operations) -> dict[str, int]:
+    """A MIL function's ops per type, most common first (constants left out)."""
+    counts = Counter(op.op_type for op in operations if op.op_type != "const")
     return dict(counts.most_common())
 
 
 def import_coremltools():
     """coremltools, imported without its notes about untested torch versions and the missing
     macOS-only runtime library; MhoError when it is not installed."""
-    logging.getLogger("coremltools").setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
-            warnings.simplefilter("ignore")
+        with _quiet():
             import coremltools
     except ImportError:
         raise MhoError("Core ML needs coremltools: pip install 'mho[coreml]'") from None
@@ -168,7 +167,7 @@ def export_coreml(model: torch.nn.Module, path: str | Path, metadata: OnnxMetada
     mlmodel.author = "mho"
     mlmodel.short_description = (f"{metadata.model_name}: CTC log-probs over "
                                  f"{len(metadata.vocabulary)} tokens, {precision}")
-    ops = program_ops(mlmodel)
+    ops = count_ops(mlmodel._mil_program.functions["main"].operations)
     _save_atomically(mlmodel, path)
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     return CoreMLReport(path, size, time.perf_counter() - started, ops, off_neural_engine(ops),

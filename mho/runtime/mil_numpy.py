@@ -14,15 +14,14 @@ folds constants at conversion), and Core ML's own runtime is macOS-only.
 """
 
 import logging
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 from scipy.special import erf
 
 from mho.errors import MhoError
+from mho.exporter.ops.crossbar import conv_windows
 
 Kernel = Callable[..., np.ndarray | tuple[np.ndarray, ...]]
 KERNELS: dict[str, Kernel] = {}
@@ -141,11 +140,7 @@ def _conv(x, weight, bias=None, strides=None, pad_type="valid", pad=None, dilati
     else:  # valid
         pads = [(0, 0)] * spatial
     x = np.pad(x, [(0, 0), (0, 0), *pads])
-    span = [(k - 1) * d + 1 for k, d in zip(kernel_size, dilations, strict=True)]
-    windows = sliding_window_view(x, span, axis=tuple(range(2, x.ndim)))  # [N, C, *S', *span]
-    index = (slice(None), slice(None), *(slice(None, None, s) for s in strides),
-             *(slice(None, None, d) for d in dilations))
-    windows = windows[index]  # [N, C, *S_out, *K]
+    windows = conv_windows(x, kernel_size, strides, dilations)  # [N, C, *S_out, *K]
     groups = int(groups)
     per_group_in, per_group_out = x.shape[1] // groups, weight.shape[0] // groups
     outputs = []
@@ -185,8 +180,9 @@ class MilProgram:
         return cls(load(spec, spec.specificationVersion, str(weights)))
 
     def op_counts(self) -> dict[str, int]:
-        counts = Counter(op.op_type for op in self.operations if op.op_type != "const")
-        return dict(counts.most_common())
+        from mho.exporter.coreml import count_ops
+
+        return count_ops(self.operations)
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from coremltools.converters.mil.mil import types

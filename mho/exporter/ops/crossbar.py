@@ -291,6 +291,17 @@ class CrossbarLinear(OpRun):
             out_features=out_features, weight_scale=weight_scale, input_scale=input_scale),)
 
 
+def conv_windows(x: np.ndarray, kernel_shape, strides, dilations) -> np.ndarray:
+    """The receptive fields of a convolution over an already padded x [B, C, *S] (1-D or
+    2-D): a strided view [B, C, *S', *kernel], every stride-th position, every dilation-th
+    tap. Shared by the numpy references (here and mho.runtime.mil_numpy's conv)."""
+    rank = len(kernel_shape)
+    spans = [d * (k - 1) + 1 for k, d in zip(kernel_shape, dilations, strict=True)]
+    windows = np.lib.stride_tricks.sliding_window_view(x, spans, axis=tuple(range(2, 2 + rank)))
+    return windows[(slice(None), slice(None), *(slice(None, None, s) for s in strides),
+                    *(slice(None, None, d) for d in dilations))]
+
+
 def crossbar_conv_numpy(x, *chip, in_channels, kernel_shape, strides, dilations, pads,
                         **linear_attributes) -> np.ndarray:
     """CrossbarConv in numpy: [B, C, *S] -> [B, O, *S'] by strided windows (written apart
@@ -300,11 +311,7 @@ def crossbar_conv_numpy(x, *chip, in_channels, kernel_shape, strides, dilations,
         raise ValueError(f"CrossbarConv expects {in_channels} channels, got {x.shape[1]}")
     before, after = pads[:rank], pads[rank:]
     x = np.pad(x, [(0, 0), (0, 0), *zip(before, after, strict=True)])
-    spans = [d * (k - 1) + 1 for k, d in zip(kernel_shape, dilations, strict=True)]
-    windows = np.lib.stride_tricks.sliding_window_view(x, spans, axis=tuple(range(2, 2 + rank)))
-    # [B, C, *positions, *spans] -> every stride-th position, every dilation-th tap
-    windows = windows[(slice(None), slice(None), *(slice(None, None, s) for s in strides),
-                       *(slice(None, None, d) for d in dilations))]
+    windows = conv_windows(x, kernel_shape, strides, dilations)  # [B, C, *S', *k]
     batch, positions = x.shape[0], windows.shape[2:2 + rank]
     order = [0, *range(2, 2 + rank), 1, *range(2 + rank, 2 + 2 * rank)]  # [B, *S', C, *k]
     rows = windows.transpose(order).reshape(batch, -1, in_channels * int(np.prod(kernel_shape)))
