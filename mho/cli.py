@@ -1054,7 +1054,7 @@ def lpa_convert(model: str, layers_spec: str, order: str, ranking: Path | None, 
 def lpa_report(models: tuple[str, ...], out: Path) -> None:
     """WER vs replaced layers (MSE-ranked and naive order) from the cards of MODELS: shipped
     names or packed checkpoints with their .json card beside them."""
-    from mho.lpa.report import conversion_rows, plot_conversion
+    from mho.lpa.report import conversion_markdown, conversion_rows, plot_conversion
     from mho.models.zoo import model_card, shipped_models
 
     cards = []
@@ -1067,16 +1067,10 @@ def lpa_report(models: tuple[str, ...], out: Path) -> None:
         else:
             raise MhoError(f"no model card for {model} (pack it with `mho models pack`)")
     rows = conversion_rows(cards)
-    panels = sorted({key for row in rows for key in row["wer"]})
-    lines = ["| order | replaced | layers | " + " | ".join(panels) + " |",
-             "|" + " --- |" * (3 + len(panels))]
-    for row in rows:
-        lines.append(f"| {row['order']} | {row['depth']} | {', '.join(map(str, row['layers']))}"
-                     f" | " + " | ".join(f"{row['wer'].get(p, float('nan')):.2f}"
-                                         for p in panels) + " |")
+    table = conversion_markdown(rows)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "conversion.md").write_text("\n".join(lines) + "\n")
+    (out / "conversion.md").write_text(table)
     plot_conversion(rows, out / "conversion.png",
                     num_layers=cards[0]["architecture"]["num_layers"])
-    click.echo("\n".join(lines))
+    click.echo(table, nl=False)
     console.print(f"-> {out / 'conversion.md'}, {out / 'conversion.png'}")

@@ -50,6 +50,18 @@ def conversion_rows(cards: list[dict]) -> list[dict]:
     return sorted(rows, key=lambda r: (r["order"], r["depth"]))
 
 
+def conversion_markdown(rows: list[dict]) -> str:
+    """`conversion_rows` as a markdown table: order, depth, layers, WER per (set, decoder)."""
+    panels = sorted({key for row in rows for key in row["wer"]})
+    lines = ["| order | replaced | layers | " + " | ".join(panels) + " |",
+             "|" + " --- |" * (3 + len(panels))]
+    for row in rows:
+        lines.append(f"| {row['order']} | {row['depth']} | {', '.join(map(str, row['layers']))}"
+                     f" | " + " | ".join(f"{row['wer'].get(p, float('nan')):.2f}"
+                                         for p in panels) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def plot_conversion(rows: list[dict], path: Path, *, num_layers: int) -> None:
     """WER vs replaced layers, one panel per test set and decoder, MSE-ranked vs naive
     order (the paper's Figure 2)."""
