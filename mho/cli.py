@@ -478,7 +478,7 @@ def bench() -> None:
 @click.option("--size", type=click.IntRange(min=1), default=512, show_default=True,
               help="Layer inputs = outputs.")
 @click.option("--weight-bits", type=click.IntRange(2, 8), default=8, show_default=True)
-@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--repeats", type=click.IntRange(min=1), default=7, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--model", "models", multiple=True, metavar="NAME",
               help="Also time programming this model (repeatable; 'all': every shipped one).")

@@ -36,7 +36,7 @@ class SimBenchConfig:
     rows: int = 64 * 100  # a batch of 64 utterances x 100 frames
     weight_bits: int = 8
     adc: tuple[int, int] = (4, 4)
-    repeats: int = 5  # timed runs per measurement (medians)
+    repeats: int = 7  # timed runs per measurement, in turns (medians)
     naive_rows: int = 8  # rows the naive reference is timed on
     threads: int = 1
     seed: int = 0
@@ -96,6 +96,20 @@ def median_ms(run: Callable[[], object], repeats: int) -> float:
     return 1000 * statistics.median(times)
 
 
+def interleaved_medians_ms(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median ms of each run, timed in turns (a, b, c, a, b, c, ...) after one warm-up each, so
+    that a shared machine's slow spells weigh on every run alike and their ratios hold."""
+    for run in runs.values():
+        run()
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            started = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - started)
+    return {name: 1000 * statistics.median(t) for name, t in times.items()}
+
+
 def peak_memory_rise(run: Callable[[], object]) -> int | None:
     """Bytes the peak resident set rises by while ``run`` runs; None off Linux."""
     status, clear_refs = Path("/proc/self/status"), Path("/proc/self/clear_refs")
@@ -146,8 +160,9 @@ def bench_sim(
 
     log("timing the digital matmul and the simulator")
     with torch.inference_mode():
-        digital_ms = median_ms(digital, config.repeats)
-        simulator_ms = {m: median_ms(lambda m=m: layers[m](x), config.repeats) for m in layers}
+        runs = {"digital": digital} | {m: lambda m=m: layers[m](x) for m in layers}
+        simulator_ms = interleaved_medians_ms(runs, config.repeats)
+        digital_ms = simulator_ms.pop("digital")
         peak_bytes = {"digital": peak_memory_rise(digital)}
         for mode, layer in layers.items():
             peak_bytes[mode] = peak_memory_rise(lambda layer=layer: layer(x))

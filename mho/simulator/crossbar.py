@@ -15,7 +15,11 @@ Read noise (Johnson + shot) is independent per cell and Gaussian, with variance
 h(V) |G(V)| where G(V) = I(V) / V = g_L(V) + r (g_H(V) - g_L(V)) is a polynomial (the I-V
 polynomials have no constant term). A column's noise is therefore exactly Gaussian with
 variance sum_i s_i [t_L(V_i) + r_i t_D(V_i)] (s_i = sign of the cell's conductance): a second
-matmul, drawn independently for every row of the batch.
+matmul, drawn independently for every row of the batch. When every pair has the same sign sum
+(the measured device), the first term is a row sum and the matmul is the signal's size.
+
+The ADC per column, the clip count and the digital shift-and-add over planes and tiles run
+as one fused pass over each chunk's reads (kernels.py).
 
 DAC grid: the QAT activation grid (s_x = absmax / 127, levels -127..127 at 8 bits), level k
 applied as k / 128 of the full-scale read voltage (0.6 V): SynaptogenML's voltage step of
@@ -33,6 +37,7 @@ import torch
 from torch import nn
 
 from mho.errors import ConfigError
+from mho.simulator import kernels
 from mho.simulator.device import (
     ELECTRON_CHARGE,
     K_B_T,
@@ -50,11 +55,13 @@ NOISE_MODES = ("off", "legacy", "physical")
 # paper's numbers were made with. physical: Synaptogen's own Iread (q, BW = 1e8 Hz).
 NOISE_CONSTANTS = {"legacy": (math.e, 1e-8), "physical": (ELECTRON_CHARGE, 1e8)}
 LEGACY_MIN_VOLTAGE = 1e-12  # V: SynaptogenML's Johnson term is |I| / (|V| + 1e-12)
-# Elements of one [T_in, n, P * O_pad] float32 temporary (1 MB): batch rows are converted in
-# chunks of this size, so temporaries come from the allocator's free list (a fresh mmap per
-# 50 MB temporary costs more in page faults than the arithmetic) and the peak memory stays
-# near the layer's own input and output.
-CHUNK_ELEMENTS = 2**18
+# float32 elements of a forward chunk's temporaries, all [T_in, n, P * O_pad] buffers together
+# (8 MB): rows are converted in chunks of this size into buffers allocated once per forward
+# (fresh multi-MB temporaries cost more in page faults than the arithmetic), large enough for
+# an efficient matmul (the bench layer's matmul runs ~1.4x slower in chunks of 64 rows than
+# of 256), small enough to keep the peak memory near the layer's own input and output
+# (`mho bench sim`: 16 MB chunks were no faster and took 2.9x the digital layer's memory).
+CHUNK_ELEMENTS = 2**21
 
 
 @dataclass(frozen=True)
@@ -215,18 +222,24 @@ class CrossbarLinear(nn.Module):
             )  # [2, L]
             self.register_buffer("_noise_steps", self.noise_table * steps**2, persistent=False)
             sign_plus, sign_minus = self._conductance_sign(r_plus), self._conductance_sign(r_minus)
-            signs = to_tiles(sign_plus + sign_minus)  # [T_in, R, P*O_pad]
-            signed_r = to_tiles(sign_plus * r_plus + sign_minus * r_minus)
-            self.register_buffer("noise_matrix", torch.cat((signs, signed_r), dim=1))
+            signs = sign_plus + sign_minus  # [P, I_pad, O_pad], each -2, 0 or 2
+            signed_r = to_tiles(sign_plus * r_plus + sign_minus * r_minus)  # [T_in, R, P*O_pad]
+            # sign_sum: s+ + s- of every pair when it is one number for the whole layer (the
+            # measured device: 2, all cells conduct forward). The signs' half of the variance
+            # is then the same for every column of a tile row: a row sum instead of a second
+            # matmul of the same size.
+            self.sign_sum = float(signs.flat[0]) if (signs == signs.flat[0]).all() else None
+            self.register_buffer(
+                "noise_matrix",
+                signed_r if self.sign_sum is not None
+                else torch.cat((to_tiles(signs), signed_r), dim=1),
+            )  # [T_in, R or 2R, P*O_pad]
         else:
             self.noise_table = self._noise_steps = None
-            self.noise_matrix = None
+            self.noise_matrix = self.sign_sum = None
 
-        shifts = np.arange(self.planes - 1, -1, -1)  # plane 0 is the MSB: 2^(P-1)
-        self.register_buffer("plane_weights", torch.tensor(2.0**shifts, dtype=torch.float32))
-        # the largest |shift-and-add| sum: below 2^24 it is an exact integer in float32
-        largest = config.adc_limit * (2**self.planes - 1) * self.tiles_in
-        self._sum_dtype = torch.float32 if largest < 2**24 else torch.float64
+        # plane 0 is the MSB: 2^(P-1); float64 sums of the integer codes stay exact
+        self._plane_weights = 2.0 ** np.arange(self.planes - 1, -1, -1)  # [P]
         self.output_factor = (
             self.weight_scale
             * self.input_scale
@@ -337,82 +350,101 @@ class CrossbarLinear(nn.Module):
         index = nn.functional.pad(
             levels + self.config.input_limit, (0, pad), value=self.config.input_limit
         )  # [N, I_pad]
-        return index.view(rows, self.tiles_in, tile_rows).transpose(0, 1)  # [T_in, N, R]
+        # contiguous, so the table lookups are too: the matmuls run ~7% faster on them
+        return index.view(rows, self.tiles_in, tile_rows).transpose(0, 1).contiguous()
 
-    def _variance(self, index: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-        """[T_in, N, R] indices -> [T_in, N, P*O_pad] read-noise variance of every column, in
-        the units of `table` (noise_table, or _noise_steps)."""
-        transform = torch.cat((table[0][index], table[1][index]), -1)
-        return torch.bmm(transform, self.noise_matrix).clamp_(min=0)  # [T_in, N, 2R] @ ...
+    def _variance_parts(
+        self, index: torch.Tensor, table: torch.Tensor, out: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Read-noise variance of every column, in the units of `table` (noise_table, or
+        _noise_steps), as two parts that add up to it: [T_in, N, R] indices ->
+        ([T_in, N, P*O_pad] a matmul, [T_in, N] a part shared by every column of a row)."""
+        if self.sign_sum is not None:  # the signs' matrix is sign_sum everywhere
+            rows = table[0][index].sum(-1) * self.sign_sum  # [T_in, N]
+            transform = table[1][index]  # [T_in, N, R]
+        else:
+            rows = index.new_zeros(index.shape[:2], dtype=torch.float32)
+            transform = torch.cat((table[0][index], table[1][index]), -1)  # [T_in, N, 2R]
+        return torch.bmm(transform, self.noise_matrix, out=out), rows
 
     def column_variance(self, levels: torch.Tensor) -> torch.Tensor:
         """Exact read-noise variance of the pre-ADC reads: [N, I] -> [T_in, N, P, O_pad]."""
-        index = self._table_index(levels)
+        shape = (self.tiles_in, levels.shape[0], self.planes, -1)
         if self.noise_matrix is None:
-            return torch.zeros(
-                self.tiles_in,
-                levels.shape[0],
-                self.planes,
-                self.signal_matrix.shape[-1] // self.planes,
-            )
-        variance = self._variance(index, self.noise_table)
-        return variance.view(self.tiles_in, levels.shape[0], self.planes, -1)
+            return torch.zeros(*shape[:-1], self.signal_matrix.shape[-1] // self.planes)
+        columns, rows = self._variance_parts(self._table_index(levels), self.noise_table)
+        return (columns + rows[..., None]).clamp_(min=0).view(shape)
 
     def column_currents(
         self, levels: torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """Pre-ADC column reads u = I * c of every tile, plane and column.
+        """Pre-ADC column reads u = I * c of every tile, plane and column, with read noise per
+        config from `generator` (default: the module's stream).
 
         levels: [N, I] int64 DAC levels -> [T_in, N, P, O_pad] float32 (padded columns
-        included). Noise per config, from `generator` (default: the module's stream)."""
-        return self._reads(levels, self.signal_table, self.noise_table, generator)
-
-    def _reads(self, levels, signal_table, noise_table, generator=None) -> torch.Tensor:
-        """column_currents in the units of the tables given: [N, I] -> [T_in, N, P, O_pad]."""
+        included)."""
         index = self._table_index(levels)  # [T_in, N, R]
-        if self.noise_matrix is not None:  # noise first: at most two temporaries at a time
-            noise = self._variance(index, noise_table).sqrt_()  # [T_in, N, P*O_pad] deviations
-            generator = generator or self._generator(noise.device)
-            noise *= torch.randn(noise.shape, generator=generator, device=noise.device)
-        current = torch.bmm(signal_table[index], self.signal_matrix)  # [T_in, N, P*O_pad]
+        current = torch.bmm(self.signal_table[index], self.signal_matrix)  # [T_in, N, P*O_pad]
         if self.noise_matrix is not None:
-            current += noise
+            columns, rows = self._variance_parts(index, self.noise_table)
+            deviation = (columns + rows[..., None]).clamp_(min=0).sqrt_()
+            generator = generator or self._generator(levels.device)
+            draws = torch.randn(current.shape, generator=generator)
+            current += deviation * draws
         return current.view(self.tiles_in, levels.shape[0], self.planes, -1)
 
-    def adc(self, reads: torch.Tensor) -> torch.Tensor:
-        """[T_in, N, P, O_pad] reads in ADC steps (u x 2^p) -> integer ADC codes (float32),
-        counting clipped ones. Rounds in place: ``reads`` is overwritten."""
-        limit = self.config.adc_limit
-        codes = reads.round_()
-        clamped = codes.clamp(-limit, limit)
-        # 1.0 where clipped, summed in float32: exact (at most N * P per column) and cheaper
-        # than a boolean count, which converts the whole tensor to int64 first
-        clipped = codes.ne_(clamped).sum(dim=(1, 2)).long() * self.valid_columns
-        self.clipped += clipped.view(self.tiles_in, self.tiles_out, -1).sum(-1)  # [T_in, O_pad]
-        valid = self.valid_columns.view(self.tiles_out, -1).sum(-1)  # [T_out]
-        self.conversions += reads.shape[1] * self.planes * valid
-        return clamped
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: [..., I] float -> y: [..., O] float32."""
+        """x: [..., I] float (CPU) -> y: [..., O] float32.
+
+        Rows go through in chunks: DAC, the crossbar matmul (and the noise variance's) into
+        buffers reused by every chunk, then the ADC and shift-and-add in one fused pass
+        (kernels.py)."""
         if x.shape[-1] != self.in_features:
             raise ConfigError(f"expected {self.in_features} input features, got {x.shape[-1]}")
+        if x.device.type != "cpu":
+            raise ConfigError(f"the crossbar simulator runs on the CPU, got a {x.device} tensor")
         flat = x.reshape(-1, self.in_features)  # [N, I]
         y = flat.new_empty(flat.shape[0], self.out_features, dtype=torch.float32)  # [N, O]
-        rows = max(1, CHUNK_ELEMENTS // (self.tiles_in * self.signal_matrix.shape[-1]))
+        noisy = self.noise_matrix is not None
+        width = self.signal_matrix.shape[-1]  # P * O_pad
+        buffers = 3 if noisy else 1  # reads (+ variance, draws)
+        rows = max(1, min(flat.shape[0], CHUNK_ELEMENTS // (buffers * self.tiles_in * width)))
+        storage = torch.empty(buffers, self.tiles_in * rows * width)
+        limit = np.float32(self.config.adc_limit)
+        clipped = np.zeros((self.tiles_in, width // self.planes), dtype=np.int64)  # [T_in, O_pad]
         for start in range(0, flat.shape[0], rows):
-            levels = dac_levels(flat[start : start + rows], self.input_scale,
-                                self.config.input_bits)  # [n, I]
-            reads = self._reads(levels, self._signal_steps, self._noise_steps)
-            codes = self.adc(reads).to(self._sum_dtype)  # [T_in, n, P, O_pad]
-            # shift-and-add as one [1, P] @ [P, O_pad] product per row and tile, then the
-            # tiles: integer sums, exact in _sum_dtype
-            weights = self.plane_weights.to(self._sum_dtype)[None]  # [1, P]
-            accumulated = torch.matmul(weights, codes).sum(dim=0)[:, 0, : self.out_features]
-            y[start : start + rows] = accumulated.double() * self.output_factor  # [n, O]
+            chunk = flat[start : start + rows]
+            n = chunk.shape[0]
+            # [T_in, n, P*O_pad] views of the buffers, contiguous
+            views = storage[:, : self.tiles_in * n * width].view(buffers, self.tiles_in, n, width)
+            index = self._table_index(dac_levels(chunk, self.input_scale, self.config.input_bits))
+            reads = torch.bmm(self._signal_steps[index], self.signal_matrix, out=views[0])
+            totals = np.zeros((n, width // self.planes))  # [n, O_pad] float64
+            codes_shape = (self.tiles_in, n, self.planes, -1)
+            if noisy:
+                variance, row_variance = self._variance_parts(index, self._noise_steps, views[1])
+                draws = views[2].normal_(generator=self._generator(x.device))
+                kernels.convert_noisy(
+                    reads.view(codes_shape).numpy(), variance.view(codes_shape).numpy(),
+                    row_variance.numpy(), draws.view(codes_shape).numpy(), limit,
+                    self._plane_weights, totals, clipped)
+            else:
+                kernels.convert(reads.view(codes_shape).numpy(), limit, self._plane_weights,
+                                totals, clipped)
+            y[start : start + n] = torch.from_numpy(totals[:, : self.out_features]
+                                                    * self.output_factor)  # [n, O]
+        self._count_conversions(torch.from_numpy(clipped), flat.shape[0])
         if self.bias is not None:
             y += self.bias
         return y.view(*x.shape[:-1], self.out_features)
+
+    def _count_conversions(self, clipped: torch.Tensor, rows: int) -> None:
+        """Adds a forward's clipped conversions per column [T_in, O_pad] (padding columns
+        left out) to the per-tile statistics."""
+        clipped = clipped * self.valid_columns
+        self.clipped += clipped.view(self.tiles_in, self.tiles_out, -1).sum(-1)  # [T_in, T_out]
+        valid = self.valid_columns.view(self.tiles_out, -1).sum(-1)  # [T_out]
+        self.conversions += rows * self.planes * valid
 
     def clip_stats(self) -> ClipStats:
         return ClipStats(self.clipped.clone(), self.conversions.clone())

@@ -44,24 +44,17 @@ def _cell_sigma(current: torch.Tensor, voltage: torch.Tensor, mode: str) -> torc
     return torch.sqrt(johnson + shot)
 
 
-def naive_column_currents(
-    chip: ProgrammedChip,
-    levels: torch.Tensor,
-    config: CrossbarConfig,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """levels: [N, I] int64 DAC levels -> [T_in, N, P, O_pad] float64 reads u = I * c."""
+def _cell_currents(chip: ProgrammedChip, levels: torch.Tensor, config: CrossbarConfig):
+    """Every crossbar's per-cell currents: yields (plane, input tile, column slice, polarity
+    sign, currents [N, R, C] in A, voltages [N, R, 1] in V) for levels [N, I]."""
     rows = levels.shape[0]
     tiles_in, tiles_out = chip.tiles
     tile_rows, tile_cols = chip.tile_rows, chip.tile_cols
-    in_pad, out_pad = chip.r_plus.shape[1:]
-    voltage = torch.zeros(rows, in_pad, dtype=torch.float64)
+    voltage = torch.zeros(rows, chip.r_plus.shape[1], dtype=torch.float64)
     voltage[:, : chip.in_features] = levels.double() * config.voltage_step
     if config.noise == "physical":  # synaptogen never reads at exactly 0 V
         voltage = torch.where(voltage == 0, SYNAPTOGEN_MIN_VOLTAGE, voltage)
     r_cells = (torch.from_numpy(chip.r_plus).double(), torch.from_numpy(chip.r_minus).double())
-    c = resolve_current_scale(chip, config)
-    out = torch.zeros(tiles_in, rows, chip.planes, out_pad, dtype=torch.float64)
     for plane in range(chip.planes):
         for t in range(tiles_in):
             row_slice = slice(t * tile_rows, (t + 1) * tile_rows)
@@ -69,16 +62,40 @@ def naive_column_currents(
             low, high = _polyval(chip.llrs, v), _polyval(chip.hhrs, v)  # [N, R, 1]
             for j in range(tiles_out):
                 col_slice = slice(j * tile_cols, (j + 1) * tile_cols)
-                pair = torch.zeros(rows, tile_cols, dtype=torch.float64)
                 for sign, r_all in ((1.0, r_cells[0]), (-1.0, r_cells[1])):
                     r = r_all[plane, row_slice, col_slice]  # [R, C]
-                    current = (1 - r) * low + r * high  # [N, R, C]: every cell's current
-                    if config.noise != "off":
-                        sigma = _cell_sigma(current, v, config.noise)
-                        noise = torch.randn(current.shape, generator=generator, dtype=torch.float64)
-                        current = current + sigma * noise
-                    pair += sign * current.sum(dim=1)  # Kirchhoff: the column sums its rows
-                out[t, :, plane, col_slice] = c * pair
+                    yield plane, t, col_slice, sign, (1 - r) * low + r * high, v  # [N, R, C]
+
+
+def naive_column_currents(
+    chip: ProgrammedChip,
+    levels: torch.Tensor,
+    config: CrossbarConfig,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """levels: [N, I] int64 DAC levels -> [T_in, N, P, O_pad] float64 reads u = I * c."""
+    out = torch.zeros(chip.tiles[0], levels.shape[0], chip.planes, chip.r_plus.shape[2],
+                      dtype=torch.float64)
+    c = resolve_current_scale(chip, config)
+    for plane, t, columns, sign, current, v in _cell_currents(chip, levels, config):
+        if config.noise != "off":
+            noise = torch.randn(current.shape, generator=generator, dtype=torch.float64)
+            current = current + _cell_sigma(current, v, config.noise) * noise
+        # Kirchhoff: the column sums its rows; the pair subtracts its - crossbar
+        out[t, :, plane, columns] += sign * c * current.sum(dim=1)
+    return out
+
+
+def naive_column_variance(
+    chip: ProgrammedChip, levels: torch.Tensor, config: CrossbarConfig
+) -> torch.Tensor:
+    """The reads' read-noise variance, the sum of every cell's sigma^2 (times c^2):
+    levels [N, I] -> [T_in, N, P, O_pad] float64."""
+    out = torch.zeros(chip.tiles[0], levels.shape[0], chip.planes, chip.r_plus.shape[2],
+                      dtype=torch.float64)
+    c = resolve_current_scale(chip, config)
+    for plane, t, columns, _, current, v in _cell_currents(chip, levels, config):
+        out[t, :, plane, columns] += c**2 * _cell_sigma(current, v, config.noise).pow(2).sum(1)
     return out
 
 

@@ -92,14 +92,19 @@ def test_body_is_exact_on_an_ideal_chip():
         np.testing.assert_allclose(y, exact, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("mode", ["legacy", "physical"])
-def test_noisy_overload_matches_the_simulator_in_distribution(mode):
+@pytest.mark.parametrize("mode, device", [("legacy", None), ("physical", None),
+                                          ("legacy", DeviceConfig.ideal())])
+def test_noisy_overload_matches_the_simulator_in_distribution(mode, device):
+    """The measured device ships one noise matrix (one sign sum for every pair), the ideal
+    device's HRS cells conduct backwards: two."""
     weight = torch.randint(-3, 4, (12, 24), generator=torch.Generator().manual_seed(2))
     # a fine ADC (2^-12 units) keeps even physical noise many codes wide, so the outputs'
     # spread is the analog noise's and not the rounding's
     config = CrossbarConfig(tile_rows=16, tile_cols=8, noise=mode, adc_precision_bits=12,
                             adc_range_bits=4)
-    core = CrossbarLinear.from_integer(weight, 3, 0.1, 0.02, config=config, seed=3)
+    core = CrossbarLinear.from_integer(weight, 3, 0.1, 0.02, config=config, seed=3,
+                                       device=device)
+    assert len(crossbar_tensors(core)[0]["noise_conductance"]) == (1 if device is None else 2)
     x = (torch.randn(1, 24) * 1.5).repeat(4000, 1)  # one input, 4000 independent reads
     outputs = run_all(core, x)
     means = [y.mean(0) for y in outputs]

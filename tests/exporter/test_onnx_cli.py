@@ -58,8 +58,11 @@ def test_transcribe_resamples_any_rate_and_matches_the_text(baseline_file, tmp_p
 
 
 def test_check_passes_for_the_export_on_all_runtimes(baseline_file):
+    # 12 utterances are 116 words, one word 0.86 WER points: the default tolerance (2 points,
+    # sized for the 50-utterance sets: delta +0.45 on this CPU) is two words here, and which
+    # 8-bit roundings flip depends on the CPU's kernels (3 words on an AVX-512 EPYC)
     result = run("check", BASELINE, "--onnx", baseline_file, "--data", "flite-slt",
-                 "--limit", "12", "--json")
+                 "--limit", "12", "--max-wer-delta", "4.5", "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     entries = {e["runtime"]: e for e in report["runtimes"]}

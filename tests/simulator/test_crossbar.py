@@ -16,7 +16,7 @@ from mho.simulator import (
     ProgrammedChip,
     dac_levels,
 )
-from mho.simulator.naive import naive_column_currents, naive_forward
+from mho.simulator.naive import naive_column_currents, naive_column_variance, naive_forward
 
 IDEAL = DeviceConfig.ideal()
 
@@ -134,6 +134,59 @@ def test_read_noise_matches_the_per_cell_reference_in_distribution(mode):
         assert mean_error.abs().max() < 5
         ratio = sample.var(1, keepdim=True) / variance
         assert (ratio - 1).abs().max() < 5 * np.sqrt(2 / (draws - 1))
+
+
+@pytest.mark.parametrize("mode", ["legacy", "physical"])
+@pytest.mark.parametrize("device", ["measured", "ideal"])
+def test_column_variance_is_the_sum_of_every_cells_variance(device, mode):
+    """The measured device's cells all conduct forward (one sign: the signs' half of the
+    variance is a row sum); the ideal device's HRS cells do not (two matmuls). Both equal
+    the per-cell sum of sigma^2."""
+    weight, _, x = random_layer(10, 21, 4, seed=7)
+    config = CrossbarConfig(tile_rows=8, tile_cols=4, noise=mode)
+    layer = CrossbarLinear.from_integer(weight, 4, 0.01, 0.01, config=config, seed=8,
+                                        device=IDEAL if device == "ideal" else None)
+    assert (layer.sign_sum is None) == (device == "ideal")
+    levels = dac_levels(x, float(x.abs().max()) / 127, 8)
+    naive = naive_column_variance(layer.chip, levels, config)
+    fast = layer.column_variance(levels).double()
+    assert naive.max() > 0
+    torch.testing.assert_close(fast, naive, rtol=1e-4, atol=1e-6 * float(naive.max()))
+
+
+def test_noisy_forward_matches_the_per_cell_reference_in_distribution():
+    """The fused ADC pass with read noise against per-cell noise, rounding and
+    shift-and-add in float64: the same mean and variance of every output."""
+    weight, bias, _ = random_layer(10, 12, 3, seed=3)
+    config = CrossbarConfig(tile_rows=8, tile_cols=4, noise="legacy")
+    layer = CrossbarLinear.from_integer(weight, 3, 0.01, 0.01, bias, config=config, seed=4)
+    inputs = torch.tensor([[-1.27, -0.4, 0, 0.03, 0.64, 1.27, 0.9, -0.05, 0.12, -1, 0.33, 0.07],
+                           [0.05, 0, 0, 1.27, -1.27, 0.01, -0.01, 0.6, -0.6, 0.2, 0, 1.1]])
+    draws = 3000
+    x = inputs.repeat(draws, 1)  # [2 draws, I]: every row reads with its own noise
+    fast = layer(x).double().view(draws, 2, -1)
+    naive, _ = naive_forward(layer.chip, x, 0.01, 0.01, bias, config,
+                             torch.Generator().manual_seed(9))
+    naive = naive.view(draws, 2, -1)
+
+    def moments(sample):  # mean, variance and their standard errors over the draws
+        mean, variance = sample.mean(0), sample.var(0)
+        fourth = ((sample - mean) ** 4).mean(0)
+        return mean, variance, variance / draws, (fourth - variance**2) / draws
+
+    (m1, v1, se_m1, se_v1), (m2, v2, se_m2, se_v2) = moments(fast), moments(naive)
+    assert (v2 > 0).all()  # noise moves every output
+    # 5 standard errors of the difference over 20 outputs: a false alarm at ~1e-5
+    assert ((m1 - m2).abs() / (se_m1 + se_m2).sqrt()).max() < 5
+    assert ((v1 - v2).abs() / (se_v1 + se_v2).sqrt()).max() < 5
+
+
+def test_forward_refuses_tensors_off_the_cpu():
+    weight, _, x = random_layer(3, 5, 4)
+    layer = CrossbarLinear.from_integer(weight, 4, 0.01, 0.01,
+                                        config=CrossbarConfig(tile_rows=8, tile_cols=4))
+    with pytest.raises(ConfigError, match="runs on the CPU"):
+        layer(x.to("meta"))
 
 
 def test_legacy_noise_is_about_41_times_the_physical_shot_noise():

@@ -8,14 +8,17 @@ Inputs (the programmed chip travels as initializers; I_pad, O_pad: multiples of 
     conductance         [P, I_pad, O_pad] r+ - r- of every differential pair, bit plane 0 = MSB
     noise_levels        [2, L]            (overload "noisy" only) read-noise variance per unit
                                           of the two matrices below, at each DAC level
-    noise_conductance   [2, P, I_pad, O_pad]  (noisy only) sum of the cells' conductance signs;
-                                          sum of sign x r (see simulator/crossbar.py)
+    noise_conductance   [K, P, I_pad, O_pad]  (noisy only) K = 2: each pair's sum of its cells'
+                                          conductance signs, then its sum of sign x r (see
+                                          simulator/crossbar.py); K = 1: only the second,
+                                          every pair's sign sum being the attribute sign_sum
 Output: Y [..., O] float32 = digital shift-and-add of the ADC codes times
 weight_scale * input_scale * 2^(b-1) / 2^p; the float bias is a separate, standard Add.
 
 Attributes: weight_bits, tile_rows, tile_cols, input_bits, adc_precision_bits,
-adc_range_bits, out_features (ints); weight_scale, input_scale (floats); noise (string:
-off / legacy / physical); seed (float, as ONNX's random ops take it).
+adc_range_bits, out_features (ints); weight_scale, input_scale (floats); sign_sum (float:
+with K = 1 above, s+ + s- of every pair, 2 for the measured device; ignored with K = 2);
+noise (string: off / legacy / physical); seed (float, as ONNX's random ops take it).
 
 `ai.mho.memristor::CrossbarConv` (CONV_DOC below) is the same op behind an im2col.
 
@@ -41,7 +44,7 @@ OPSET = 20  # of the default domain, inside the bodies
 NOISY = "noisy"  # the overload that adds read noise
 INT_ATTRIBUTES = ("weight_bits", "tile_rows", "tile_cols", "input_bits", "adc_precision_bits",
                   "adc_range_bits", "out_features")
-FLOAT_ATTRIBUTES = ("weight_scale", "input_scale", "seed")
+FLOAT_ATTRIBUTES = ("weight_scale", "input_scale", "sign_sum", "seed")
 ATTRIBUTES = (*INT_ATTRIBUTES, *FLOAT_ATTRIBUTES, "noise")
 CONV_ATTRIBUTES = ("in_channels", "kernel_shape", "strides", "dilations", "pads")
 CONV_DOC = """`ai.mho.memristor::CrossbarConv`: a convolution on programmed crossbars: zero padding,
@@ -145,27 +148,35 @@ def _linear_nodes(f: _Body, x: str, noisy: bool) -> str:
     index = f("Transpose", f("Reshape", index, f("Concat", minus_one, tiles_in, tile_rows, axis=0)),
               perm=[1, 0, 2])  # [T_in, N, R]
 
-    def tiled(matrix: str, pair: bool) -> str:
-        """[P, I_pad, O_pad] -> [T_in, R, P * O_pad], or the pair [2, P, I_pad, O_pad] ->
-        [T_in, 2R, P * O_pad]: one matmul operand per input tile (constants: folded at load)."""
-        prefix = [f.const([2])] if pair else []
+    def tiled(matrix: str, stacked: str | None = None) -> str:
+        """[P, I_pad, O_pad] -> [T_in, R, P * O_pad], or K stacked [K, P, I_pad, O_pad] ->
+        [T_in, K R, P * O_pad]: one matmul operand per input tile (constants: folded at load).
+        stacked: the name of [K] when the matrix is a stack."""
+        prefix = [stacked] if stacked else []
         split = f("Reshape", matrix, f("Concat", *prefix, planes, tiles_in, tile_rows,
-                                       out_padded, axis=0))  # [(2,) P, T_in, R, O_pad]
-        moved = f("Transpose", split, perm=[2, 0, 3, 1, 4] if pair else [1, 2, 0, 3])
-        rows = f("Mul", f.const([2]), tile_rows) if pair else tile_rows
+                                       out_padded, axis=0))  # [(K,) P, T_in, R, O_pad]
+        moved = f("Transpose", split, perm=[2, 0, 3, 1, 4] if stacked else [1, 2, 0, 3])
+        rows = f("Mul", stacked, tile_rows) if stacked else tile_rows
         return f("Reshape", moved, f("Concat", tiles_in, rows, f("Mul", planes, out_padded),
                                      axis=0))
 
     # the ADC's gain 2^p is folded into the (constant) matrices: reads come out in ADC codes
     step_squared = f("Mul", adc_step, adc_step)
     current = f("MatMul", f("Gather", "signal_levels", index),
-                f("Mul", tiled("conductance", pair=False), adc_step))  # [T_in, N, P * O_pad]
+                f("Mul", tiled("conductance"), adc_step))  # [T_in, N, P * O_pad]
     if noisy:
         low = f("Gather", f("Gather", "noise_levels", f.const(0)), index)  # [T_in, N, R]
         slope = f("Gather", f("Gather", "noise_levels", f.const(1)), index)
-        # [T_in, N, 2R] @ [T_in, 2R, P * O_pad]: the signs' rows, then the signed r's
-        variance = f("MatMul", f("Concat", low, slope, axis=-1),
-                     f("Mul", tiled("noise_conductance", pair=True), step_squared))
+        # [T_in, N, K R] @ [T_in, K R, P * O_pad]: the signs' rows (K = 2), the signed r's;
+        # with K = 1 the signs' part is sign_sum x the row sum of `low`, the same for every
+        # column
+        matrices = f("Slice", f("Shape", "noise_conductance"), zero_i, f.const([1]))  # [K]
+        transform = f("Slice", f("Concat", low, slope, axis=-1),
+                      f("Neg", f("Mul", matrices, tile_rows)), f.const([2**62]), minus_one)
+        rows = f("Mul", f("ReduceSum", low, minus_one), f.attribute("sign_sum", "float"))
+        variance = f("Add", f("MatMul", transform,
+                              f("Mul", tiled("noise_conductance", matrices), step_squared)),
+                     f("Mul", rows, step_squared))  # [T_in, N, P * O_pad]
         deviation = f("Sqrt", f("Relu", variance))
         noise = helper.make_node("RandomNormalLike", [deviation], ["draw"], dtype=TensorProto.FLOAT)
         noise.attribute.append(onnx.AttributeProto(
@@ -244,7 +255,8 @@ def crossbar_functions() -> list[onnx.FunctionProto]:
 def crossbar_linear_numpy(x, signal_levels, conductance, noise_levels=None,
                           noise_conductance=None, *, rng: np.random.Generator | None = None,
                           tile_rows, input_bits, adc_precision_bits, adc_range_bits,
-                          out_features, weight_scale, input_scale, **_ignored) -> np.ndarray:
+                          out_features, weight_scale, input_scale, sign_sum=None,
+                          **_ignored) -> np.ndarray:
     """The op in numpy, from its ONNX inputs and attributes (float64, an explicit loop over
     bit planes and input tiles); `rng` draws the read noise when the noise inputs are given."""
     limit = 2 ** (input_bits - 1) - 1
@@ -260,10 +272,12 @@ def crossbar_linear_numpy(x, signal_levels, conductance, noise_levels=None,
             rows = slice(start, min(start + tile_rows, x.shape[-1]))
             read = drive[:, rows] @ conductance[plane, rows].astype(np.float64)
             if noise_conductance is not None:
-                variance = sum(
-                    noise_levels[k].astype(np.float64)[index[:, rows]]
-                    @ noise_conductance[k, plane, rows].astype(np.float64)
-                    for k in range(2))
+                tables = noise_levels.astype(np.float64)[:, index[:, rows]]  # [2, N, rows]
+                variance = tables[1] @ noise_conductance[-1, plane, rows].astype(np.float64)
+                if len(noise_conductance) == 2:  # each pair's sign sum
+                    variance += tables[0] @ noise_conductance[0, plane, rows].astype(np.float64)
+                else:  # one sign sum for every pair
+                    variance += sign_sum * tables[0].sum(axis=1, keepdims=True)
                 read += np.sqrt(np.maximum(variance, 0)) * rng.standard_normal(read.shape)
             codes = np.clip(np.round(read * step), -adc_limit, adc_limit)
             total += codes * 2.0 ** (planes - 1 - plane)
@@ -281,14 +295,15 @@ class CrossbarLinear(OpRun):
     def _run(self, x, signal_levels, conductance, noise_levels=None, noise_conductance=None,
              weight_bits=None, tile_rows=None, tile_cols=None, input_bits=None,
              adc_precision_bits=None, adc_range_bits=None, out_features=None, weight_scale=None,
-             input_scale=None, seed=None, noise=None):
+             input_scale=None, sign_sum=None, seed=None, noise=None):
         if noise_conductance is not None and not hasattr(self, "_rng"):
             self._rng = np.random.default_rng(int(seed))
         return (crossbar_linear_numpy(
             x, signal_levels, conductance, noise_levels, noise_conductance,
             rng=getattr(self, "_rng", None), tile_rows=tile_rows, input_bits=input_bits,
             adc_precision_bits=adc_precision_bits, adc_range_bits=adc_range_bits,
-            out_features=out_features, weight_scale=weight_scale, input_scale=input_scale),)
+            out_features=out_features, weight_scale=weight_scale, input_scale=input_scale,
+            sign_sum=sign_sum),)
 
 
 def conv_windows(x: np.ndarray, kernel_shape, strides, dilations) -> np.ndarray:
@@ -354,9 +369,10 @@ def crossbar_tensors(core) -> tuple[dict[str, np.ndarray], dict[str, int | float
     if core.noise_table is not None:
         sign_plus, sign_minus = core._conductance_sign(r_plus), core._conductance_sign(r_minus)
         tensors["noise_levels"] = core.noise_table.numpy()
-        tensors["noise_conductance"] = np.stack(
-            (sign_plus + sign_minus, sign_plus * r_plus + sign_minus * r_minus)
-        ).astype(np.float32)
+        matrices = (sign_plus * r_plus + sign_minus * r_minus,)
+        if core.sign_sum is None:  # the signs differ from pair to pair: their matrix too
+            matrices = (sign_plus + sign_minus, *matrices)
+        tensors["noise_conductance"] = np.stack(matrices).astype(np.float32)
     attributes = {
         "weight_bits": chip.weight_bits,
         "tile_rows": config.tile_rows,
@@ -367,6 +383,7 @@ def crossbar_tensors(core) -> tuple[dict[str, np.ndarray], dict[str, int | float
         "out_features": core.out_features,
         "weight_scale": core.weight_scale,
         "input_scale": core.input_scale,
+        "sign_sum": core.sign_sum or 0.0,
         "noise": config.noise,
         # ONNX random ops take a float seed: keep it within float32's exact integers
         "seed": float(core._noise_seed % 2**24),

@@ -1,0 +1,60 @@
+"""Where the simulator's forward goes: the pieces of `mho bench sim`'s layer (512 x 512, 8-bit
+weights, 6400 rows, ADC 4/4, legacy noise), each summed over the forward's chunks, one thread,
+medians; printed as ms and as multiples of the bit-plane floor (7 x the digital matmul).
+
+    OPENBLAS_NUM_THREADS=1 python recipes/sim_pieces.py
+"""
+
+import numpy as np
+import torch
+
+from mho.simulator import kernels
+from mho.simulator.bench import median_ms
+from mho.simulator.crossbar import CHUNK_ELEMENTS, CrossbarConfig, CrossbarLinear, dac_levels
+from mho.simulator.device import DeviceConfig, program_chip
+
+torch.set_num_threads(1)
+generator = torch.Generator().manual_seed(0)
+weight = torch.randint(-127, 128, (512, 512), generator=generator)  # [O, I]
+x = torch.randn(6400, 512, generator=generator)  # [N, I]
+chip = program_chip(weight.numpy(), 8, DeviceConfig(), tile_rows=128, tile_cols=128,
+                    read_voltage=0.6, current_scale=8020.0, seed=0)
+scale = float(x.abs().max()) / 127
+noisy = CrossbarLinear(chip, 0.01, scale, None, CrossbarConfig(noise="legacy"))
+quiet = CrossbarLinear(chip, 0.01, scale, None, CrossbarConfig(noise="off"))
+tiles, width, planes = noisy.tiles_in, noisy.signal_matrix.shape[-1], noisy.planes
+rows = CHUNK_ELEMENTS // (3 * tiles * width)  # the noisy forward's chunk
+chunks = x.shape[0] / rows
+index = noisy._table_index(dac_levels(x[:rows], scale, 8))  # [T_in, n, R]
+buffers = torch.empty(3, tiles, rows, width)
+shape = (tiles, rows, planes, width // planes)
+reads, variance, draws = (buffers[k].view(shape).numpy() for k in range(3))
+row_variance = np.zeros((tiles, rows), np.float32)
+totals, clipped = np.zeros((rows, width // planes)), np.zeros((tiles, width // planes), np.int64)
+plane_weights, limit = 2.0 ** np.arange(planes - 1, -1, -1), np.float32(128)
+stream = torch.Generator().manual_seed(0)
+float_weight = weight.float() * 0.01
+
+with torch.inference_mode():
+    whole = {
+        "digital matmul": median_ms(lambda: torch.nn.functional.linear(x, float_weight), 7),
+        "whole forward, noise off": median_ms(lambda: quiet(x), 5),
+        "whole forward, noise on": median_ms(lambda: noisy(x), 5),
+    }
+    per_chunk = {
+        "DAC and table lookups": lambda: noisy._table_index(dac_levels(x[:rows], scale, 8)),
+        "signal matmul": lambda: torch.bmm(noisy._signal_steps[index], noisy.signal_matrix,
+                                           out=buffers[0]),
+        "noise-variance matmul": lambda: noisy._variance_parts(index, noisy._noise_steps,
+                                                               buffers[1]),
+        "standard normal draws": lambda: buffers[2].normal_(generator=stream),
+        "fused ADC pass, noise on": lambda: kernels.convert_noisy(
+            reads, variance, row_variance, draws, limit, plane_weights, totals, clipped),
+        "fused ADC pass, noise off": lambda: kernels.convert(
+            reads, limit, plane_weights, totals, clipped),
+    }
+    pieces = {name: chunks * median_ms(run, 7) for name, run in per_chunk.items()}
+
+floor = planes * whole["digital matmul"]
+for name, ms in (pieces | whole).items():
+    print(f"{name:28s} {ms:8.1f} ms {ms / floor:6.2f} x floor")
