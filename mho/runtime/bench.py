@@ -11,7 +11,8 @@ a Python custom op, each ratio measured in one run with the same thread count.
   evaluator's, mho.exporter.ops.crossbar.crossbar_linear_numpy).
   function_vs_pyop_noise_off: the same without read noise.
 
-Times are medians over `repeats` passes; a pass runs every utterance (or the layer) once.
+Times are medians over `repeats` passes, the two sides of each ratio timed in turns; a pass runs
+every utterance (or the layer) once.
 """
 
 import tempfile
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 
 from mho.errors import MhoError
-from mho.simulator.bench import median_ms
+from mho.simulator.bench import interleaved_medians_ms
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,8 @@ def _model_pair(model, metadata, scratch: Path, name: str, threads: int, wavefor
         for waveform in waveforms:
             session.run([waveform])
 
-    return median_ms(torch_pass, repeats), median_ms(ort_pass, repeats)
+    times = interleaved_medians_ms({"torch": torch_pass, "ort": ort_pass}, repeats)
+    return times["torch"], times["ort"]
 
 
 def _layer_pair(config: RuntimeBenchConfig, noise: str) -> tuple[float, float]:
@@ -148,8 +150,10 @@ def _layer_pair(config: RuntimeBenchConfig, noise: str) -> tuple[float, float]:
     pyop_session = ort.InferenceSession(model("ai.onnx.contrib", []), options,
                                         providers=["CPUExecutionProvider"])
     feeds = {"X": x}
-    return (median_ms(lambda: function_session.run(None, feeds), config.repeats),
-            median_ms(lambda: pyop_session.run(None, feeds), config.repeats))
+    times = interleaved_medians_ms({"function": lambda: function_session.run(None, feeds),
+                                    "pyop": lambda: pyop_session.run(None, feeds)},
+                                   config.repeats)
+    return times["function"], times["pyop"]
 
 
 def bench_runtime(config: RuntimeBenchConfig = RuntimeBenchConfig(),

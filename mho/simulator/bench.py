@@ -87,13 +87,9 @@ class SimBenchResult:
 
 
 def median_ms(run: Callable[[], object], repeats: int) -> float:
-    run()  # warm-up: first-touch page faults and lazy initialization are not the steady state
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    return 1000 * statistics.median(times)
+    """Median ms of `repeats` timed runs after a warm-up (first-touch page faults and lazy
+    initialization are not the steady state)."""
+    return interleaved_medians_ms({"run": run}, repeats)["run"]
 
 
 def interleaved_medians_ms(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
