@@ -64,6 +64,10 @@ def test_tone_peaks_in_the_right_mel_band():
 
 def test_batch_rows_are_independent():
     log_mel = LogMel()
-    a, b = torch.randn(1, 4000), torch.randn(1, 4000)
+    generator = torch.Generator().manual_seed(0)
+    a, b = torch.randn(1, 4000, generator=generator), torch.randn(1, 4000, generator=generator)
     both = log_mel(torch.cat([a, b]))
-    torch.testing.assert_close(both[1:], log_mel(b))
+    # float32 kernels round a batch of two and a batch of one differently, and the log
+    # magnifies that in quiet bins (2e-5 seen, unseeded, in a CI run); a row mixed with its
+    # neighbour would be off by whole units
+    torch.testing.assert_close(both[1:], log_mel(b), atol=1e-4, rtol=1e-4)
