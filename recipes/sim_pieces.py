@@ -11,17 +11,15 @@ import torch
 from mho.simulator import kernels
 from mho.simulator.bench import median_ms
 from mho.simulator.crossbar import CHUNK_ELEMENTS, CrossbarConfig, CrossbarLinear, dac_levels
-from mho.simulator.device import DeviceConfig, program_chip
 
 torch.set_num_threads(1)
 generator = torch.Generator().manual_seed(0)
 weight = torch.randint(-127, 128, (512, 512), generator=generator)  # [O, I]
 x = torch.randn(6400, 512, generator=generator)  # [N, I]
-chip = program_chip(weight.numpy(), 8, DeviceConfig(), tile_rows=128, tile_cols=128,
-                    read_voltage=0.6, current_scale=8020.0, seed=0)
 scale = float(x.abs().max()) / 127
-noisy = CrossbarLinear(chip, 0.01, scale, None, CrossbarConfig(noise="legacy"))
-quiet = CrossbarLinear(chip, 0.01, scale, None, CrossbarConfig(noise="off"))
+noisy = CrossbarLinear.from_integer(weight, 8, 0.01, scale,
+                                    config=CrossbarConfig(noise="legacy"), seed=0)
+quiet = CrossbarLinear(noisy.chip, 0.01, scale, None, CrossbarConfig(noise="off"))
 tiles, width, planes = noisy.tiles_in, noisy.signal_matrix.shape[-1], noisy.planes
 rows = CHUNK_ELEMENTS // (3 * tiles * width)  # the noisy forward's chunk
 chunks = x.shape[0] / rows

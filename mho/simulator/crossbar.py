@@ -367,13 +367,18 @@ class CrossbarLinear(nn.Module):
             transform = torch.cat((table[0][index], table[1][index]), -1)  # [T_in, N, 2R]
         return torch.bmm(transform, self.noise_matrix, out=out), rows
 
+    def _variance(self, index: torch.Tensor) -> torch.Tensor:
+        """[T_in, N, R] indices -> [T_in, N, P*O_pad] read-noise variance of every column, in
+        output units^2 (the parts added, float rounding below 0 clamped)."""
+        columns, rows = self._variance_parts(index, self.noise_table)
+        return (columns + rows[..., None]).clamp_(min=0)
+
     def column_variance(self, levels: torch.Tensor) -> torch.Tensor:
         """Exact read-noise variance of the pre-ADC reads: [N, I] -> [T_in, N, P, O_pad]."""
         shape = (self.tiles_in, levels.shape[0], self.planes, -1)
         if self.noise_matrix is None:
             return torch.zeros(*shape[:-1], self.signal_matrix.shape[-1] // self.planes)
-        columns, rows = self._variance_parts(self._table_index(levels), self.noise_table)
-        return (columns + rows[..., None]).clamp_(min=0).view(shape)
+        return self._variance(self._table_index(levels)).view(shape)
 
     def column_currents(
         self, levels: torch.Tensor, generator: torch.Generator | None = None
@@ -386,8 +391,7 @@ class CrossbarLinear(nn.Module):
         index = self._table_index(levels)  # [T_in, N, R]
         current = torch.bmm(self.signal_table[index], self.signal_matrix)  # [T_in, N, P*O_pad]
         if self.noise_matrix is not None:
-            columns, rows = self._variance_parts(index, self.noise_table)
-            deviation = (columns + rows[..., None]).clamp_(min=0).sqrt_()
+            deviation = self._variance(index).sqrt_()
             generator = generator or self._generator(levels.device)
             draws = torch.randn(current.shape, generator=generator)
             current += deviation * draws
@@ -407,11 +411,12 @@ class CrossbarLinear(nn.Module):
         y = flat.new_empty(flat.shape[0], self.out_features, dtype=torch.float32)  # [N, O]
         noisy = self.noise_matrix is not None
         width = self.signal_matrix.shape[-1]  # P * O_pad
+        out_padded = width // self.planes
         buffers = 3 if noisy else 1  # reads (+ variance, draws)
         rows = max(1, min(flat.shape[0], CHUNK_ELEMENTS // (buffers * self.tiles_in * width)))
         storage = torch.empty(buffers, self.tiles_in * rows * width)
         limit = np.float32(self.config.adc_limit)
-        clipped = np.zeros((self.tiles_in, width // self.planes), dtype=np.int64)  # [T_in, O_pad]
+        clipped = np.zeros((self.tiles_in, out_padded), dtype=np.int64)  # [T_in, O_pad]
         for start in range(0, flat.shape[0], rows):
             chunk = flat[start : start + rows]
             n = chunk.shape[0]
@@ -419,8 +424,8 @@ class CrossbarLinear(nn.Module):
             views = storage[:, : self.tiles_in * n * width].view(buffers, self.tiles_in, n, width)
             index = self._table_index(dac_levels(chunk, self.input_scale, self.config.input_bits))
             reads = torch.bmm(self._signal_steps[index], self.signal_matrix, out=views[0])
-            totals = np.zeros((n, width // self.planes))  # [n, O_pad] float64
-            codes_shape = (self.tiles_in, n, self.planes, -1)
+            totals = np.zeros((n, out_padded))  # [n, O_pad] float64
+            codes_shape = (self.tiles_in, n, self.planes, out_padded)
             if noisy:
                 variance, row_variance = self._variance_parts(index, self._noise_steps, views[1])
                 draws = views[2].normal_(generator=self._generator(x.device))
