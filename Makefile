@@ -5,8 +5,9 @@ PY := $(VENV)/bin/python
 MHO := $(VENV)/bin/mho
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-# Debian packages: synthesizers and voices for the corpus, the text sources, and what
-# KenLM's lmplz needs to build (only for `make lm`).
+# Debian packages: synthesizers and voices for the corpus and the text sources (only for
+# building corpora and for `make test`, whose tests run them), and what KenLM's lmplz needs
+# to build (for `make lm` and `make test`).
 DEBIAN_PACKAGES := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k \
 	festvox-us-slt-hts sox libsox-fmt-all wordnet-base fortunes
 KENLM_BUILD_PACKAGES := cmake g++ libboost-program-options-dev libboost-system-dev \
@@ -17,7 +18,8 @@ HOURS := 20
 
 .PHONY: setup demo test lint debian corpus features waveforms lpa-models kenlm lm testsets models clean
 
-setup: $(VENV)/.installed debian
+# Evaluating, simulating and exporting need only the Python environment.
+setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -40,16 +42,19 @@ DEMO_MODELS := $(patsubst mho/assets/models/%.pt,%,$(wildcard \
 demo: setup
 	$(MHO) eval pocketsphinx $(DEMO_MODELS) --data flite-slt --data festival-slt
 
-# kenlm: the LM-building tests run lmplz for real (compiled once, about 1-2 minutes).
-test: setup kenlm
-	$(PY) -m pytest
+# kenlm: the LM-building tests run lmplz for real (compiled once, about 1-2 minutes); the
+# corpus tests run the synthesizers. lint-imports keeps the layers (pyproject.toml).
+test: setup debian kenlm
+	$(VENV)/bin/lint-imports
+	MHO_KENLM_BIN=$(CURDIR)/$(KENLM_BIN) $(PY) -m pytest
 
 lint: setup
-	$(VENV)/bin/ruff check mho tests
+	$(VENV)/bin/ruff check mho tests recipes
+	$(VENV)/bin/lint-imports
 
 # ---- recipes: rebuild the shipped assets from scratch (not part of setup) ----
 
-corpus: setup
+corpus: setup debian
 	$(MHO) data build $(CORPUS) --hours $(HOURS)
 
 KENLM_BIN := tools/kenlm/bin
@@ -62,7 +67,7 @@ $(KENLM_BIN)/lmplz:
 	recipes/build_kenlm.sh
 
 # The shipped word LM: 4-gram on the TRAIN sentences only -> mho/assets/lm.
-lm: setup kenlm
+lm: setup debian kenlm
 	$(MHO) data lm --out mho/assets/lm
 
 # The shipped test sets: 50 utterances of each held-out voice, cut from the corpus.

@@ -119,9 +119,9 @@ def data_features(manifest: Path, out: Path, count: int | None) -> None:
     """Write MANIFEST's log-mel features and labels as an 8-bit archive that `mho train`
     reads in place of the manifest (data.train / data.dev = "FILE.pt"): training without
     the audio, e.g. on a GPU machine."""
+    from mho.data.feature_set import FeatureSet
     from mho.data.lexicon import PHONE_VOCABULARY, Lexicon
     from mho.data.manifest import read_manifest
-    from mho.train.data import FeatureSet
 
     utterances = read_manifest(manifest)[:count]
     feature_set = FeatureSet.cached(utterances, Lexicon.from_cmudict(), PHONE_VOCABULARY,
@@ -148,13 +148,15 @@ def data_waveforms(manifest: Path, out: Path, hours: float | None, count: int | 
     from mho.data.datasets import seeded_hours
     from mho.data.lexicon import PHONE_VOCABULARY, Lexicon
     from mho.data.manifest import read_manifest
-    from mho.train.waveforms import WaveformSet
+    from mho.data.waveform_set import WaveformSet
+    from mho.models.transformer import RECEPTIVE_FIELD_SAMPLES
 
     utterances = read_manifest(manifest)
     if hours is not None:
         utterances = seeded_hours(utterances, hours, seed)
     waveform_set = WaveformSet.build(utterances[:count], Lexicon.from_cmudict(),
-                                     PHONE_VOCABULARY, desc=f"{manifest.stem} waveforms")
+                                     PHONE_VOCABULARY, min_samples=RECEPTIVE_FIELD_SAMPLES,
+                                     desc=f"{manifest.stem} waveforms")
     waveform_set.save_archive(out)
     total = sum(waveform_set.durations) / 3600
     console.print(f"{len(waveform_set)} utterances ({total:.2f} h, {waveform_set.skipped} left "
@@ -210,8 +212,8 @@ def eval_command(models: tuple[str, ...], data_sets: tuple[str, ...], decoder: s
                  save_chip: Path | None, as_json: bool) -> None:
     """Word and character error rate and real-time factor of MODELS on --data sets."""
     from mho.data.datasets import resolve_dataset
-    from mho.runtime.evaluate import evaluate
     from mho.runtime.recognizer import load_recognizer
+    from mho.workflows.evaluate import evaluate
 
     sets = [resolve_dataset(spec) for spec in data_sets]  # fail on bad data before loading
     if (chip or save_chip) and memristor is None:
@@ -255,9 +257,9 @@ def _eval_memristor(models, sets, decoder, memristor, adc, layer_rules, digital_
                     runs, seed, as_json, chip, save_chip) -> list[dict]:
     import dataclasses
 
+    from mho.decoding.decoders import load_decoder
     from mho.models.zoo import checkpoint_path, load_model
-    from mho.runtime.decode import load_decoder
-    from mho.simulator.evaluate import evaluate_on_chips
+    from mho.workflows.chips import evaluate_on_chips
 
     config = _simulator_config(memristor, chip, adc, layer_rules, digital_patterns, noise)
     search = load_decoder(decoder)
@@ -353,11 +355,11 @@ def models_pack(checkpoint: Path, name: str, eval_data: tuple[str, ...],
     """Pack a trained CHECKPOINT compactly as NAME, with a model card scored on --eval-data
     (the packed weights are what gets scored). CHECKPOINT may be a packed model: re-scoring."""
     from mho.data.datasets import resolve_dataset
+    from mho.decoding.decoders import load_decoder
     from mho.io import atomic_path
     from mho.models.zoo import MODEL_DIR, load_model, pack_model, training_summary
-    from mho.runtime.decode import load_decoder
-    from mho.runtime.evaluate import evaluate
     from mho.runtime.torch_runtime import TorchRecognizer
+    from mho.workflows.evaluate import evaluate
 
     sets = [resolve_dataset(spec) for spec in eval_data]  # fail on bad data before work
     out_dir = out_dir or MODEL_DIR
@@ -429,7 +431,7 @@ def sweep_command(model, data_set, out, presets, adcs, config_file, noise, decod
 
     from mho.data.datasets import resolve_dataset
     from mho.simulator.config import SimulatorConfig, load_simulator_config, parse_adc
-    from mho.simulator.sweep import plan_jobs, run_sweep, summarize, sweep_settings, write_reports
+    from mho.workflows.sweep import plan_jobs, run_sweep, summarize, sweep_settings, write_reports
 
     data_name, _ = resolve_dataset(data_set)  # fail on bad data before any work
     config = load_simulator_config(config_file) if config_file else SimulatorConfig()
@@ -487,7 +489,7 @@ def bench_sim_command(rows, size, weight_bits, repeats, threads, models, as_json
     """Simulator time over the bit-plane x matmul floor (noise off and on), speed-up over the
     naive per-cell reference, peak memory over the digital layer's, programming speed."""
     from mho.models.zoo import shipped_models
-    from mho.simulator.bench import SimBenchConfig, bench_sim
+    from mho.workflows.bench.sim import SimBenchConfig, bench_sim
 
     if "all" in models:
         models = tuple(shipped_models())
@@ -672,8 +674,8 @@ def check_command(model, onnx_file, coreml_file, data_set, runtimes, decoder, li
 
     from mho.data.datasets import resolve_dataset
     from mho.runtime.onnx_runtime import OnnxSession
-    from mho.runtime.parity import Tolerances, check_noisy_parity, check_parity
-    from mho.runtime.session import parity_runtimes
+    from mho.workflows.check import Tolerances, check_noisy_parity, check_parity
+    from mho.workflows.sessions import parity_runtimes
 
     names = [r.strip() for r in runtimes.split(",") if r.strip()]
     data_name, utterances = resolve_dataset(data_set)
@@ -777,7 +779,7 @@ def _print_noisy_parity(model, data_name, count, decoder, results, as_json) -> N
 def bench_runtime_command(model, data_set, utterances, repeats, threads, as_json) -> None:
     """onnxruntime vs torch (digital and memristor model) and the crossbar op's function body
     vs a Python custom op: speed-ups measured in one run."""
-    from mho.runtime.bench import RuntimeBenchConfig, bench_runtime
+    from mho.workflows.bench.runtime import RuntimeBenchConfig, bench_runtime
 
     config = RuntimeBenchConfig(model=model, data=data_set, utterances=utterances,
                                 repeats=repeats, threads=threads)
@@ -819,7 +821,7 @@ def bench_runtime_command(model, data_set, utterances, repeats, threads, as_json
 def bench_lpa_command(model, lengths, runtime, repeats, threads, plot, as_json) -> None:
     """Attention model vs all-LPA model (and one layer vs one layer) at several lengths:
     median times and speed-ups measured in one run."""
-    from mho.lpa.bench import LpaBenchConfig, bench_lpa, plot_bench
+    from mho.workflows.bench.lpa import LpaBenchConfig, bench_lpa, plot_bench
 
     seconds = _seconds_list(lengths, "--lengths")
     config = LpaBenchConfig(model=model, lengths=seconds, runtime=runtime, repeats=repeats,

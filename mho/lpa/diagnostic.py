@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from mho.data.waveform_set import WaveformSet
 from mho.lpa.fitting import (
     FitConfig,
     batch_stream,
@@ -24,7 +25,6 @@ from mho.lpa.fitting import (
 )
 from mho.models.lpa import PulseAccumulator
 from mho.models.transformer import Wav2Vec2CTC
-from mho.train.waveforms import WaveformSet
 
 
 @dataclass(frozen=True)

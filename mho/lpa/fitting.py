@@ -16,10 +16,10 @@ import torch
 from torch import nn
 
 from mho.data.lexicon import PHONE_VOCABULARY, Lexicon
+from mho.data.waveform_set import WaveformSet
 from mho.models.lpa import PulseAccumulator
-from mho.models.transformer import Wav2Vec2CTC
+from mho.models.transformer import RECEPTIVE_FIELD_SAMPLES, Wav2Vec2CTC
 from mho.train.batching import bucketed_batches
-from mho.train.waveforms import WaveformSet
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,8 @@ def load_waveform_set(path: Path, *, count: int | None = None) -> WaveformSet:
         data = WaveformSet.load_archive(path)
         return data.select({u.id for u in data.utterances[:count]}) if count else data
     return WaveformSet.build(read_manifest(path)[:count], Lexicon.from_cmudict(),
-                             PHONE_VOCABULARY, progress=False)
+                             PHONE_VOCABULARY, min_samples=RECEPTIVE_FIELD_SAMPLES,
+                             progress=False)
 
 
 def batch_stream(data: WaveformSet, config: FitConfig, stream: int):

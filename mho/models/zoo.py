@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from mho.errors import MhoError
-from mho.train.checkpoint import load_checkpoint, save_checkpoint
+from mho.models.checkpoint import load_checkpoint, save_checkpoint
 
 MODEL_DIR = Path(str(resources.files("mho") / "assets" / "models"))
 MODEL_TYPE = "conformer-ctc"  # the memristor / QAT family

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 
 from mho.data.features import FeatureConfig, LogMel
+from mho.decoding.decoders import Decoder
 from mho.errors import MhoError
 from mho.exporter.coreml import LENGTHS_KEY, import_coremltools
 from mho.exporter.metadata import OnnxMetadata
-from mho.runtime.decode import Decoder
 
 
 class CoreMLSession:

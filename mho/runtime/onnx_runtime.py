@@ -13,9 +13,9 @@ import onnx
 import torch
 
 from mho.data.features import FeatureConfig, LogMel
+from mho.decoding.decoders import Decoder
 from mho.errors import MhoError
 from mho.exporter.metadata import OnnxMetadata, read_metadata
-from mho.runtime.decode import Decoder
 
 ONNX_RUNTIMES = ("ort", "onnx-ref")
 

@@ -26,9 +26,9 @@ def load_recognizer(
     models: greedy only). runtime: "torch" for models and checkpoints; "ort" (default) or
     "onnx-ref" for .onnx files; "coreml" for .mlpackage (Core ML on macOS, its ML program on
     numpy elsewhere). threads: onnxruntime's intra-op threads (default: all)."""
+    from mho.decoding.decoders import load_decoder
     from mho.errors import MhoError
     from mho.models.zoo import checkpoint_path, shipped_models
-    from mho.runtime.decode import load_decoder
 
     if name.endswith(".onnx"):
         from mho.runtime.onnx_runtime import OnnxRecognizer, OnnxSession

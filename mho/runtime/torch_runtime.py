@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 from mho.data.features import LogMel
-from mho.runtime.decode import Decoder
+from mho.decoding.decoders import Decoder
 
 
 class TorchRecognizer:

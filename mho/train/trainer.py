@@ -19,19 +19,20 @@ from tqdm import tqdm
 
 from mho.config import to_dict
 from mho.data.datasets import seeded_hours
+from mho.data.feature_set import FeatureSet
 from mho.data.lexicon import PHONE_VOCABULARY, Lexicon
 from mho.data.manifest import read_manifest
+from mho.data.waveform_set import WaveformSet
 from mho.errors import MhoError
+from mho.models.checkpoint import load_checkpoint, save_checkpoint
 from mho.models.frontend import feature_statistics
 from mho.models.zoo import model_type
+from mho.timing import torch_threads
 from mho.train.batching import bucketed_batches
-from mho.train.checkpoint import load_checkpoint, save_checkpoint
 from mho.train.config import TrainConfig
-from mho.train.data import FeatureSet
 from mho.train.schedule import warmup_linear_decay
 from mho.train.specaugment import spec_augment
 from mho.train.validate import dev_error_rates
-from mho.train.waveforms import WaveformSet
 
 CHECKPOINT = "checkpoint.pt"
 LOG = "log.jsonl"
@@ -76,7 +77,6 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.progress = progress
         self.log = log
-        torch.set_num_threads(config.threads)
         self.device = training_device(config.device)
         self.vocabulary = PHONE_VOCABULARY
         torch.manual_seed(config.seed)  # weight initialization
@@ -131,6 +131,7 @@ class Trainer:
             return feature_set.select({u.id for u in utterances})
         if self.waveform_input:
             return WaveformSet.build(utterances, lexicon, self.vocabulary, desc=desc,
+                                     min_samples=self.model.config.receptive_field_samples,
                                      progress=self.progress)
         return FeatureSet.cached(utterances, lexicon, self.vocabulary, path.parent / "features",
                                  desc=desc, progress=self.progress)
@@ -246,7 +247,7 @@ class Trainer:
             self.log(f"resumed at epoch {self.state.epoch + 1}, batch {self.state.batch}")
         elif self.config.init is not None:
             self.initialize_from(self.config.init)
-        with StopRequest() as stop:
+        with StopRequest() as stop, torch_threads(self.config.threads):
             while self.state.epoch < self.config.epochs:
                 self.train_epoch(stop)
                 if stop.requested:

@@ -4,8 +4,8 @@ import jiwer
 import torch
 
 from mho.data.lexicon import Vocabulary
-from mho.runtime.decode import GreedyDecoder
-from mho.runtime.evaluate import error_rates
+from mho.decoding.decoders import GreedyDecoder
+from mho.decoding.scoring import error_rates
 
 
 @torch.inference_mode()

@@ -5,12 +5,12 @@ import pytest
 import torch
 
 from mho.data.datasets import shipped_manifest
+from mho.data.waveform_set import WaveformSet, mu_law_decode, mu_law_encode
 from mho.lpa.convert import ConversionConfig, Converter
 from mho.lpa.diagnostic import diagnose, mse_order
 from mho.lpa.fitting import FitConfig, load_waveform_set
 from mho.models.transformer import Wav2Vec2CTC, output_lengths, wav2vec2_config
 from mho.models.zoo import WAV2VEC2_TYPE, load_model
-from mho.train.waveforms import WaveformSet, mu_law_decode, mu_law_encode
 
 
 @pytest.fixture(scope="module")

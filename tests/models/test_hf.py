@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
+from mho.decoding.decoders import CharacterDecoder, load_decoder
 from mho.errors import MhoError
 from mho.models.transformer import Wav2Vec2CTC, Wav2Vec2CTCConfig
 from mho.models.zoo import checkpoint_path, load_model
-from mho.runtime.decode import CharacterDecoder, load_decoder
 from mho.runtime.recognizer import load_recognizer
 
 transformers = pytest.importorskip("transformers")

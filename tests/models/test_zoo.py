@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from mho.data.lexicon import PHONE_VOCABULARY
+from mho.models.checkpoint import save_checkpoint
 from mho.models.conformer import ConformerCTC, conformer_config
 from mho.models.quant import calibrate
 from mho.models.zoo import load_model, pack_model
-from mho.train.checkpoint import save_checkpoint
 
 
 @pytest.mark.parametrize("weight_bits", [8, 4])

@@ -5,10 +5,10 @@ import pytest
 import soundfile
 import torch
 
+from mho.data.feature_set import FeatureSet
 from mho.data.lexicon import PHONE_VOCABULARY, Lexicon
 from mho.data.manifest import Utterance
 from mho.train.batching import bucketed_batches
-from mho.train.data import FeatureSet
 from mho.train.schedule import warmup_linear_decay
 from mho.train.specaugment import SpecAugmentConfig, spec_augment
 

@@ -12,7 +12,7 @@ import torch
 
 from mho.data.manifest import Utterance, write_manifest
 from mho.errors import ConfigError, MhoError
-from mho.train.checkpoint import load_checkpoint, save_checkpoint
+from mho.models.checkpoint import load_checkpoint, save_checkpoint
 from mho.train.config import DataConfig, TrainConfig, apply_overrides, load_train_config
 from mho.train.trainer import CHECKPOINT, Trainer
 
@@ -173,9 +173,9 @@ def test_pack_writes_a_small_model_and_a_scored_card(tiny_corpus, tmp_path):
 def test_feature_archive_round_trip_and_training_from_it(tiny_corpus, tmp_path):
     """The 8-bit archive reproduces the features to its step size, keeps labels and texts
     exactly, and `mho train` reads it in place of the manifest."""
+    from mho.data.feature_set import FeatureSet
     from mho.data.lexicon import PHONE_VOCABULARY, Lexicon
     from mho.data.manifest import read_manifest
-    from mho.train.data import FeatureSet
 
     utterances = read_manifest(tiny_corpus / "train.jsonl")
     original = FeatureSet.build(utterances, Lexicon.from_cmudict(), PHONE_VOCABULARY,
@@ -198,7 +198,7 @@ def test_feature_archive_round_trip_and_training_from_it(tiny_corpus, tmp_path):
 
 
 def test_a_file_that_is_not_an_archive_is_refused(tmp_path):
-    from mho.train.data import FeatureSet
+    from mho.data.feature_set import FeatureSet
 
     torch.save({"something": 1}, tmp_path / "x.pt")
     with pytest.raises(MhoError, match="not an mho feature archive"):

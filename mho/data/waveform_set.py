@@ -11,12 +11,12 @@ from pathlib import Path
 
 import torch
 
+from mho.data.audio import SAMPLE_RATE
+from mho.data.feature_set import labelled_audio
 from mho.data.lexicon import Lexicon, Vocabulary
 from mho.data.manifest import Utterance
 from mho.errors import MhoError
-from mho.models.transformer import RECEPTIVE_FIELD_SAMPLES, SAMPLE_RATE
-from mho.train.checkpoint import load_tagged, save_tagged
-from mho.train.data import labelled_audio
+from mho.io import load_tagged, save_tagged
 
 ARCHIVE_FORMAT = "mho-waveforms-1"
 MU = 255.0
@@ -38,8 +38,8 @@ def mu_law_decode(codes: torch.Tensor) -> torch.Tensor:
 @dataclass
 class WaveformSet:
     """Same interface as `FeatureSet` (utterances, labels, durations, collate), waveforms
-    instead of features. Utterances the lexicon cannot spell, or shorter than the model's
-    400-sample receptive field, are left out (``skipped``)."""
+    instead of features. Utterances the lexicon cannot spell, or shorter than ``min_samples``
+    (the model's receptive field, e.g. 400 samples), are left out (``skipped``)."""
 
     utterances: list[Utterance]
     codes: list[torch.Tensor]  # each [S] uint8 mu-law
@@ -48,11 +48,12 @@ class WaveformSet:
 
     @classmethod
     def build(cls, utterances: list[Utterance], lexicon: Lexicon, vocabulary: Vocabulary, *,
-              desc: str = "waveforms", progress: bool = True) -> "WaveformSet":
+              min_samples: int, desc: str = "waveforms", progress: bool = True
+              ) -> "WaveformSet":
         kept, codes, labels = [], [], []
         for utt, waveform, label in labelled_audio(utterances, lexicon, vocabulary, desc=desc,
                                                    progress=progress,
-                                                   min_samples=RECEPTIVE_FIELD_SAMPLES):
+                                                   min_samples=min_samples):
             codes.append(mu_law_encode(waveform))
             labels.append(label)
             kept.append(utt)

@@ -3,14 +3,14 @@ import pytest
 import torch
 
 from mho.data.lexicon import PHONE_VOCABULARY, Lexicon
-from mho.errors import MhoError
-from mho.runtime.decode import (
+from mho.decoding.decoders import (
     BeamOptions,
     GreedyDecoder,
     LexiconBeamDecoder,
     collapse,
     load_decoder,
 )
+from mho.errors import MhoError
 
 V = len(PHONE_VOCABULARY)
 WORDS = ["the", "a", "i", "cat", "kit", "hat", "red", "read", "book"]

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from mho.errors import MhoError
-from mho.simulator.bench import interleaved_medians_ms
+from mho.timing import interleaved_medians_ms, torch_threads
 
 
 @dataclass(frozen=True)
@@ -158,13 +158,18 @@ def _layer_pair(config: RuntimeBenchConfig, noise: str) -> tuple[float, float]:
 
 def bench_runtime(config: RuntimeBenchConfig = RuntimeBenchConfig(),
                   log: Callable[[str], None] = lambda message: None) -> RuntimeBenchResult:
+    """Every figure of `mho bench runtime`, on ``config.threads`` torch threads."""
+    with torch_threads(config.threads):
+        return _measure(config, log)
+
+
+def _measure(config: RuntimeBenchConfig, log: Callable[[str], None]) -> RuntimeBenchResult:
     from mho.data.audio import SAMPLE_RATE
     from mho.data.datasets import resolve_dataset
     from mho.data.manifest import load_utterance_audio
     from mho.exporter.onnx import load_for_export
     from mho.simulator.config import SimulatorConfig
 
-    torch.set_num_threads(config.threads)
     _, utterances = resolve_dataset(config.data)
     waveforms = [load_utterance_audio(u) for u in utterances[: config.utterances]]
     result = RuntimeBenchResult(config, sum(w.size for w in waveforms) / SAMPLE_RATE)

@@ -10,10 +10,10 @@ from click.testing import CliRunner
 from mho.cli import main
 from mho.data.datasets import copy_subset, shipped_manifest
 from mho.data.lexicon import PHONE_VOCABULARY
+from mho.models.checkpoint import save_checkpoint
 from mho.models.conformer import ConformerCTC, conformer_config
 from mho.models.quant import calibrate
-from mho.simulator.sweep import PRESETS, sweep_settings
-from mho.train.checkpoint import save_checkpoint
+from mho.workflows.sweep import PRESETS, sweep_settings
 
 
 def tiny_qat(path, pe):

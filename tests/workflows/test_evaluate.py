@@ -5,8 +5,9 @@ import pytest
 import soundfile
 
 from mho.data.manifest import Utterance
+from mho.decoding.scoring import error_rates
 from mho.errors import AudioError
-from mho.runtime.evaluate import error_rates, evaluate
+from mho.workflows.evaluate import evaluate
 
 
 @pytest.mark.parametrize(

@@ -4,12 +4,11 @@ import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
-import jiwer
 from tqdm import tqdm
 
 from mho.data.audio import SAMPLE_RATE
 from mho.data.manifest import Utterance, load_utterance_audio
-from mho.data.text import normalize_transcript
+from mho.decoding.scoring import error_rates
 from mho.runtime.recognizer import Recognizer
 
 
@@ -32,15 +31,6 @@ class EvalResult:
         record = asdict(self)
         record.pop("hypotheses")
         return record
-
-
-def error_rates(references: list[str], hypotheses: list[str]) -> tuple[float, float]:
-    """Corpus-level (WER, CER) in percent over normalized texts."""
-    refs = [normalize_transcript(t) for t in references]
-    hyps = [normalize_transcript(t) for t in hypotheses]
-    words = jiwer.process_words(refs, hyps)
-    chars = jiwer.process_characters(refs, hyps)
-    return 100.0 * words.wer, 100.0 * chars.cer
 
 
 def evaluate(

@@ -22,9 +22,9 @@ import numpy as np
 from tqdm import tqdm
 
 from mho.data.manifest import Utterance, load_utterance_audio
+from mho.decoding.decoders import Decoder, GreedyDecoder
+from mho.decoding.scoring import error_rates
 from mho.errors import MhoError
-from mho.runtime.decode import Decoder, GreedyDecoder
-from mho.runtime.evaluate import error_rates
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mho.decoding.decoders import Decoder, load_decoder
 from mho.errors import MhoError
-from mho.runtime.decode import Decoder, load_decoder
 from mho.runtime.onnx_runtime import ONNX_RUNTIMES, OnnxRecognizer, OnnxSession
 from mho.runtime.torch_runtime import TorchRecognizer
 

@@ -119,8 +119,8 @@ def plan_jobs(model: str, data: str, decoder: str, settings: Sequence[SweepSetti
 def _loaded(model: str, data: str, decoder: str):
     """Model, utterances and decoder, loaded once per worker process."""
     from mho.data.datasets import resolve_dataset
+    from mho.decoding.decoders import load_decoder
     from mho.models.zoo import checkpoint_path, load_model
-    from mho.runtime.decode import load_decoder
 
     loaded, _ = load_model(checkpoint_path(model))
     data_name, utterances = resolve_dataset(data)
@@ -129,16 +129,20 @@ def _loaded(model: str, data: str, decoder: str):
 
 def run_job(job: SweepJob) -> dict[str, Any]:
     """Program the job's chip and score it: a plain dict (it crosses process boundaries)."""
+    from mho.timing import torch_threads
+
+    with torch_threads(1):  # jobs run side by side, one per core
+        return _run_job(job)
+
+
+def _run_job(job: SweepJob) -> dict[str, Any]:
     import time
 
-    import torch
-
-    from mho.runtime.evaluate import evaluate
     from mho.runtime.torch_runtime import TorchRecognizer
     from mho.simulator.mapping import map_to_crossbars
     from mho.simulator.stats import clip_fractions, reset_clip_stats
+    from mho.workflows.evaluate import evaluate
 
-    torch.set_num_threads(1)  # jobs run side by side, one per core
     model, data_name, utterances, decoder = _loaded(job.model, job.data, job.decoder)
     started = time.perf_counter()
     simulated, report = map_to_crossbars(model, job.setting.simulator_config(job.config), job.seed)

@@ -13,9 +13,9 @@ from mho.cli import main
 from mho.errors import MhoError
 from mho.exporter.metadata import read_metadata
 from mho.exporter.onnx import export_onnx, load_for_export
-from mho.lpa.bench import LpaBenchConfig, bench_lpa, model_pair
 from mho.models.transformer import Wav2Vec2CTC, wav2vec2_config
 from mho.runtime.onnx_runtime import OnnxSession
+from mho.workflows.bench.lpa import LpaBenchConfig, bench_lpa, model_pair
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,7 @@ from mho.data.features import FRAMES_PER_SECOND, FeatureConfig, LogMel
 from mho.data.lexicon import Lexicon, Vocabulary
 from mho.data.manifest import Utterance, load_utterance_audio
 from mho.errors import MhoError
-from mho.io import atomic_path
-from mho.train.checkpoint import load_tagged, save_tagged
+from mho.io import atomic_path, load_tagged, save_tagged
 
 ARCHIVE_FORMAT = "mho-features-1"
 ARCHIVE_LEVELS = 255  # uint8 codes per mel bin: about 0.09 log units per step

@@ -8,13 +8,13 @@ from pathlib import Path
 import torch
 
 from mho.data.manifest import Utterance
+from mho.decoding.decoders import Decoder
 from mho.errors import MhoError
-from mho.runtime.decode import Decoder
-from mho.runtime.evaluate import evaluate
 from mho.runtime.torch_runtime import TorchRecognizer
 from mho.simulator.config import SimulatorConfig
 from mho.simulator.mapping import load_chip, map_to_crossbars, save_chip
 from mho.simulator.stats import clip_fractions, reset_clip_stats
+from mho.workflows.evaluate import evaluate
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from torch import nn
 
 from mho.errors import MhoError
 from mho.models.transformer import SAMPLE_RATE, Wav2Vec2CTC
-from mho.simulator.bench import median_ms
+from mho.timing import median_ms, torch_threads
 
 RUNTIMES = ("ort", "torch")
 
@@ -165,9 +165,7 @@ def bench_lpa(config: LpaBenchConfig, log: Callable[[str], None] = lambda messag
               ) -> LpaBenchResult:
     """Median ms of each model and layer at each length, on one runtime, in one run."""
     result = LpaBenchResult(config)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(config.threads)
-    try:
+    with torch_threads(config.threads):
         with tempfile.TemporaryDirectory(prefix="mho-bench-lpa-") as scratch:
             runners = _runners(config, Path(scratch), log)
             for seconds in config.lengths:
@@ -176,8 +174,6 @@ def bench_lpa(config: LpaBenchConfig, log: Callable[[str], None] = lambda messag
                     log(f"{name.replace('_', ' ')}, {seconds:g} s")
                     result.ms.setdefault(name, {})[seconds] = median_ms(
                         lambda run=run, feeds=feeds: run(feeds), config.repeats)
-    finally:
-        torch.set_num_threads(threads)
     return result
 
 

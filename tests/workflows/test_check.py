@@ -8,10 +8,10 @@ import pytest
 
 from mho.data.datasets import resolve_dataset
 from mho.data.manifest import load_utterance_audio
+from mho.decoding.decoders import GreedyDecoder
 from mho.errors import MhoError
-from mho.runtime.decode import GreedyDecoder
-from mho.runtime.parity import check_noisy_parity
 from mho.runtime.recognizer import load_recognizer
+from mho.workflows.check import check_noisy_parity
 
 
 def key(waveform: np.ndarray) -> str:

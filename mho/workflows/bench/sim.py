@@ -13,10 +13,6 @@
   whole models.
 """
 
-import ctypes
-import gc
-import statistics
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -27,6 +23,7 @@ import torch
 from mho.simulator.crossbar import CrossbarConfig, CrossbarLinear
 from mho.simulator.device import DeviceConfig, program_chip
 from mho.simulator.naive import naive_forward
+from mho.timing import interleaved_medians_ms, median_ms, peak_memory_rise, torch_threads
 
 
 @dataclass(frozen=True)
@@ -86,52 +83,18 @@ class SimBenchResult:
         }
 
 
-def median_ms(run: Callable[[], object], repeats: int) -> float:
-    """Median ms of `repeats` timed runs after a warm-up (first-touch page faults and lazy
-    initialization are not the steady state)."""
-    return interleaved_medians_ms({"run": run}, repeats)["run"]
-
-
-def interleaved_medians_ms(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median ms of each run, timed in turns (a, b, c, a, b, c, ...) after one warm-up each, so
-    that a shared machine's slow spells weigh on every run alike and their ratios hold."""
-    for run in runs.values():
-        run()
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(repeats):
-        for name, run in runs.items():
-            started = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - started)
-    return {name: 1000 * statistics.median(t) for name, t in times.items()}
-
-
-def peak_memory_rise(run: Callable[[], object]) -> int | None:
-    """Bytes the peak resident set rises by while ``run`` runs; None off Linux."""
-    status, clear_refs = Path("/proc/self/status"), Path("/proc/self/clear_refs")
-    if not sys.platform.startswith("linux") or not clear_refs.exists():
-        return None
-
-    def read_kb(key: str) -> int:
-        line = next(x for x in status.read_text().splitlines() if x.startswith(key))
-        return int(line.split()[1])
-
-    gc.collect()
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
-    clear_refs.write_text("5")  # resets VmHWM to the current VmRSS
-    before = read_kb("VmRSS:")
-    result = run()
-    rise = (read_kb("VmHWM:") - before) * 1024
-    del result
-    return rise
-
-
 def bench_sim(
     config: SimBenchConfig = SimBenchConfig(),
     models: Sequence[str] = (),
     log: Callable[[str], None] = lambda message: None,
 ) -> SimBenchResult:
-    torch.set_num_threads(config.threads)
+    """Every figure of `mho bench sim`, on ``config.threads`` torch threads."""
+    with torch_threads(config.threads):
+        return _measure(config, models, log)
+
+
+def _measure(config: SimBenchConfig, models: Sequence[str], log: Callable[[str], None]
+             ) -> SimBenchResult:
     generator = torch.Generator().manual_seed(config.seed)
     limit = 2 ** (config.weight_bits - 1) - 1
     weight = torch.randint(-limit, limit + 1, (config.out_features, config.in_features),
