@@ -188,6 +188,20 @@ def memristor_options(command):
     return command
 
 
+def run_options(command):
+    """The options of commands that run models: threads and the LM."""
+    options = [
+        click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="Intra-op threads of torch and onnxruntime (one is fastest for "
+                          "these small models on a shared machine)."),
+        click.option("--lm", type=click.Path(exists=True, file_okay=False, path_type=Path),
+                     default=None, help="LM directory from `mho data lm` (default: shipped)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @main.command("eval")
 @click.argument("models", nargs=-1, required=True)
 @click.option("--data", "data_sets", multiple=True, required=True,
@@ -204,79 +218,38 @@ def memristor_options(command):
               help="Programming runs (chips), each with its own seed.")
 @click.option("--save-chip", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Save the programmed chip (.npz) for later runs or export.")
+@run_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per model and set.")
 def eval_command(models: tuple[str, ...], data_sets: tuple[str, ...], decoder: str,
                  memristor: str | None, adc: str | None, layer_rules: tuple[str, ...],
                  digital_patterns: tuple[str, ...], noise: str | None, seed: int,
                  chip: Path | None, runtime: str | None, batch_size: int, runs: int,
-                 save_chip: Path | None, as_json: bool) -> None:
+                 save_chip: Path | None, threads: int, lm: Path | None, as_json: bool) -> None:
     """Word and character error rate and real-time factor of MODELS on --data sets."""
-    from mho.data.datasets import resolve_dataset
-    from mho.runtime.recognizer import load_recognizer
-    from mho.workflows.evaluate import evaluate
+    import dataclasses
 
-    sets = [resolve_dataset(spec) for spec in data_sets]  # fail on bad data before loading
-    if (chip or save_chip) and memristor is None:
-        memristor = ""  # a chip option means a memristor run
-    if (chip or save_chip) and len(models) * len(sets) != 1:
-        raise MhoError("--chip and --save-chip take one model and one --data set")
-    if memristor is not None:
-        if any(m.endswith(".onnx") for m in models):
-            raise MhoError("an exported .onnx file already holds its chip: evaluate it without "
-                           "--memristor, or export the model with other settings")
-        results = _eval_memristor(models, sets, decoder, memristor, adc, layer_rules,
-                                  digital_patterns, noise, runs, seed, as_json, chip, save_chip)
-        _print_results(results, as_json, memristor=True)
+    if chip or save_chip:
+        memristor = "" if memristor is None else memristor  # a chip option means a chip run
+    if memristor is None:
+        if runs != 1:
+            raise MhoError("--runs counts chips: add --memristor")
+        from mho.workflows.evaluate import evaluate_models
+
+        results = evaluate_models(models, data_sets, decoder=decoder, lm=lm, runtime=runtime,
+                                  batch_size=batch_size, threads=threads, progress=not as_json)
+        _print_results([r.summary() for r in results], as_json)
         return
-    results = []
-    for model in models:
-        recognizer = load_recognizer(model, decoder=decoder, runtime=runtime)
-        for name, utterances in sets:
-            results.append(evaluate(recognizer, utterances, data_name=name,
-                                    progress=not as_json, batch_size=batch_size).summary())
-    _print_results(results, as_json)
+    if runtime not in (None, "torch") or batch_size != 1:
+        raise MhoError("chips are simulated in torch, one utterance at a time: drop --runtime "
+                       "and --batch-size (export the chip to run it on onnxruntime)")
+    from mho.workflows.chips import evaluate_models_on_chips, resolve_simulator_config
 
-
-def _simulator_config(memristor, chip, adc, layer_rules, digital_patterns, noise):
-    """The SimulatorConfig the memristor options describe: the TOML file's, else a saved chip's
-    own settings, else the defaults; then the CLI shorthands."""
-    import dataclasses
-
-    from mho.simulator.config import SimulatorConfig, load_simulator_config, with_cli_overrides
-    from mho.simulator.mapping import chip_config
-
-    if memristor:
-        config = load_simulator_config(memristor)
-    else:
-        config = chip_config(chip) if chip else SimulatorConfig()
-    config = with_cli_overrides(config, adc=adc, layers=layer_rules, digital=digital_patterns)
-    return config if noise is None else dataclasses.replace(config, noise=noise)
-
-
-def _eval_memristor(models, sets, decoder, memristor, adc, layer_rules, digital_patterns, noise,
-                    runs, seed, as_json, chip, save_chip) -> list[dict]:
-    import dataclasses
-
-    from mho.decoding.decoders import load_decoder
-    from mho.models.zoo import checkpoint_path, load_model
-    from mho.workflows.chips import evaluate_on_chips
-
-    config = _simulator_config(memristor, chip, adc, layer_rules, digital_patterns, noise)
-    search = load_decoder(decoder)
-    results = []
-    for name in models:
-        path = checkpoint_path(name)
-        if path is None:
-            raise MhoError(f"--memristor needs an mho model (shipped name or checkpoint): {name}")
-        model, _ = load_model(path)
-        for data_name, utterances in sets:
-            result = evaluate_on_chips(
-                model, utterances, name=name, data_name=data_name, decoder=search,
-                decoder_name=decoder, config=config, seed=seed, runs=runs, progress=not as_json,
-                chip=chip, save_chip_to=save_chip,
-            )
-            results.append(dataclasses.asdict(result))
-    return results
+    config = resolve_simulator_config(memristor, chip, adc=adc, layers=layer_rules,
+                                      digital=digital_patterns, noise=noise)
+    results = evaluate_models_on_chips(models, data_sets, config, decoder=decoder, lm=lm,
+                                       seed=seed, runs=runs, chip=chip, save_chip_to=save_chip,
+                                       threads=threads, progress=not as_json)
+    _print_results([dataclasses.asdict(r) for r in results], as_json, memristor=True)
 
 
 def _print_results(results: list[dict], as_json: bool, memristor: bool = False) -> None:
@@ -291,11 +264,48 @@ def _print_results(results: list[dict], as_json: bool, memristor: bool = False) 
         row = [r["model"], r["data"], r["decoder"], r["runtime"], str(r["utterances"]),
                f"{r['wer']:.2f}", f"{r['cer']:.2f}"]
         if memristor:
-            layer, fraction = max(r["clipping"].items(), key=lambda item: item[1])
-            row += [str(len(r["runs"])), f"{r['wer_std']:.2f}", f"{layer} ({fraction:.1%})"]
+            clipped = "-"  # every layer digital
+            if r["clipping"]:
+                layer, fraction = max(r["clipping"].items(), key=lambda item: item[1])
+                clipped = f"{layer} ({fraction:.1%})"
+            row += [str(len(r["runs"])), f"{r['wer_std']:.2f}", clipped]
         else:
             row.append(f"{r['rtf']:.3f}")
         table.add_row(*row)
+    console.print(table)
+
+
+@main.command("map")
+@click.argument("model")
+@memristor_options
+@click.option("--json", "as_json", is_flag=True, help="Layers and parameters as JSON.")
+def map_command(model, memristor, adc, layer_rules, digital_patterns, noise, seed, chip,
+                as_json) -> None:
+    """Map MODEL onto a chip and report what went where: every layer (crossbar or digital,
+    ADC, tiles, cells) and every parameter (crossbar or digital, and why)."""
+    import dataclasses
+
+    from mho.simulator.coverage import crossbar_share
+    from mho.workflows.chips import map_model, resolve_simulator_config
+
+    config = resolve_simulator_config(memristor or None, chip, adc=adc, layers=layer_rules,
+                                      digital=digital_patterns, noise=noise)
+    report, placements = map_model(model, config, seed=seed, chip=chip, progress=not as_json)
+    if as_json:
+        layers = [{k: v for k, v in dataclasses.asdict(m).items() if k != "chips"}
+                  for m in report.layers]
+        click.echo(json.dumps({"model": model, "seed": report.seed, "cells": report.cells,
+                               "crossbar_share": crossbar_share(placements), "layers": layers,
+                               "parameters": [dataclasses.asdict(p) for p in placements]},
+                              indent=2))
+        return
+    console.print(report.table())
+    table = Table(title=f"parameters of {model}: {crossbar_share(placements):.1%} of the "
+                        f"weights on crossbars")
+    for column in ("parameter", "elements", "placement", "why"):
+        table.add_column(column, justify="right" if column == "elements" else "left")
+    for p in placements:
+        table.add_row(p.name, f"{p.size:,}", p.placement, p.reason)
     console.print(table)
 
 
@@ -354,45 +364,9 @@ def models_pack(checkpoint: Path, name: str, eval_data: tuple[str, ...],
                 out_dir: Path | None) -> None:
     """Pack a trained CHECKPOINT compactly as NAME, with a model card scored on --eval-data
     (the packed weights are what gets scored). CHECKPOINT may be a packed model: re-scoring."""
-    from mho.data.datasets import resolve_dataset
-    from mho.decoding.decoders import load_decoder
-    from mho.io import atomic_path
-    from mho.models.zoo import MODEL_DIR, load_model, pack_model, training_summary
-    from mho.runtime.torch_runtime import TorchRecognizer
-    from mho.workflows.evaluate import evaluate
+    from mho.workflows.pack import pack_and_score
 
-    sets = [resolve_dataset(spec) for spec in eval_data]  # fail on bad data before work
-    out_dir = out_dir or MODEL_DIR
-    model, payload = load_model(checkpoint)
-    quant = getattr(model.config, "quant", None)
-    card = {
-        "name": name,
-        "family": payload["model_type"],
-        "pe": getattr(model.config, "pe", "conv"),  # wav2vec2: its conv positional embedding
-        "weight_bits": quant.weight_bits if quant else None,
-        "params": model.num_parameters(),
-        "architecture": payload["model_config"],
-        **training_summary(payload),
-    }
-    if hasattr(model.config, "lpa_layers"):  # wav2vec2 family: which layers hold an LPA
-        card["lpa_layers"] = list(model.config.lpa_layers)
-        card["lpa_order"] = payload["metadata"].get("lpa_order", [])  # as converted
-        if "conversion_seconds" in payload["metadata"]:
-            card["conversion_minutes"] = payload["metadata"]["conversion_seconds"] / 60
-    target = out_dir / f"{name}.pt"
-    with atomic_path(target) as packed_path:
-        pack_model(model, payload, packed_path)
-        packed, _ = load_model(packed_path)
-        decoders = {kind: load_decoder(kind) for kind in ("greedy", "lm") if sets}
-        card["results"] = [
-            evaluate(TorchRecognizer(name, packed, decoder, kind), utterances,
-                     data_name=data_name).summary()
-            for data_name, utterances in sets
-            for kind, decoder in decoders.items()
-        ]
-        card["bytes"] = packed_path.stat().st_size
-        with atomic_path(target.with_suffix(".json")) as card_path:
-            card_path.write_text(json.dumps(card, indent=2) + "\n")
+    card, target = pack_and_score(checkpoint, name, eval_data, out_dir=out_dir, progress=True)
     console.print(f"{name}: {card['bytes'] / 1e6:.1f} MB -> {target}")
     for r in card["results"]:
         console.print(f"  {r['data']:>18} {r['decoder']:>6}: WER {r['wer']:.2f}%")
@@ -539,17 +513,17 @@ def export_group() -> None:
 def export_onnx_command(model, out, input_kind, memristor, adc, layer_rules, digital_patterns,
                         noise, seed, chip, as_json) -> None:
     """Export MODEL (digital, or programmed onto a memristor chip) to one ONNX file."""
-    from mho.exporter.onnx import export_onnx, load_for_export
+    from mho.exporter.onnx import export_model_onnx
+    from mho.workflows.chips import resolve_simulator_config
 
-    if out.suffix != ".onnx":
-        raise MhoError(f"the output file should end in .onnx: {out}")
     simulator = None
     if memristor is not None or chip is not None:
-        simulator = _simulator_config(memristor, chip, adc, layer_rules, digital_patterns, noise)
+        simulator = resolve_simulator_config(memristor, chip, adc=adc, layers=layer_rules,
+                                             digital=digital_patterns, noise=noise)
     elif adc or layer_rules or digital_patterns or noise:
         raise MhoError("--adc, --layer, --digital and --noise need --memristor (or --chip)")
-    torch_model, metadata = load_for_export(model, simulator, seed, chip, progress=not as_json)
-    report = export_onnx(torch_model, out, metadata, input=input_kind)
+    report, metadata = export_model_onnx(model, out, input=input_kind, simulator=simulator,
+                                         seed=seed, chip=chip, progress=not as_json)
     summary = {"path": str(report.path), "bytes": report.bytes, "seconds": report.seconds,
                "external_data": report.external_data, "nodes": report.nodes}
     if as_json:
@@ -629,15 +603,14 @@ def _seconds_list(text: str, option: str) -> tuple[float, ...]:
 @click.option("--runtime", type=click.Choice(["torch", "ort", "onnx-ref", "coreml"]),
               default=None,
               help="For .onnx files: ort (default) or onnx-ref; .mlpackage: coreml.")
-def transcribe_command(model, audio, decoder, runtime) -> None:
+@run_options
+def transcribe_command(model, audio, decoder, runtime, threads, lm) -> None:
     """Print one line per AUDIO file: its name and MODEL's transcript (any sample rate)."""
-    from mho.data.audio import load_audio
-    from mho.runtime.recognizer import load_recognizer
+    from mho.runtime.recognizer import transcribe_files
 
-    recognizer = load_recognizer(model, decoder=decoder, runtime=runtime)
-    for path in audio:
-        waveform = load_audio(path, resample=True)
-        click.echo(f"{path}\t{recognizer.transcribe(waveform)}")
+    for path, text in transcribe_files(model, audio, decoder=decoder, runtime=runtime,
+                                       threads=threads, lm=lm):
+        click.echo(f"{path}\t{text}")
 
 
 @main.command("check")
@@ -658,103 +631,69 @@ def transcribe_command(model, audio, decoder, runtime) -> None:
               help="Tolerance: mean |log-prob difference| over the set.")
 @click.option("--max-cer", type=click.FloatRange(min=0), default=5.0, show_default=True,
               help="Tolerance: CER %% between greedy transcripts and torch's.")
-@click.option("--max-wer-delta", type=click.FloatRange(min=0), default=2.0, show_default=True,
-              help="Tolerance: absolute WER difference (points) from torch's.")
+@click.option("--max-wer-delta", type=click.FloatRange(min=0), default=None,
+              help="Tolerance: absolute WER difference (points) from torch's  [default: two "
+                   "binomial standard errors of the set's WER, at least one word]")
 @click.option("--runs", type=click.IntRange(min=2), default=None,
               help="Models that read with noise: passes over the set (fresh noise each); "
                    "parity is judged on the WER distributions.  [default: 3]")
+@run_options
 @click.option("--json", "as_json", is_flag=True, help="One entry per runtime.")
 def check_command(model, onnx_file, coreml_file, data_set, runtimes, decoder, limit, memristor,
                   adc, layer_rules, digital_patterns, noise, seed, chip, mean_abs, max_cer,
-                  max_wer_delta, runs, as_json) -> None:
+                  max_wer_delta, runs, threads, lm, as_json) -> None:
     """Parity of MODEL across runtimes: log-probs, transcripts and WER against torch; exits 1
     when a tolerance is exceeded. With read noise on, the WER distributions over --runs
     passes are compared instead."""
-    import tempfile
+    from mho.workflows.check import Tolerances, check_model
+    from mho.workflows.chips import resolve_simulator_config
 
-    from mho.data.datasets import resolve_dataset
-    from mho.runtime.onnx_runtime import OnnxSession
-    from mho.workflows.check import Tolerances, check_noisy_parity, check_parity
-    from mho.workflows.sessions import parity_runtimes
-
-    names = [r.strip() for r in runtimes.split(",") if r.strip()]
-    data_name, utterances = resolve_dataset(data_set)
-    utterances = utterances[:limit] if limit else utterances
-    simulator, memristor_settings = None, None
+    simulator = None
     if memristor is not None or chip is not None:
-        simulator = _simulator_config(memristor, chip, adc, layer_rules, digital_patterns, noise)
-        memristor_settings = simulator.to_dict()
-    elif onnx_file is not None:
-        memristor_settings = OnnxSession.metadata_of(onnx_file).memristor
-    noisy = memristor_settings is not None and memristor_settings.get("noise", "off") != "off"
-    if runs is not None and not noisy:
-        raise MhoError("--runs is for models that read with noise; this one is deterministic")
-    tolerances = Tolerances(mean_abs=mean_abs, transcript_cer=max_cer, wer_delta=max_wer_delta)
-    with tempfile.TemporaryDirectory(prefix="mho-check-") as scratch:
-        reference, others, search = parity_runtimes(
-            model, names, onnx_file=onnx_file, coreml_file=coreml_file, simulator=simulator,
-            seed=seed, chip=chip, decoder=decoder, scratch=Path(scratch), progress=not as_json)
-        if noisy:
-            results = check_noisy_parity(reference, others, utterances, search, runs or 3,
-                                         tolerances, progress=not as_json)
-            _print_noisy_parity(model, data_name, len(utterances), decoder, results, as_json)
-            if not all(r.passed for r in results):
-                sys.exit(1)
-            return
-        torch_wer, results = check_parity(reference, others, utterances, search, tolerances,
-                                          progress=not as_json)
-        coreml = None
-        if "coreml" in others:  # what the program holds, and what may leave the Neural Engine
-            from mho.exporter.coreml import off_neural_engine
-
-            session = others["coreml"]
-            ops = session.op_counts()
-            coreml = {"executor": session.executor, "ops": ops,
-                      "off_neural_engine": off_neural_engine(ops)}
-    import dataclasses
-
-    entries = [{"runtime": "torch", "wer": torch_wer, "passed": True},
-               *({**dataclasses.asdict(r), **(coreml if r.runtime == "coreml" else {})}
-                 for r in results)]
+        simulator = resolve_simulator_config(memristor, chip, adc=adc, layers=layer_rules,
+                                             digital=digital_patterns, noise=noise)
+    report = check_model(
+        model, data_set, [r.strip() for r in runtimes.split(",") if r.strip()],
+        onnx_file=onnx_file, coreml_file=coreml_file, simulator=simulator, seed=seed,
+        chip=chip, decoder=decoder, lm=lm, limit=limit, runs=runs, threads=threads,
+        tolerances=Tolerances(mean_abs=mean_abs, transcript_cer=max_cer,
+                              wer_delta=max_wer_delta),
+        progress=not as_json)
     if as_json:
-        click.echo(json.dumps({"model": model, "data": data_name, "decoder": decoder,
-                               "utterances": len(utterances), "runtimes": entries}, indent=2))
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    elif report.noisy:
+        _print_noisy_parity(report)
     else:
-        table = Table(title=f"parity of {model} on {data_name} ({len(utterances)} utts, "
-                            f"{decoder} decoding) against torch")
-        for column in ("runtime", "max |diff|", "mean |diff|", "frames agree", "transcript CER %",
-                       "WER %", "WER delta", "s", "pass"):
-            table.add_column(column, justify="left" if column == "runtime" else "right")
-        table.add_row("torch", "", "", "", "", f"{torch_wer:.2f}", "", "", "reference")
-        for r in results:
-            table.add_row(r.runtime, f"{r.max_abs:.3g}", f"{r.mean_abs:.3g}",
-                          f"{r.frames_agree:.2%}", f"{r.transcript_cer:.2f}", f"{r.wer:.2f}",
-                          f"{r.wer_delta:+.2f}", f"{r.seconds:.1f}",
-                          "yes" if r.passed else "NO: " + "; ".join(r.failures))
-        console.print(table)
-        if coreml is not None:
-            console.print(f"coreml ran as: {coreml['executor']}")
-            _print_ops(coreml["ops"], coreml["off_neural_engine"])
-    if not all(r.passed for r in results):
+        _print_parity(report)
+    if not report.passed:
         sys.exit(1)
 
 
-def _print_noisy_parity(model, data_name, count, decoder, results, as_json) -> None:
+def _print_parity(report) -> None:
+    table = Table(title=f"parity of {report.model} on {report.data} ({report.utterances} utts, "
+                        f"{report.decoder} decoding) against torch")
+    for column in ("runtime", "max |diff|", "mean |diff|", "frames agree", "transcript CER %",
+                   "WER %", "WER delta", "allowed", "s", "pass"):
+        table.add_column(column, justify="left" if column == "runtime" else "right")
+    table.add_row("torch", "", "", "", "", f"{report.torch_wer:.2f}", "", "", "", "reference")
+    for r in report.results:
+        table.add_row(r.runtime, f"{r.max_abs:.3g}", f"{r.mean_abs:.3g}",
+                      f"{r.frames_agree:.2%}", f"{r.transcript_cer:.2f}", f"{r.wer:.2f}",
+                      f"{r.wer_delta:+.2f}", f"{r.wer_allowed:.2f}", f"{r.seconds:.1f}",
+                      "yes" if r.passed else "NO: " + "; ".join(r.failures))
+    console.print(table)
+    if report.coreml is not None:
+        console.print(f"coreml ran as: {report.coreml['executor']}")
+        _print_ops(report.coreml["ops"], report.coreml["off_neural_engine"])
+
+
+def _print_noisy_parity(report) -> None:
     import numpy as np
 
-    torch_wers = results[0].torch_wers
-    if as_json:
-        entries = [{"runtime": "torch", "wers": torch_wers, "wer": float(np.mean(torch_wers)),
-                    "wer_std": float(np.std(torch_wers, ddof=1)), "passed": True},
-                   *({"runtime": r.runtime, "wers": r.wers, "wer": r.wer, "wer_std": r.wer_std,
-                      "wer_delta": r.wer_delta, "allowed": r.allowed, "passed": r.passed,
-                      "failures": r.failures} for r in results)]
-        click.echo(json.dumps({"model": model, "data": data_name, "decoder": decoder,
-                               "utterances": count, "runs": len(torch_wers),
-                               "runtimes": entries}, indent=2))
-        return
-    table = Table(title=f"parity of {model} on {data_name} ({count} utts, {decoder} decoding, "
-                        f"read noise: WER over {len(torch_wers)} runs) against torch")
+    torch_wers = report.results[0].torch_wers
+    table = Table(title=f"parity of {report.model} on {report.data} ({report.utterances} utts, "
+                        f"{report.decoder} decoding, read noise: WER over {len(torch_wers)} "
+                        f"runs) against torch")
     for column in ("runtime", "WER % per run", "mean", "std", "delta", "allowed", "pass"):
         table.add_column(column, justify="left" if column == "runtime" else "right")
 
@@ -763,7 +702,7 @@ def _print_noisy_parity(model, data_name, count, decoder, results, as_json) -> N
                       f"{np.std(wers, ddof=1):.2f}", *rest)
 
     row("torch", torch_wers, "", "", "reference")
-    for r in results:
+    for r in report.results:
         row(r.runtime, r.wers, f"{r.wer_delta:+.2f}", f"{r.allowed:.2f}",
             "yes" if r.passed else "NO: " + "; ".join(r.failures))
     console.print(table)
@@ -877,20 +816,6 @@ def lpa() -> None:
     """Learnable Pulse Accumulator: rank layers, convert a wav2vec2-style model."""
 
 
-def _lpa_teacher(model: str):
-    from mho.models.transformer import Wav2Vec2CTC
-    from mho.models.zoo import checkpoint_path, load_model
-
-    path = checkpoint_path(model)
-    if path is None:
-        raise MhoError(f"unknown model {model!r}: give a shipped name, a checkpoint path or "
-                       f"a Hugging Face model folder")
-    teacher, payload = load_model(path)
-    if not isinstance(teacher, Wav2Vec2CTC):
-        raise MhoError(f"{model} is not a wav2vec2-style model (LPA replaces its attention)")
-    return teacher, payload
-
-
 def _fit_options(command):
     for option in reversed([
         click.option("--steps", type=click.IntRange(min=1), default=300, show_default=True,
@@ -907,18 +832,6 @@ def _fit_options(command):
     return command
 
 
-def _fit_config(steps: int, batch_seconds: float, lpa_settings: tuple[str, ...], seed: int):
-    import tomllib
-
-    from mho.lpa.fitting import FitConfig
-
-    try:
-        settings = tomllib.loads("\n".join(lpa_settings))
-    except tomllib.TOMLDecodeError as error:
-        raise MhoError(f"bad --lpa value ({error})") from None
-    return FitConfig(steps=steps, max_batch_seconds=batch_seconds, seed=seed, lpa=settings)
-
-
 @lpa.command("sweep")
 @click.argument("model")
 @click.option("--data", "data_path", type=click.Path(exists=True, path_type=Path), required=True,
@@ -930,43 +843,30 @@ def _fit_config(steps: int, batch_seconds: float, lpa_settings: tuple[str, ...],
 def lpa_sweep(model: str, data_path: Path, out: Path, steps: int, batch_seconds: float,
               lpa_settings: tuple[str, ...], seed: int, device: str, as_json: bool) -> None:
     """The MSE diagnostic: fit an LPA to each layer's attention, rank layers by difficulty."""
-    import dataclasses
-    import json
-
     from tqdm import tqdm
 
-    from mho.lpa.diagnostic import diagnose, mse_order
-    from mho.lpa.fitting import load_waveform_set
-    from mho.lpa.report import plot_sweep
+    from mho.lpa.study import fit_config, load_teacher, run_sweep
     from mho.train.trainer import training_device
 
-    teacher, _ = _lpa_teacher(model)
-    config = _fit_config(steps, batch_seconds, lpa_settings, seed)
-    data = load_waveform_set(data_path)
-    ids = [u.id for u in data.utterances]
-    held_out = data.select(set(ids[::10]))
-    train = data.select(set(ids) - set(ids[::10]))
-    layers = teacher.config.num_layers
-    bar = tqdm(total=layers * steps, desc="fitting", unit="step", disable=as_json)
-    fits = diagnose(teacher, train, held_out, config, training_device(device),
-                    progress=lambda layer, step: bar.update())
+    config = fit_config(steps, batch_seconds, lpa_settings, seed)
+    teacher, _ = load_teacher(model)  # fails fast on a wrong model, before the data loads
+    bar = tqdm(total=teacher.config.num_layers * steps, desc="fitting", unit="step",
+               disable=as_json)
+    report = run_sweep(model, data_path, out, config, training_device(device),
+                       progress=lambda layer, step: bar.update())
     bar.close()
-    out.mkdir(parents=True, exist_ok=True)
-    report = {"model": model, "config": dataclasses.asdict(config),
-              "layers": [dataclasses.asdict(f) for f in fits], "mse_order": mse_order(fits)}
-    (out / "sweep.json").write_text(json.dumps(report, indent=2))
-    plot_sweep(fits, out / "sweep.png", title=f"LPA fit per layer: {model}")
+    fits = report["layers"]
     if as_json:
         click.echo(json.dumps(report))
         return
     table = Table(title=f"LPA fit per layer ({steps} steps each); easiest first")
     for column in ("rank", "layer", "rel. MSE (hard)", "rel. MSE (soft)", "seconds"):
         table.add_column(column, justify="right")
-    by_layer = {f.layer: f for f in fits}
+    by_layer = {f["layer"]: f for f in fits}
     for rank, layer in enumerate(report["mse_order"], start=1):
         fit = by_layer[layer]
-        table.add_row(str(rank), str(layer), f"{fit.mse:.4f}", f"{fit.soft_mse:.4f}",
-                      f"{fit.seconds:.0f}")
+        table.add_row(str(rank), str(layer), f"{fit['mse']:.4f}", f"{fit['soft_mse']:.4f}",
+                      f"{fit['seconds']:.0f}")
     console.print(table)
     console.print(f"-> {out / 'sweep.json'}, {out / 'sweep.png'}")
 
@@ -993,42 +893,13 @@ def lpa_convert(model: str, layers_spec: str, order: str, ranking: Path | None, 
                 batch_seconds: float, lpa_settings: tuple[str, ...], seed: int,
                 device: str) -> None:
     """Replace attention layers of MODEL by LPAs, one at a time, with CTC fine-tuning."""
-    import json
-
     from tqdm import tqdm
 
-    from mho.data.lexicon import PHONE_VOCABULARY
-    from mho.lpa.convert import ConversionConfig, Converter
-    from mho.lpa.fitting import load_waveform_set
+    from mho.lpa.convert import ConversionConfig
+    from mho.lpa.study import fit_config, run_conversion
     from mho.train.trainer import training_device
 
-    teacher, payload = _lpa_teacher(model)
-    if finetune_steps and list(payload["vocabulary"]) != list(PHONE_VOCABULARY.tokens):
-        raise MhoError(f"{model} outputs another vocabulary than mho's phones (a Hugging Face "
-                       "character model?): CTC fine-tuning needs phone targets; pass "
-                       "--finetune-steps 0 to convert with fitting and co-adaptation only")
-    num_layers = teacher.config.num_layers
-    if "," in layers_spec or not layers_spec.isdigit():
-        try:
-            layer_order = [int(x) for x in layers_spec.split(",") if x.strip()]
-        except ValueError:
-            raise MhoError(f"--layers takes N or a comma list of indices, got {layers_spec!r}") \
-                from None
-    else:
-        if order == "mse":
-            if ranking is None:
-                raise MhoError("--order mse needs --ranking sweep.json (run `mho lpa sweep`)")
-            full = json.loads(ranking.read_text())["mse_order"]
-        else:
-            full = list(range(num_layers))
-        layer_order = full[: int(layers_spec)]
-    if not layer_order or len(set(layer_order)) != len(layer_order) or \
-            any(not 0 <= i < num_layers for i in layer_order):
-        raise MhoError(f"--layers must name distinct layers in 0..{num_layers - 1}")
-    if set(layer_order) & set(teacher.config.lpa_layers):
-        raise MhoError(f"layers {sorted(set(layer_order) & set(teacher.config.lpa_layers))} "
-                       "are already LPA layers")
-    config = ConversionConfig(fit=_fit_config(steps, batch_seconds, lpa_settings, seed),
+    config = ConversionConfig(fit=fit_config(steps, batch_seconds, lpa_settings, seed),
                               coadapt_steps=coadapt_steps, finetune_steps=finetune_steps)
     bars: dict[str, tqdm] = {}
 
@@ -1040,9 +911,9 @@ def lpa_convert(model: str, layers_spec: str, order: str, ranking: Path | None, 
         bars[stage].n = step
         bars[stage].refresh()
 
-    converter = Converter(payload, teacher, layer_order, load_waveform_set(data_path), config,
-                          out, training_device(device), log=console.print, progress=progress)
-    state = converter.run(resume=resume)
+    state = run_conversion(model, layers_spec, data_path, out, config, training_device(device),
+                           order=order, ranking=ranking, resume=resume, log=console.print,
+                           progress=progress)
     for bar in bars.values():
         bar.close()
     console.print(f"done: layers {state.order} replaced in {state.seconds / 60:.1f} min -> "
@@ -1057,17 +928,9 @@ def lpa_report(models: tuple[str, ...], out: Path) -> None:
     """WER vs replaced layers (MSE-ranked and naive order) from the cards of MODELS: shipped
     names or packed checkpoints with their .json card beside them."""
     from mho.lpa.report import conversion_markdown, conversion_rows, plot_conversion
-    from mho.models.zoo import model_card, shipped_models
+    from mho.lpa.study import model_cards
 
-    cards = []
-    for model in models:
-        card_path = Path(model).with_suffix(".json")
-        if model in shipped_models():
-            cards.append(model_card(model))
-        elif card_path.is_file():
-            cards.append(json.loads(card_path.read_text()))
-        else:
-            raise MhoError(f"no model card for {model} (pack it with `mho models pack`)")
+    cards = model_cards(models)
     rows = conversion_rows(cards)
     table = conversion_markdown(rows)
     out.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,21 @@ import torch
 from mho.errors import MhoError
 
 
+def check_writable(path: str | Path) -> None:
+    """MhoError unless a file can be written at ``path`` (its folder is created if missing):
+    checked before long work, so that an export does not fail after a minute of tracing."""
+    path = Path(path)
+    if path.is_dir():
+        raise MhoError(f"cannot write {path}: it is a directory")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe = path.with_name(f"{path.name}.{os.getpid()}.probe")
+        probe.touch()
+        probe.unlink()
+    except OSError as error:
+        raise MhoError(f"cannot write {path}: {error.strerror or error}") from None
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` in one step,

@@ -69,3 +69,23 @@ def test_corrupt_audio_names_utterance_and_path(tmp_path):
     result = run("eval", "pocketsphinx", "--data", tmp_path / "m.jsonl")
     assert result.exit_code == 1
     assert "utterance u1" in result.output and "broken.flac" in result.output
+
+
+def test_an_unwritable_export_fails_before_the_model_loads(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = run("export", "onnx", "no-such-model", "-o", blocker / "x.onnx")
+    # the path is checked first: the unknown model is never reached
+    assert result.exit_code == 1 and "cannot write" in result.output
+    assert result.output.strip().count("\n") == 0
+
+
+@pytest.mark.parametrize("command", ["eval", "transcribe", "check"])
+def test_commands_that_run_models_take_threads_and_an_lm(command):
+    result = run(command, "--help")
+    assert "--threads" in result.output and "--lm" in result.output
+
+
+def test_transcribe_checks_every_file_before_loading(tmp_path):
+    result = run("transcribe", "no-such-model", tmp_path / "missing.wav")
+    assert result.exit_code == 1 and "no such audio file" in result.output

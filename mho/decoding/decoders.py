@@ -369,16 +369,20 @@ def _decoding_lexicon(word_counts: Mapping[str, int], open_vocabulary: bool) -> 
 
 def load_decoder(
     kind: str = "lm",
-    directory: str | Path = LM_ASSETS,
+    directory: str | Path | None = None,
     options: BeamOptions = BeamOptions(),
     open_vocabulary: bool = True,
     tokens: Sequence[str] | None = None,
 ) -> Decoder:
-    """``"greedy"`` or ``"lm"`` (lexicon + LM beam search), from the shipped LM assets.
+    """``"greedy"`` or ``"lm"`` (lexicon + LM beam search), from the LM in ``directory`` (an
+    `mho data lm` output; default: the shipped LM).
 
     ``tokens``: the model's outputs. Other than mho's phones (a Hugging Face model's
     characters), "greedy" decodes characters and "lm" is refused."""
     characters = tokens is not None and tuple(tokens) != PHONE_VOCABULARY.tokens
+    directory = LM_ASSETS if directory is None else Path(directory)
+    if kind in ("greedy", "lm") and not characters and not directory.is_dir():
+        raise MhoError(f"no LM directory {directory} (make one with `mho data lm`)")
     if kind == "greedy":
         if characters:
             return CharacterDecoder(tokens)

@@ -17,6 +17,7 @@ import logging
 import time
 import warnings
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,7 +29,7 @@ from mho.errors import MhoError
 from mho.exporter.metadata import INPUTS, OnnxMetadata, write_metadata
 from mho.exporter.modules import WaveformInput, export_twin
 from mho.exporter.ops.crossbar import DOMAIN, DOMAIN_VERSION, NOISY, crossbar_functions
-from mho.io import atomic_path
+from mho.io import atomic_path, check_writable
 
 if TYPE_CHECKING:
     from mho.simulator.config import SimulatorConfig
@@ -126,20 +127,66 @@ def check_model(path: Path) -> None:
 
 
 def export_onnx(
-    model: torch.nn.Module, path: str | Path, metadata: OnnxMetadata, *, input: str = "features"
+    model: torch.nn.Module, path: str | Path, metadata: OnnxMetadata, *, input: str = "waveform"
 ) -> ExportReport:
-    """Write `model` (eval mode; float, QAT or from mho.simulator.map_to_crossbars) to `path`;
-    `input`: "features" (log-mels + lengths) or "waveform" (log-mel front-end in the graph)."""
+    """Write the speech model `model` (eval mode; float, QAT or from
+    mho.simulator.map_to_crossbars) to `path`; `input`: "waveform" (16 kHz samples, the
+    log-mel front-end inside the graph) or "features" (log-mels + lengths)."""
     if input not in INPUTS:
         raise MhoError(f"input must be one of {', '.join(INPUTS)}, got {input!r}")
+    if getattr(model, "input_kind", None) not in INPUTS:
+        raise MhoError(f"export_onnx exports speech models (input_kind 'waveform' or "
+                       f"'features', see mho.runtime.speech.SpeechModel); export any other "
+                       f"{type(model).__name__} with export_module")
+    check_writable(path)
     if model.input_kind == "waveform" and input != "waveform":
         raise MhoError("this model reads the waveform itself (wav2vec2-style): it has no "
                        "log-mel input to export; use --input waveform")
     started = time.perf_counter()
-    path = Path(path)
     proto = _trace(model, input)
     _finish(proto)
     write_metadata(proto, dataclasses.replace(metadata, input=input))
+    return _save(proto, Path(path), started)
+
+
+def export_module(
+    model: torch.nn.Module,
+    path: str | Path,
+    example_inputs: tuple[torch.Tensor, ...],
+    *,
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    dynamic_axes: Mapping[str, Mapping[int, str]] | None = None,
+) -> ExportReport:
+    """Write any module (float, quantized with mho.quantize, or mapped with
+    map_to_crossbars) to `path`: crossbar layers become ai.mho.memristor nodes with their
+    function bodies, everything else standard ONNX. ``example_inputs`` are traced;
+    ``dynamic_axes`` names the axes that vary, e.g. {"x": {0: "batch"}} (one name shared by
+    several inputs is one size)."""
+    if len(example_inputs) != len(input_names):
+        raise MhoError(f"{len(example_inputs)} example inputs for {len(input_names)} names")
+    unknown = set(dynamic_axes or {}) - set(input_names)
+    if unknown:
+        raise MhoError(f"dynamic_axes names unknown inputs: {', '.join(sorted(unknown))}")
+    check_writable(path)
+    started = time.perf_counter()
+    dims: dict[str, torch.export.Dim] = {}
+    shapes = tuple({axis: dims.setdefault(dim, torch.export.Dim(dim))
+                    for axis, dim in (dynamic_axes or {}).get(name, {}).items()} or None
+                   for name in input_names)
+    with quiet_export():
+        program = torch.onnx.export(
+            export_twin(model), tuple(example_inputs), dynamo=True, opset_version=OPSET,
+            input_names=list(input_names), output_names=list(output_names),
+            dynamic_shapes=shapes if dims else None, verbose=False)
+    proto = program.model_proto
+    _finish(proto)
+    return _save(proto, Path(path), started)
+
+
+def _save(proto: onnx.ModelProto, path: Path, started: float) -> ExportReport:
+    """Write atomically (weights past 1 GiB as external data beside the file), then run the
+    full checks on what was written."""
     weight_bytes = sum(t.ByteSize() for t in proto.graph.initializer)
     external = weight_bytes > EXTERNAL_DATA_BYTES
     data_path = path.with_name(path.name + ".data")
@@ -166,13 +213,15 @@ def load_for_export(
     """Model `name` (shipped or checkpoint) as it will be exported, and its metadata: digital
     when `simulator` and `chip` are None, else on the chip programmed with `seed` (or the
     saved `chip`, read with `simulator` when given, else with its own settings)."""
-    from mho.data.features import FeatureConfig
     from mho.models.zoo import checkpoint_path, load_model
     from mho.simulator.mapping import load_chip, map_to_crossbars
 
     path = checkpoint_path(name)
     if path is None:
-        raise MhoError(f"unknown model {name!r}: a shipped model name or a checkpoint path")
+        from mho.models.zoo import shipped_models
+
+        raise MhoError(f"unknown model {name!r}; available: {', '.join(shipped_models())}, a "
+                       f"checkpoint path, a Hugging Face model directory or an exported file")
     model, payload = load_model(path)
     quant = getattr(model.config, "quant", None)
     memristor, programming_seed = None, None
@@ -184,20 +233,52 @@ def load_for_export(
         else:
             model, report = map_to_crossbars(model, simulator, seed, progress=progress)
         memristor, programming_seed = report.config.to_dict(), report.seed
-    if model.input_kind == "waveform":  # no log-mel features: one output frame per hop
-        from mho.models.transformer import SAMPLE_RATE
+    metadata = speech_metadata(model, name=name, vocabulary=payload["vocabulary"],
+                               model_type=payload["model_type"], memristor=memristor,
+                               programming_seed=programming_seed)
+    return model, metadata
 
+
+def speech_metadata(
+    model: torch.nn.Module,
+    *,
+    name: str,
+    vocabulary: list[str],
+    model_type: str | None = None,
+    memristor: dict | None = None,
+    programming_seed: int | None = None,
+) -> OnnxMetadata:
+    """What a runtime needs to use a speech model (mho.runtime.speech.SpeechModel) and a
+    reader to know what it is: the metadata its exports carry. ``model_type`` defaults to
+    the model's class name."""
+    from mho.data.features import FeatureConfig
+
+    kind = getattr(model, "input_kind", None)
+    if kind not in INPUTS:
+        raise MhoError(f"{type(model).__name__} does not keep the speech model contract: it "
+                       f"needs input_kind 'waveform' or 'features' (mho.runtime.speech."
+                       f"SpeechModel)")
+    config = getattr(model, "config", None)
+    quant = getattr(config, "quant", None)
+    if kind == "waveform":  # no log-mel features: one output frame per hop
+        from mho.data.audio import SAMPLE_RATE
+
+        hop = getattr(config, "hop_samples", None)
+        if hop is None:
+            raise MhoError(f"{type(model).__name__}: a waveform model's config needs "
+                           f"hop_samples (input samples per output frame)")
         sample_rate, feature_config = SAMPLE_RATE, {}
-        frame_shift_ms, subsampling = 1000 * model.config.hop_samples / SAMPLE_RATE, 1
+        frame_shift_ms, subsampling = 1000 * hop / SAMPLE_RATE, 1
     else:
         features = FeatureConfig()
         sample_rate, feature_config = features.sample_rate, dataclasses.asdict(features)
-        frame_shift_ms, subsampling = features.shift_ms, model.config.subsampling
-    metadata = OnnxMetadata(
-        model_type=payload["model_type"],
+        frame_shift_ms = features.shift_ms
+        subsampling = getattr(config, "subsampling", 1)
+    return OnnxMetadata(
+        model_type=model_type or type(model).__name__,
         model_name=name,
-        input="features",
-        vocabulary=list(payload["vocabulary"]),
+        input=kind,
+        vocabulary=list(vocabulary),
         sample_rate=sample_rate,
         feature_config=feature_config,
         frame_shift_ms=frame_shift_ms,
@@ -207,4 +288,26 @@ def load_for_export(
         memristor=memristor,
         programming_seed=programming_seed,
     )
-    return model, metadata
+
+
+def export_model_onnx(
+    name: str,
+    path: str | Path,
+    *,
+    input: str = "waveform",
+    simulator: "SimulatorConfig | None" = None,
+    seed: int = 0,
+    chip: Path | None = None,
+    progress: bool = False,
+) -> tuple[ExportReport, OnnxMetadata]:
+    """`mho export onnx`: model ``name`` (shipped, checkpoint or Hugging Face directory),
+    digital or on a chip (``simulator`` settings and ``seed``, or a saved ``chip``), to one
+    ONNX file. The output path and input kind are checked before the model loads."""
+    path = Path(path)
+    if path.suffix != ".onnx":
+        raise MhoError(f"the output file should end in .onnx: {path}")
+    if input not in INPUTS:
+        raise MhoError(f"input must be one of {', '.join(INPUTS)}, got {input!r}")
+    check_writable(path)
+    model, metadata = load_for_export(name, simulator, seed, chip, progress=progress)
+    return export_onnx(model, path, metadata, input=input), metadata

@@ -239,6 +239,33 @@ def enable_quantization(model: nn.Module, config: QuantConfig) -> nn.Module:
     return model
 
 
+def quantize(model: nn.Module, config: QuantConfig = QuantConfig()) -> nn.Module:
+    """Prepare any model for QAT or calibration, in place: every nn.MultiheadAttention becomes
+    its Linear twin (mho.models.mha, so its in-projection can be quantized too), then every
+    Linear, Conv1d and Conv2d its quantized twin. Models with their own
+    `enable_quantization` (mho's Conformer) use it, so their config records the setting.
+    Returns `model`; then `calibrate` it or fine-tune it."""
+    from mho.models.mha import LinearMultiheadAttention
+
+    if quantized_layers(model):
+        raise ConfigError("model is already quantized")
+    own = getattr(model, "enable_quantization", None)
+    if callable(own):
+        return own(config=config)
+    attention = [name for name, m in model.named_modules()
+                 if isinstance(m, nn.MultiheadAttention)]
+    for name in attention:
+        parent_name, _, child_name = name.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        setattr(parent, child_name, LinearMultiheadAttention.from_torch(getattr(parent,
+                                                                                child_name)))
+    enable_quantization(model, config)
+    if not quantized_layers(model):
+        raise ConfigError(f"{type(model).__name__} has no Linear, Conv1d or Conv2d layer to "
+                          f"quantize")
+    return model
+
+
 def quantized_layers(model: nn.Module) -> dict[str, QuantLayer]:
     """Every quantized layer by module name (e.g. "blocks.0.attention.linear_pos"), in
     definition order: what the memristor mapping iterates over."""
@@ -246,16 +273,25 @@ def quantized_layers(model: nn.Module) -> dict[str, QuantLayer]:
 
 
 @torch.no_grad()
-def calibrate(model: nn.Module, batches: Iterable[tuple]) -> None:
-    """Run `model(*batch)` in eval mode (no dropout) while every observer updates its running
-    absmax: post-training calibration, or a warm start before QAT fine-tuning."""
+def calibrate(model: nn.Module, batches: Iterable[torch.Tensor | tuple | list]) -> None:
+    """Run `model(*batch)` (a tensor batch: `model(batch)`) in eval mode (no dropout) while
+    every observer updates its running absmax: post-training calibration, or a warm start
+    before QAT fine-tuning."""
     observers = [m for m in model.modules() if isinstance(m, ActivationObserver)]
+    if not observers:
+        raise ConfigError("model has no quantized layers to calibrate: quantize it first "
+                          "(mho.quantize)")
     was_training = model.training
     model.eval()
     try:
         for observer in observers:
             observer.calibrating = True
-        for batch in batches:
+        for index, batch in enumerate(batches):
+            if isinstance(batch, torch.Tensor):
+                batch = (batch,)
+            elif not isinstance(batch, tuple | list):
+                raise ConfigError(f"calibration batch {index} is a {type(batch).__name__}: "
+                                  f"give tensors or tuples of the model's inputs")
             model(*batch)
     finally:
         for observer in observers:

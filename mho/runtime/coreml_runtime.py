@@ -1,29 +1,34 @@
-"""Recognizer over an exported .mlpackage ("coreml"): real Core ML prediction on macOS, the
+"""Session over an exported .mlpackage ("coreml"): real Core ML prediction on macOS, the
 ML program evaluated with numpy elsewhere (mho.runtime.mil_numpy).
 
-Inputs are padded to the smallest enumerated length that holds them, with the true length as
-the second input (mho models ignore padding), so one session serves every utterance up to
-the longest enumerated length.
+mho's Core ML packages take (input [1, L, ...], length [1]) and return (log_probs [1, T', V],
+frames [1]) at enumerated input lengths L. The session hides both: it takes a padded batch
+with its lengths under the speech input names (waveform/samples or features/lengths), pads
+each row to the smallest enumerated length that holds it (mho models ignore padding), runs
+one prediction per row and returns the speech outputs (log_probs [B, T', V], out_lengths [B]),
+like every other runtime.
 """
 
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from mho.data.features import FeatureConfig, LogMel
-from mho.decoding.decoders import Decoder
 from mho.errors import MhoError
 from mho.exporter.coreml import LENGTHS_KEY, import_coremltools
 from mho.exporter.metadata import OnnxMetadata
 
+# The speech input names by the package's input kind (mho.runtime.speech.SPEECH_INPUTS).
+_INPUT_NAMES = {"waveform": ["waveform", "samples"], "features": ["features", "lengths"]}
+
 
 class CoreMLSession:
-    """log_probs of one utterance: `session(waveform [S])` -> log_probs [T', V]."""
+    """An mho .mlpackage as a session: speech inputs in, (log_probs, out_lengths) out."""
 
     runtime = "coreml"
+    output_names = ["log_probs", "out_lengths"]
 
     def __init__(self, path: str | Path):
         path = Path(path)
@@ -38,11 +43,8 @@ class CoreMLSession:
                            "export models with `mho export coreml`")
         self.metadata = OnnxMetadata.from_props(props, str(path))
         self.lengths = sorted(json.loads(props[LENGTHS_KEY]))
-        self.input_names = [i.name for i in spec.description.input]
-        self._log_mel = None
-        if self.metadata.input == "features":
-            self.features = FeatureConfig(**self.metadata.feature_config)
-            self._log_mel = LogMel(self.features)
+        self.input_names = list(_INPUT_NAMES[self.metadata.input])
+        self._package_inputs = [i.name for i in spec.description.input]
         if sys.platform == "darwin":  # the real runtime
             model = ct.models.MLModel(str(path))
             self._predict = model.predict
@@ -62,42 +64,27 @@ class CoreMLSession:
             self.program = MilProgram.load(self.path)
         return self.program.op_counts()
 
-    def run(self, waveform: np.ndarray) -> np.ndarray:
-        """16 kHz float32 waveform [S] -> log_probs [T', V] (its valid frames)."""
-        if self._log_mel is None:
-            inputs = waveform[None].astype(np.float32)  # [1, S]
-        else:
-            with torch.inference_mode():
-                inputs = self._log_mel(torch.from_numpy(waveform)[None]).numpy()  # [1, T, F]
-        length = inputs.shape[1]
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        inputs, lengths = (np.asarray(feeds[name]) for name in self.input_names)
+        rows = [self._predict_row(row[:length], int(length))
+                for row, length in zip(inputs, lengths, strict=True)]
+        frames = max(len(r) for r in rows)
+        log_probs = np.zeros((len(rows), frames, rows[0].shape[-1]), dtype=np.float32)
+        for out, row in zip(log_probs, rows, strict=True):
+            out[: len(row)] = row
+        return {"log_probs": log_probs,
+                "out_lengths": np.array([len(r) for r in rows], dtype=np.int64)}
+
+    def _predict_row(self, inputs: np.ndarray, length: int) -> np.ndarray:
+        """One utterance's input [L, ...] -> its valid log_probs [T', V]."""
         fitting = [n for n in self.lengths if n >= length]
         if not fitting:
-            unit = "samples" if self._log_mel is None else "frames"
+            unit = "samples" if self.metadata.input == "waveform" else "frames"
             raise MhoError(f"utterance of {length} {unit} is longer than the package's longest "
                            f"input ({self.lengths[-1]}); export with longer --lengths")
-        padded = np.zeros((1, fitting[0], *inputs.shape[2:]), dtype=np.float32)
-        padded[:, :length] = inputs
-        outputs = self._predict({self.input_names[0]: padded,
-                                 self.input_names[1]: np.array([length], dtype=np.int32)})
+        padded = np.zeros((1, fitting[0], *inputs.shape[1:]), dtype=np.float32)
+        padded[0, :length] = inputs
+        outputs = self._predict({self._package_inputs[0]: padded,
+                                 self._package_inputs[1]: np.array([length], dtype=np.int32)})
         frames = int(np.asarray(outputs["frames"]).reshape(-1)[0])
         return np.asarray(outputs["log_probs"], dtype=np.float32)[0, :frames]
-
-    __call__ = run  # a LogProbs callable for parity checks
-
-
-class CoreMLRecognizer:
-    """An .mlpackage + a CTC decoder: the Recognizer interface of mho.runtime.recognizer."""
-
-    runtime = "coreml"
-
-    def __init__(self, name: str, session: CoreMLSession, decoder: Decoder, decoder_name: str):
-        self.name = name
-        self.session = session
-        self._decoder = decoder
-        self.decoder = decoder_name
-
-    def log_probs(self, waveform: np.ndarray) -> np.ndarray:
-        return self.session.run(waveform)
-
-    def transcribe(self, waveform: np.ndarray) -> str:
-        return self._decoder.decode(self.log_probs(waveform))

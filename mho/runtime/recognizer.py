@@ -1,11 +1,17 @@
-"""The interface every recognizer offers to evaluation: waveform in, words out."""
+"""What evaluation needs of any recognizer (waveform in, words out), and how to load one by
+name: a peer recognizer, a shipped model, a checkpoint, a Hugging Face model directory or an
+exported file."""
 
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
+from mho.errors import MhoError
 
-class Recognizer(Protocol):
+
+class Transcriber(Protocol):
     name: str  # model name as the user gave it
     runtime: str  # what executes it: "torch", "ort", "onnx-ref", "coreml", "pocketsphinx"
     decoder: str  # "greedy", "lm", or the recognizer's own search
@@ -19,48 +25,50 @@ PEER_RECOGNIZERS = ("pocketsphinx",)
 
 
 def load_recognizer(
-    name: str, *, decoder: str = "lm", runtime: str | None = None, threads: int | None = None
-) -> Recognizer:
+    name: str, *, decoder: str = "lm", runtime: str | None = None, threads: int | None = None,
+    lm: str | Path | None = None,
+) -> Transcriber:
     """A peer recognizer, a shipped model, a checkpoint path, a Hugging Face wav2vec2 CTC
     model directory, an exported .onnx file or .mlpackage, with the chosen decoder (character
     models: greedy only). runtime: "torch" for models and checkpoints; "ort" (default) or
     "onnx-ref" for .onnx files; "coreml" for .mlpackage (Core ML on macOS, its ML program on
-    numpy elsewhere). threads: onnxruntime's intra-op threads (default: all)."""
+    numpy elsewhere). threads: intra-op threads (default: onnxruntime one per core, torch's
+    own setting). lm: a directory from `mho data lm` (default: the shipped LM)."""
     from mho.decoding.decoders import load_decoder
-    from mho.errors import MhoError
-    from mho.models.zoo import checkpoint_path, shipped_models
+    from mho.runtime.speech import Recognizer, SpeechSession
 
-    if name.endswith(".onnx"):
-        from mho.runtime.onnx_runtime import OnnxRecognizer, OnnxSession
-
-        if runtime not in (None, "ort", "onnx-ref"):
-            raise MhoError(f"{name} is an ONNX file: run it with --runtime ort or onnx-ref")
-        session = OnnxSession(name, runtime or "ort", threads)
-        search = load_decoder(decoder, tokens=session.metadata.vocabulary)
-        return OnnxRecognizer(name, session, search, decoder)
-    if name.rstrip("/").endswith(".mlpackage"):
-        from mho.runtime.coreml_runtime import CoreMLRecognizer, CoreMLSession
-
-        if runtime not in (None, "coreml"):
-            raise MhoError(f"{name} is a Core ML package: it runs on --runtime coreml")
-        session = CoreMLSession(name)
-        search = load_decoder(decoder, tokens=session.metadata.vocabulary)
-        return CoreMLRecognizer(name, session, search, decoder)
-    if runtime not in (None, "torch"):
-        raise MhoError(f"--runtime {runtime} runs exported .onnx or .mlpackage files; {name} "
-                       f"runs in torch")
     if name == "pocketsphinx":
+        if runtime not in (None, "pocketsphinx"):
+            raise MhoError("pocketsphinx runs on its own runtime; drop --runtime")
         from mho.runtime.pocketsphinx import PocketsphinxRecognizer
 
         return PocketsphinxRecognizer()
-    path = checkpoint_path(name)
-    if path is None:
-        available = ", ".join([*PEER_RECOGNIZERS, *shipped_models()])
-        raise MhoError(f"unknown model {name!r}; available: {available}, a checkpoint path, "
-                       f"a Hugging Face model directory or an exported .onnx file")
-    from mho.models.zoo import load_model
-    from mho.runtime.torch_runtime import TorchRecognizer
+    if name.endswith(".onnx") or name.rstrip("/").endswith(".mlpackage"):
+        session = SpeechSession.from_file(name.rstrip("/"), runtime, threads=threads)
+    else:
+        if runtime not in (None, "torch"):
+            raise MhoError(f"--runtime {runtime} runs exported .onnx or .mlpackage files; "
+                           f"{name} runs in torch")
+        from mho.exporter.onnx import load_for_export
 
-    model, payload = load_model(path)
-    search = load_decoder(decoder, tokens=payload.get("vocabulary"))
-    return TorchRecognizer(name, model, search, decoder)
+        model, metadata = load_for_export(name)
+        session = SpeechSession.from_model(model, metadata, threads=threads)
+    search = load_decoder(decoder, lm, tokens=session.vocabulary)
+    return Recognizer(name, session, search, decoder)
+
+
+def transcribe_files(
+    model: str, paths: Sequence[str | Path], *, decoder: str = "lm", runtime: str | None = None,
+    threads: int | None = None, lm: str | Path | None = None,
+) -> Iterator[tuple[Path, str]]:
+    """`mho transcribe`: (path, transcript) for each audio file (any sample rate, resampled to
+    16 kHz), in order. Every path is checked before the model loads."""
+    from mho.data.audio import load_audio
+
+    paths = [Path(p) for p in paths]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise MhoError(f"no such audio file: {', '.join(missing)}")
+    recognizer = load_recognizer(model, decoder=decoder, runtime=runtime, threads=threads, lm=lm)
+    for path in paths:
+        yield path, recognizer.transcribe(load_audio(path, resample=True))

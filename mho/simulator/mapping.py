@@ -113,7 +113,7 @@ def _quantized_or_fail(model: nn.Module) -> dict:
     if not layers:
         raise MhoError(
             "model has no quantized layers: quantize it first (QAT: "
-            "model.enable_quantization(), then calibrate or fine-tune) before mapping it"
+            "mho.quantize(model), then calibrate or fine-tune) before mapping it"
         )
     return layers
 

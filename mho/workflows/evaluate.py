@@ -1,15 +1,18 @@
 """Word and character error rates (jiwer) and real-time factor of a recognizer on a set."""
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from tqdm import tqdm
 
 from mho.data.audio import SAMPLE_RATE
+from mho.data.datasets import resolve_dataset
 from mho.data.manifest import Utterance, load_utterance_audio
 from mho.decoding.scoring import error_rates
-from mho.runtime.recognizer import Recognizer
+from mho.errors import MhoError
+from mho.runtime.recognizer import Transcriber, load_recognizer
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,7 @@ class EvalResult:
 
 
 def evaluate(
-    recognizer: Recognizer,
+    recognizer: Transcriber,
     utterances: Iterable[Utterance],
     *,
     data_name: str,
@@ -79,3 +82,31 @@ def evaluate(
         rtf=compute_seconds / max(audio_seconds, 1e-9),
         hypotheses=hypotheses,
     )
+
+
+def evaluate_models(
+    models: Sequence[str],
+    data: Sequence[str],
+    *,
+    decoder: str = "lm",
+    lm: Path | None = None,
+    runtime: str | None = None,
+    batch_size: int = 1,
+    threads: int | None = None,
+    progress: bool = False,
+) -> list[EvalResult]:
+    """`mho eval`: each model (peer, shipped, checkpoint, Hugging Face directory or exported
+    file) on each set (shipped name, manifest or LibriSpeech directory). Every set is read
+    before any model is loaded, so a bad set fails fast. ``threads``: intra-op threads."""
+    sets = [resolve_dataset(spec) for spec in data]
+    if batch_size > 1 and not all(m.endswith(".onnx") for m in models):
+        raise MhoError("--batch-size batches exported .onnx files; models and checkpoints run "
+                       "one utterance at a time")
+    results = []
+    for model in models:
+        recognizer = load_recognizer(model, decoder=decoder, runtime=runtime, threads=threads,
+                                     lm=lm)
+        for name, utterances in sets:
+            results.append(evaluate(recognizer, utterances, data_name=name, progress=progress,
+                                    batch_size=batch_size))
+    return results

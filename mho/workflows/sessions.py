@@ -1,22 +1,17 @@
-"""One interface over runtimes: every runtime of a model is a callable waveform [S] ->
-CTC log-probs [T', V], so parity checks and benchmarks never care which one runs.
+"""The sessions a parity check compares: a model on torch (the reference) and on the other
+runtimes, exported from the very same torch model (the same chip) when no file is given.
 
-    reference, others, decoder = parity_runtimes("conformer-sinusoidal-linear-w8",
+    reference, others, decoder = parity_sessions("conformer-sinusoidal-linear-w8",
                                                  ["torch", "ort", "onnx-ref"], scratch=tmp)
 """
 
-from collections.abc import Callable
 from pathlib import Path
-
-import numpy as np
 
 from mho.decoding.decoders import Decoder, load_decoder
 from mho.errors import MhoError
-from mho.runtime.onnx_runtime import ONNX_RUNTIMES, OnnxRecognizer, OnnxSession
-from mho.runtime.torch_runtime import TorchRecognizer
-
-LogProbs = Callable[[np.ndarray], np.ndarray]
-RUNTIMES = ("torch", *ONNX_RUNTIMES, "coreml")
+from mho.exporter.metadata import read_metadata
+from mho.runtime.session import ONNX_RUNTIMES, RUNTIMES
+from mho.runtime.speech import SpeechSession
 
 
 def torch_model_of_file(model: str, onnx_file: Path):
@@ -26,14 +21,16 @@ def torch_model_of_file(model: str, onnx_file: Path):
     from mho.exporter.onnx import load_for_export
     from mho.simulator.config import SimulatorConfig
 
-    metadata = OnnxSession.metadata_of(onnx_file)
+    if not Path(onnx_file).is_file():
+        raise MhoError(f"no such ONNX file: {onnx_file}")
+    metadata = read_metadata(onnx_file)
     simulator = None
     if metadata.memristor is not None:
         simulator = SimulatorConfig.from_dict(metadata.memristor, where=str(onnx_file))
     return load_for_export(model, simulator, metadata.programming_seed or 0)
 
 
-def parity_runtimes(
+def parity_sessions(
     model: str,
     runtimes: list[str],
     *,
@@ -43,13 +40,14 @@ def parity_runtimes(
     seed: int = 0,
     chip: Path | None = None,
     decoder: str = "greedy",
+    lm: Path | None = None,
     scratch: Path,
     progress: bool = False,
     threads: int | None = None,
-) -> tuple[LogProbs, dict[str, LogProbs], Decoder]:
-    """torch's log-probs callable, the other runtimes' by name, and the decoder. Files not
-    given are exported into `scratch` first (model.onnx, model.mlpackage), from the very
-    torch model that is the reference (the same chip)."""
+) -> tuple[SpeechSession, dict[str, SpeechSession], Decoder]:
+    """The torch session, the other runtimes' sessions by name, and the decoder (of the
+    model's own vocabulary). Files not given are exported into `scratch` first (model.onnx,
+    model.mlpackage), from the very torch model that is the reference (the same chip)."""
     unknown = [r for r in runtimes if r not in RUNTIMES]
     if unknown or "torch" not in runtimes or len(runtimes) < 2:
         raise MhoError(f"--runtimes: torch (the reference) and at least one of "
@@ -71,19 +69,15 @@ def parity_runtimes(
         if onnx_runtimes:
             onnx_file = scratch / "model.onnx"
             export_onnx(torch_model, onnx_file, metadata, input="waveform")
-    search = load_decoder(decoder, tokens=metadata.vocabulary)  # phones, or a HF model's
-    reference = TorchRecognizer(model, torch_model, search, decoder)
-    others = {
-        runtime: OnnxRecognizer(model, OnnxSession(onnx_file, runtime, threads), search,
-                                decoder).log_probs
-        for runtime in onnx_runtimes
-    }
+    search = load_decoder(decoder, lm, tokens=metadata.vocabulary)
+    reference = SpeechSession.from_model(torch_model, metadata, threads=threads)
+    others = {runtime: SpeechSession.from_file(onnx_file, runtime, threads=threads)
+              for runtime in onnx_runtimes}
     if "coreml" in runtimes:
         from mho.exporter.coreml import export_coreml
-        from mho.runtime.coreml_runtime import CoreMLSession
 
         if coreml_file is None:
             coreml_file = scratch / "model.mlpackage"
             export_coreml(torch_model, coreml_file, metadata)
-        others["coreml"] = CoreMLSession(coreml_file)
-    return lambda waveform: reference.log_probs(waveform).numpy(), others, search
+        others["coreml"] = SpeechSession.from_file(coreml_file, "coreml")
+    return reference, others, search

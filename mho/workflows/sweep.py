@@ -120,11 +120,12 @@ def _loaded(model: str, data: str, decoder: str):
     """Model, utterances and decoder, loaded once per worker process."""
     from mho.data.datasets import resolve_dataset
     from mho.decoding.decoders import load_decoder
-    from mho.models.zoo import checkpoint_path, load_model
+    from mho.exporter.onnx import load_for_export
 
-    loaded, _ = load_model(checkpoint_path(model))
+    loaded, metadata = load_for_export(model)
     data_name, utterances = resolve_dataset(data)
-    return loaded, data_name, utterances, load_decoder(decoder)
+    return loaded, metadata, data_name, utterances, load_decoder(decoder,
+                                                                 tokens=metadata.vocabulary)
 
 
 def run_job(job: SweepJob) -> dict[str, Any]:
@@ -138,16 +139,17 @@ def run_job(job: SweepJob) -> dict[str, Any]:
 def _run_job(job: SweepJob) -> dict[str, Any]:
     import time
 
-    from mho.runtime.torch_runtime import TorchRecognizer
+    from mho.runtime.speech import Recognizer, SpeechSession
     from mho.simulator.mapping import map_to_crossbars
     from mho.simulator.stats import clip_fractions, reset_clip_stats
     from mho.workflows.evaluate import evaluate
 
-    model, data_name, utterances, decoder = _loaded(job.model, job.data, job.decoder)
+    model, metadata, data_name, utterances, decoder = _loaded(job.model, job.data, job.decoder)
     started = time.perf_counter()
     simulated, report = map_to_crossbars(model, job.setting.simulator_config(job.config), job.seed)
     reset_clip_stats(simulated)
-    recognizer = TorchRecognizer(job.model, simulated, decoder, job.decoder)
+    recognizer = Recognizer(job.model, SpeechSession.from_model(simulated, metadata), decoder,
+                            job.decoder)
     result = evaluate(recognizer, utterances, data_name=data_name, progress=False)
     return {"id": job.id, "setting": job.setting.label, "preset": job.setting.preset,
             "seed": job.seed, "wer": result.wer, "cer": result.cer,

@@ -16,6 +16,7 @@ from mho.exporter.metadata import OnnxMetadata
 from mho.models.transformer import Wav2Vec2CTC, wav2vec2_config
 from mho.runtime.coreml_runtime import CoreMLSession
 from mho.runtime.mil_numpy import _conv
+from mho.runtime.speech import SpeechSession
 
 SECONDS = (0.5, 6)  # enumerated lengths: the second one is over 65,504 samples
 
@@ -63,10 +64,10 @@ def speech_like(samples: int, seed: int) -> np.ndarray:
 @pytest.mark.parametrize("samples", [6_000, 8_000, 37_000])  # padded to 0.5 s / exact / 2.5 s
 def test_fp32_program_matches_torch(packages, samples):
     model, reports = packages
-    session = CoreMLSession(reports["fp32"].path)
+    session = SpeechSession.from_file(reports["fp32"].path, "coreml")
     waveform = speech_like(samples, seed=samples)
     expected = torch_log_probs(model, waveform)
-    got = session(waveform)
+    got = session.log_probs([waveform])[0]
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, atol=2e-3)
 
@@ -77,7 +78,7 @@ def test_fp16_program_matches_torch_to_fp16_rounding(packages):
     model, reports = packages
     waveform = speech_like(37_000, seed=1)
     expected = torch_log_probs(model, waveform)
-    got = CoreMLSession(reports["fp16"].path)(waveform)
+    got = SpeechSession.from_file(reports["fp16"].path).log_probs([waveform])[0]
     assert got.shape == expected.shape
     assert np.abs(got - expected).mean() < 0.02
     assert np.abs(got - expected).max() < 0.5  # no log(softmax) floor at -103
@@ -90,9 +91,9 @@ def test_fp16_frame_counts_are_exact(packages):
     from mho.models.transformer import output_lengths
 
     _, reports = packages
-    session = CoreMLSession(reports["fp16"].path)
+    session = SpeechSession.from_file(reports["fp16"].path)
     for samples in range(80_000, 96_000, 373):
-        frames = session(np.zeros(samples, dtype=np.float32)).shape[0]
+        frames = session.log_probs([np.zeros(samples, dtype=np.float32)])[0].shape[0]
         assert frames == int(output_lengths(torch.tensor([samples]))[0]), samples
 
 
@@ -105,7 +106,7 @@ def test_package_metadata_lengths_and_ops(packages):
     assert report.ops["cumsum"] >= 1 and "cumsum" in report.off_neural_engine  # the LPA's
     assert "shape" in session.op_counts()
     with pytest.raises(MhoError, match="longer than the package's longest input"):
-        session(np.zeros(96_001, dtype=np.float32))
+        SpeechSession(session, session.metadata).log_probs([np.zeros(96_001, np.float32)])
 
 
 def test_a_package_without_mho_metadata_is_refused(packages, tmp_path):

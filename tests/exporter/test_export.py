@@ -14,7 +14,7 @@ from mho.exporter.metadata import OnnxMetadata, read_metadata
 from mho.exporter.onnx import export_onnx
 from mho.exporter.ops import DOMAIN
 from mho.models import ConformerCTC, conformer_config
-from mho.runtime.onnx_runtime import OnnxSession
+from mho.runtime.speech import SpeechSession
 from mho.simulator.config import SimulatorConfig
 from mho.simulator.mapping import map_to_crossbars
 from tests.simulator.test_mapping import TILE, tiny_qat_model
@@ -45,8 +45,9 @@ def batch(batch_size: int, frames: int, seed: int = 0):
 
 def outputs(model, path, runtime: str, features, lengths):
     """(torch, runtime) log-probs [B, T', V] and out lengths."""
-    session = OnnxSession(path, runtime)
-    got, got_lengths = session._run({"features": features.numpy(), "lengths": lengths.numpy()})
+    session = SpeechSession.from_file(path, runtime).session
+    got = session.run({"features": features.numpy(), "lengths": lengths.numpy()})
+    got, got_lengths = got["log_probs"], got["out_lengths"]
     with torch.no_grad():
         expected, expected_lengths = model(features, lengths)
     np.testing.assert_array_equal(got_lengths, expected_lengths.numpy())
@@ -65,7 +66,7 @@ def float_file(tmp_path_factory):
     torch.manual_seed(0)
     model = ConformerCTC(conformer_config("tiny", pe="learnable+linear")).eval()
     path = tmp_path_factory.mktemp("float") / "tiny.onnx"
-    report = export_onnx(model, path, metadata_for(model))
+    report = export_onnx(model, path, metadata_for(model), input="features")
     return model, path, report
 
 
@@ -90,7 +91,7 @@ def test_export_carries_metadata_and_files_without_it_are_refused(float_file, tm
     bare = tmp_path / "bare.onnx"
     onnx.save(proto, str(bare))
     with pytest.raises(MhoError, match="not an mho ONNX export.*mho_version"):
-        OnnxSession(bare, "ort")
+        SpeechSession.from_file(bare, "ort")
     with pytest.raises(MhoError, match="cannot read ONNX file"):
         read_metadata(tmp_path / "missing.onnx")
 
@@ -101,7 +102,7 @@ def test_waveform_input_runs_the_log_mel_front_end_in_the_graph(float_file, tmp_
     export_onnx(model, path, metadata_for(model), input="waveform")
     assert read_metadata(path).input == "waveform"
     waveforms = [np.sin(np.arange(n) * 0.05).astype(np.float32) * 0.3 for n in (4000, 9120)]
-    got, lengths = OnnxSession(path, "ort").run(waveforms)
+    got, lengths = SpeechSession.from_file(path, "ort").run_batch(waveforms)
     for row, waveform in enumerate(waveforms):
         with torch.no_grad():
             features = LogMel()(torch.from_numpy(waveform)[None])
@@ -122,7 +123,7 @@ def test_memristor_export_on_an_ideal_chip_matches_the_torch_simulator(
     simulated, report = map_to_crossbars(qat_model, SimulatorConfig.ideal(tile=TILE), seed=0)
     path = tmp_path_factory.mktemp("ideal") / f"{runtime}.onnx"
     export = export_onnx(simulated, path, metadata_for(
-        qat_model, memristor=report.config.to_dict(), programming_seed=0))
+        qat_model, memristor=report.config.to_dict(), programming_seed=0), input="features")
     layers = [m for m in simulated.modules() if hasattr(m, "cores")]
     conv_cores = sum(len(m.cores) for m in layers if m.kind != "linear")
     linear_cores = sum(len(m.cores) for m in layers if m.kind == "linear")
@@ -146,7 +147,7 @@ def test_read_noise_exports_as_the_noisy_overload_with_seeded_draws(qat_model, t
     simulated, report = map_to_crossbars(qat_model, config, seed=1)
     path = tmp_path / "noisy.onnx"
     export_onnx(simulated, path, metadata_for(qat_model, memristor=report.config.to_dict(),
-                                              programming_seed=1))
+                                              programming_seed=1), input="features")
     proto = onnx.load(str(path))
     crossbars = [n for n in proto.graph.node if n.domain == DOMAIN]
     assert crossbars and all(n.overload == "noisy" and len(n.input) == 5 for n in crossbars)
@@ -156,11 +157,11 @@ def test_read_noise_exports_as_the_noisy_overload_with_seeded_draws(qat_model, t
                  if f.overload == "noisy" and f.name == "CrossbarLinear")
     assert "RandomNormalLike" in {node.op_type for node in noisy.node}
     features, lengths = batch(2, 60)
-    session = OnnxSession(path, "ort")
+    session = SpeechSession.from_file(path, "ort").session
     feeds = {"features": features.numpy(), "lengths": lengths.numpy()}
-    first, second = session._run(feeds)[0], session._run(feeds)[0]
+    first, second = session.run(feeds)["log_probs"], session.run(feeds)["log_probs"]
     assert not np.array_equal(first, second)  # fresh noise on every run...
-    again = OnnxSession(path, "ort")._run(feeds)[0]
+    again = SpeechSession.from_file(path, "ort").session.run(feeds)["log_probs"]
     np.testing.assert_array_equal(first, again)  # ...reproducible from the file's seeds
     with torch.no_grad():
         expected = simulated(features, lengths)[0].numpy()
@@ -171,7 +172,7 @@ def test_bad_export_requests_are_clear_errors(float_file, tmp_path):
     model, _, _ = float_file
     with pytest.raises(MhoError, match="input must be one of"):
         export_onnx(model, tmp_path / "x.onnx", metadata_for(model), input="mfcc")
-    with pytest.raises(MhoError, match="unknown ONNX runtime"):
-        OnnxSession(tmp_path / "x.onnx", "tensorrt")
+    with pytest.raises(MhoError, match="run it on ort or onnx-ref"):
+        SpeechSession.from_file(tmp_path / "x.onnx", "tensorrt")
     with pytest.raises(MhoError, match="no such ONNX file"):
-        OnnxSession(tmp_path / "x.onnx", "ort")
+        SpeechSession.from_file(tmp_path / "x.onnx", "ort")

@@ -81,7 +81,7 @@ def test_check_fails_when_the_file_is_another_model(baseline_file):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["transcribe", BASELINE, "missing.flac"], "audio file not found"),
+    (["transcribe", BASELINE, "missing.flac"], "no such audio file"),
     (["eval", "missing.onnx", "--data", "flite-slt"], "no such ONNX file"),
     (["eval", BASELINE, "--data", "flite-slt", "--runtime", "ort"], "runs exported .onnx"),
     (["check", BASELINE, "--data", "flite-slt", "--runtimes", "ort"], "torch (the reference)"),

@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+from mho.errors import ConfigError
 from mho.models import ConformerCTC, QuantConfig, calibrate, conformer_config, quantized_layers
 from mho.models.quant import (
     ActivationObserver,
@@ -12,6 +13,7 @@ from mho.models.quant import (
     QuantLinear,
     enable_quantization,
     fake_quantize,
+    quantize,
 )
 
 
@@ -145,3 +147,14 @@ def test_activation_scales_are_exposed_per_layer_after_calibration():
     for name, layer in quantized_layers(model).items():
         assert layer.input_scale > 1e-6 and layer.output_scale > 1e-6, name
         assert isinstance(layer.weight_scale, float)
+
+
+def test_calibrate_takes_tensor_batches_and_refuses_other_things():
+    torch.manual_seed(0)
+    model = quantize(nn.Sequential(nn.Linear(4, 3)))
+    calibrate(model, [torch.ones(2, 4) * 2.0])  # a plain tensor batch: model(batch)
+    assert model[0].input_observer.scale == pytest.approx(2.0 / 127)
+    with pytest.raises(ConfigError, match="batch 0 is a str"):
+        calibrate(model, ["not a batch"])
+    with pytest.raises(ConfigError, match="quantize it first"):
+        calibrate(nn.Linear(4, 3), [torch.ones(1, 4)])

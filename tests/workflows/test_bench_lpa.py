@@ -14,7 +14,7 @@ from mho.errors import MhoError
 from mho.exporter.metadata import read_metadata
 from mho.exporter.onnx import export_onnx, load_for_export
 from mho.models.transformer import Wav2Vec2CTC, wav2vec2_config
-from mho.runtime.onnx_runtime import OnnxSession
+from mho.runtime.speech import SpeechSession
 from mho.workflows.bench.lpa import LpaBenchConfig, bench_lpa, model_pair
 
 
@@ -41,7 +41,7 @@ def test_onnxruntime_matches_torch_on_a_padded_batch(exported):
     model, path, _ = exported
     generator = np.random.default_rng(0)
     waveforms = [0.1 * generator.standard_normal(n, dtype=np.float32) for n in (7_000, 20_000)]
-    log_probs, lengths = OnnxSession(path, "ort", threads=1).run(waveforms)
+    log_probs, lengths = SpeechSession.from_file(path, "ort", threads=1).run_batch(waveforms)
     for row, waveform, frames in zip(log_probs, waveforms, lengths, strict=True):
         with torch.no_grad():
             expected, count = model(torch.from_numpy(waveform)[None],

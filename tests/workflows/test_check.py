@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from mho.data.datasets import resolve_dataset
+from mho.data.lexicon import PHONE_VOCABULARY
 from mho.data.manifest import load_utterance_audio
 from mho.decoding.decoders import GreedyDecoder
 from mho.errors import MhoError
@@ -31,16 +32,25 @@ def clean():
     return utterances, log_probs
 
 
-def noisy(log_probs: dict, sigma: float, seed: int):
-    """A runtime that draws fresh noise on every call: clean log-probs + N(0, sigma)."""
-    rng = np.random.default_rng(seed)
-    return lambda waveform: (clean := log_probs[key(waveform)]) + rng.normal(0, sigma, clean.shape)
+class NoisySession:
+    """A runtime's session that draws fresh noise on every call: clean log-probs + N(0, sigma)."""
+
+    vocabulary = list(PHONE_VOCABULARY.tokens)
+
+    def __init__(self, log_probs: dict, sigma: float, seed: int):
+        self.clean, self.sigma = log_probs, sigma
+        self.rng = np.random.default_rng(seed)
+
+    def log_probs(self, waveforms):
+        return [(clean := self.clean[key(w)]) + self.rng.normal(0, self.sigma, clean.shape)
+                for w in waveforms]
 
 
 def test_same_noise_distribution_passes_and_a_worse_one_fails(clean):
     utterances, log_probs = clean
-    reference = noisy(log_probs, 1.0, seed=0)
-    runtimes = {"same": noisy(log_probs, 1.0, seed=1), "worse": noisy(log_probs, 6.0, seed=2)}
+    reference = NoisySession(log_probs, 1.0, seed=0)
+    runtimes = {"same": NoisySession(log_probs, 1.0, seed=1),
+                "worse": NoisySession(log_probs, 6.0, seed=2)}
     results = check_noisy_parity(reference, runtimes, utterances, GreedyDecoder.from_assets(),
                                  runs=3, progress=False)
     same, worse = results
@@ -54,5 +64,16 @@ def test_same_noise_distribution_passes_and_a_worse_one_fails(clean):
 def test_a_noisy_check_needs_two_runs(clean):
     utterances, log_probs = clean
     with pytest.raises(MhoError, match="at least 2 runs"):
-        check_noisy_parity(noisy(log_probs, 1.0, 0), {}, utterances,
+        check_noisy_parity(NoisySession(log_probs, 1.0, 0), {}, utterances,
                            GreedyDecoder.from_assets(), runs=1)
+
+
+def test_wer_tolerance_is_two_binomial_standard_errors_and_at_least_one_word():
+    from mho.workflows.check import wer_tolerance
+
+    # 116 words at 30% WER: 2 x sqrt(0.3 x 0.7 / 116) = 8.51 points (one word is 0.86)
+    assert wer_tolerance(116, 30.0) == pytest.approx(200 * (0.3 * 0.7 / 116) ** 0.5)
+    # a perfect score on 3 words: the binomial spread is 0, one word is 33 points
+    assert wer_tolerance(3, 0.0) == pytest.approx(100 / 3)
+    # large sets tighten it: 20,000 words at 10% allow 0.42 points
+    assert wer_tolerance(20_000, 10.0) == pytest.approx(200 * (0.1 * 0.9 / 20_000) ** 0.5)

@@ -113,3 +113,21 @@ def test_save_a_chip_then_read_it_with_another_adc(qat_checkpoint, three_utteran
 
     several = run("eval", qat_checkpoint, *common, "--chip", chip, "--runs", 2)
     assert several.exit_code == 1 and "--runs 1" in several.output
+
+
+def test_every_layer_digital_is_a_digital_run_with_no_clipping(qat_checkpoint, three_utterances):
+    digital = run("eval", qat_checkpoint, "--data", three_utterances, "--decoder", "greedy",
+                  "--json")
+    chip = run("eval", qat_checkpoint, "--data", three_utterances, "--decoder", "greedy",
+               "--memristor", "--digital", "*", "--json")
+    table = run("eval", qat_checkpoint, "--data", three_utterances, "--decoder", "greedy",
+                "--memristor", "--digital", "*")
+    assert digital.exit_code == chip.exit_code == table.exit_code == 0, table.output
+    assert json.loads(chip.output)["clipping"] == {}
+    assert json.loads(chip.output)["wer"] == json.loads(digital.output)["wer"]
+
+
+@pytest.mark.parametrize("options", [["--runtime", "ort"], ["--batch-size", "4"]])
+def test_options_chips_cannot_honour_are_refused(qat_checkpoint, three_utterances, options):
+    result = run("eval", qat_checkpoint, "--data", three_utterances, "--memristor", *options)
+    assert result.exit_code == 1 and "drop --runtime and --batch-size" in result.output

@@ -117,7 +117,8 @@ def export_layer(module: nn.Module, path: Path) -> None:
 def _runners(config: LpaBenchConfig, scratch: Path, log: Callable[[str], None]):
     """name -> (seconds -> zero-argument pass) for the two models and the two layers."""
     from mho.exporter.onnx import export_onnx, load_for_export
-    from mho.runtime.onnx_runtime import ort_session
+    from mho.runtime.session import OnnxFileSession, TorchSession
+    from mho.runtime.speech import SPEECH_INPUTS, SPEECH_OUTPUTS
 
     model, metadata = load_for_export(config.model)
     if not isinstance(model, Wav2Vec2CTC):
@@ -140,24 +141,22 @@ def _runners(config: LpaBenchConfig, scratch: Path, log: Callable[[str], None]):
 
     runners = {}
     for name, module in modules.items():
-        make_input = layer_input if name.endswith("_layer") else waveform
+        layer = name.endswith("_layer")
+        make_input = layer_input if layer else waveform
         if config.runtime == "torch":
-            def run(feeds, module=module):
-                with torch.inference_mode():
-                    module(*(torch.from_numpy(v) for v in feeds.values()))
+            inputs, outputs = (["x", "mask"], ["y"]) if layer else (SPEECH_INPUTS["waveform"],
+                                                                    SPEECH_OUTPUTS)
+            session = TorchSession(_Layer(module) if layer else module, inputs, outputs)
         else:
             log(f"exporting the {name.replace('_', ' ')} to ONNX")
             path = scratch / f"{name}.onnx"
-            if name.endswith("_layer"):
+            if layer:
                 export_layer(module, path)
             else:
                 export_onnx(module, path, dataclasses.replace(metadata, model_name=name),
                             input="waveform")
-            session = ort_session(path, config.threads)
-
-            def run(feeds, session=session):
-                session.run(None, feeds)
-        runners[name] = (make_input, run)
+            session = OnnxFileSession(path, "ort", threads=config.threads)
+        runners[name] = (make_input, session.run)
     return runners
 
 

@@ -66,23 +66,19 @@ class RuntimeBenchResult:
 def _model_pair(model, metadata, scratch: Path, name: str, threads: int, waveforms, repeats):
     """Median pass times (torch, ort) of one model over the waveforms."""
     from mho.exporter.onnx import export_onnx
-    from mho.runtime.onnx_runtime import OnnxSession
-    from mho.runtime.torch_runtime import TorchRecognizer
+    from mho.runtime.speech import SpeechSession
 
     path = scratch / f"{name}.onnx"
     export_onnx(model, path, metadata, input="waveform")
-    session = OnnxSession(path, "ort", threads)
-    recognizer = TorchRecognizer(name, model, decoder=None, decoder_name="none")
+    sessions = {"torch": SpeechSession.from_model(model, metadata),
+                "ort": SpeechSession.from_file(path, "ort", threads=threads)}
 
-    def torch_pass():
+    def one_pass(session: SpeechSession):
         for waveform in waveforms:
-            recognizer.log_probs(waveform)
+            session.log_probs([waveform])
 
-    def ort_pass():
-        for waveform in waveforms:
-            session.run([waveform])
-
-    times = interleaved_medians_ms({"torch": torch_pass, "ort": ort_pass}, repeats)
+    times = interleaved_medians_ms({name: lambda s=s: one_pass(s) for name, s in sessions.items()},
+                                   repeats)
     return times["torch"], times["ort"]
 
 
@@ -104,7 +100,7 @@ def _layer_pair(config: RuntimeBenchConfig, noise: str) -> tuple[float, float]:
         crossbar_linear_numpy,
         crossbar_tensors,
     )
-    from mho.runtime.onnx_runtime import ort_session
+    from mho.runtime.session import ort_session
     from mho.simulator import CrossbarConfig, CrossbarLinear
 
     in_features, out_features = config.layer_size

@@ -1,0 +1,59 @@
+"""`mho models pack`: a trained checkpoint packed compactly as a shipped model, with a model
+card scored on the packed weights (what users get is what was scored)."""
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from mho.data.datasets import resolve_dataset
+from mho.decoding.decoders import load_decoder
+from mho.exporter.onnx import speech_metadata
+from mho.io import atomic_path
+from mho.models.zoo import MODEL_DIR, load_model, pack_model, training_summary
+from mho.runtime.speech import Recognizer, SpeechSession
+from mho.workflows.evaluate import evaluate
+
+
+def pack_and_score(
+    checkpoint: Path, name: str, eval_data: Sequence[str] = (), *,
+    out_dir: Path | None = None, progress: bool = False,
+) -> tuple[dict, Path]:
+    """Write ``<out_dir>/<name>.pt`` (default: the shipped models' folder) and its card
+    ``<name>.json`` scored greedy and with the LM on each of ``eval_data``; returns the card
+    and the model's path. Sets are resolved before any work."""
+    sets = [resolve_dataset(spec) for spec in eval_data]
+    out_dir = out_dir or MODEL_DIR
+    model, payload = load_model(checkpoint)
+    quant = getattr(model.config, "quant", None)
+    card = {
+        "name": name,
+        "family": payload["model_type"],
+        "pe": getattr(model.config, "pe", "conv"),  # wav2vec2: its conv positional embedding
+        "weight_bits": quant.weight_bits if quant else None,
+        "params": model.num_parameters(),
+        "architecture": payload["model_config"],
+        **training_summary(payload),
+    }
+    if hasattr(model.config, "lpa_layers"):  # wav2vec2 family: which layers hold an LPA
+        card["lpa_layers"] = list(model.config.lpa_layers)
+        card["lpa_order"] = payload["metadata"].get("lpa_order", [])  # as converted
+        if "conversion_seconds" in payload["metadata"]:
+            card["conversion_minutes"] = payload["metadata"]["conversion_seconds"] / 60
+    target = out_dir / f"{name}.pt"
+    with atomic_path(target) as packed_path:
+        pack_model(model, payload, packed_path)
+        packed, packed_payload = load_model(packed_path)
+        metadata = speech_metadata(packed, name=name, vocabulary=packed_payload["vocabulary"],
+                                   model_type=packed_payload["model_type"])
+        session = SpeechSession.from_model(packed, metadata)
+        recognizers = [Recognizer(name, session, load_decoder(kind, tokens=metadata.vocabulary),
+                                  kind) for kind in ("greedy", "lm")] if sets else []
+        card["results"] = [
+            evaluate(recognizer, utterances, data_name=data_name, progress=progress).summary()
+            for data_name, utterances in sets
+            for recognizer in recognizers
+        ]
+        card["bytes"] = packed_path.stat().st_size
+        with atomic_path(target.with_suffix(".json")) as card_path:
+            card_path.write_text(json.dumps(card, indent=2) + "\n")
+    return card, target
