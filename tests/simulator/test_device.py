@@ -42,7 +42,7 @@ def test_programmed_plus_one_and_zero_pair_match_the_design_figures():
     reads = plus.pair_reads(READ_VOLTAGE, CURRENT_SCALE)[0, :n_in, :n_out]  # [I, O], no padding
     cells = reads.size
     mean, std = reads.mean(), reads.std()
-    # DESIGN.md: +1 reads about 1.01 +- 0.065 units. Allow the figures' rounding (0.005 on
+    # docs/memristor-model.md: +1 reads about 1.01 +- 0.065 units. Allow the figures' rounding (0.005 on
     # the mean, 0.0015 on the std) plus 5 standard errors of this sample.
     assert abs(mean - 1.01) < 0.005 + 5 * std / np.sqrt(cells), mean
     assert abs(std - 0.065) < 0.0015 + 5 * std / np.sqrt(2 * cells), std
@@ -65,7 +65,7 @@ def test_median_resistances_match_the_measured_device():
 
     lrs = np.median(resistance(chip.r_plus[0, :64, :64].astype(np.float64)))
     hrs = np.median(resistance(chip.r_minus[0, :64, :64].astype(np.float64)))
-    assert 4.3e3 < lrs < 4.7e3  # DESIGN.md: about 4.5 kOhm
+    assert 4.3e3 < lrs < 4.7e3  # docs/memristor-model.md: about 4.5 kOhm
     assert 70e3 < hrs < 80e3  # about 75 kOhm
 
 

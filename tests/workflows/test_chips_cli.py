@@ -131,3 +131,21 @@ def test_every_layer_digital_is_a_digital_run_with_no_clipping(qat_checkpoint, t
 def test_options_chips_cannot_honour_are_refused(qat_checkpoint, three_utterances, options):
     result = run("eval", qat_checkpoint, "--data", three_utterances, "--memristor", *options)
     assert result.exit_code == 1 and "drop --runtime and --batch-size" in result.output
+
+
+def test_map_reports_every_parameter_and_why(qat_checkpoint):
+    result = run("map", qat_checkpoint, "--digital", "ctc_head", "--json")
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.output)
+    placements = {p["name"]: p for p in record["parameters"]}
+    layers = {m["name"]: m for m in record["layers"]}
+    assert layers["ctc_head"]["digital"] and placements["ctc_head.weight"]["reason"] == (
+        "layer kept digital by the config")
+    mapped = [name for name, m in layers.items() if not m["digital"]]
+    assert mapped and all(placements[f"{name}.weight"]["placement"] == "crossbar"
+                          for name in mapped)
+    norms = [p for p in record["parameters"] if "LayerNorm has no crossbar" in p["reason"]]
+    assert norms and all(p["placement"] == "digital" for p in norms)
+    total = sum(p["size"] for p in record["parameters"])
+    on_chip = sum(p["size"] for p in record["parameters"] if p["placement"] == "crossbar")
+    assert record["crossbar_share"] == on_chip / total
