@@ -5,8 +5,8 @@ when there is one), then turned into the model's log-mel features:
 
 - **speed**: band-limited resampling by a factor ``s`` (as if the tape ran ``s`` times
   faster): pitch, formants and tempo all scale by ``s``. Together with the warp below
-  this moves pitch and formants independently (a male voice sped up 1.3x and warped
-  0.9x has 1.3x the pitch and 1.17x the formants: roughly a female voice).
+  this moves pitch and formants independently (a voice sped up 1.15x and warped 0.9x has
+  1.15x the pitch and 1.28x the formants; the corpus's pitch-shifted voices add the rest).
 - **warp**: vocal-tract-length perturbation (VTLP, Jaitly & Hinton 2013): the mel
   filterbank reads the spectrum at frequencies scaled by ``alpha`` (piecewise linear so
   that Nyquist stays put), so formants move by ``1 / alpha`` and pitch does not.
@@ -44,7 +44,9 @@ class AugmentConfig:
     """Probabilities (per utterance) and ranges; all probabilities 0 = no augmentation."""
 
     speed_prob: float = 0.0
-    speed_range: tuple[float, float] = (0.85, 1.3)  # resampling factor (pitch x formants)
+    # resampling factor (pitch, formants and tempo); much above 1.15 the fastest TTS voices
+    # (espeak-ng at 1.35x) would need about as many CTC labels as 25 output frames per second
+    speed_range: tuple[float, float] = (0.85, 1.15)
     warp_prob: float = 0.0
     warp_range: tuple[float, float] = (0.82, 1.12)  # VTLP alpha (formants move by 1/alpha)
     warp_boundary_hz: float = 4800.0  # VTLP's f_hi: the warp is linear up to about here
