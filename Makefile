@@ -16,7 +16,7 @@ KENLM_BUILD_PACKAGES := cmake g++ libboost-program-options-dev libboost-system-d
 CORPUS := data/corpus
 HOURS := 20
 
-.PHONY: setup demo test lint debian corpus features waveforms lpa-models kenlm lm testsets models clean
+.PHONY: setup demo test lint debian corpus features waveforms lpa-models kenlm lm testsets models models-diverse clean
 
 # Evaluating, simulating and exporting need only the Python environment.
 setup: $(VENV)/.installed
@@ -99,6 +99,16 @@ lpa-models: waveforms
 	MHO="$(MHO)" recipes/lpa.sh train
 	MHO="$(MHO)" recipes/lpa.sh convert
 	MHO="$(MHO)" recipes/lpa.sh report
+
+# Issue 18: diverse voices + augmentation, an ablation of data recipes side by side, then
+# QAT of the full recipe (recipes/gpu/lanes.py; docs/diverse-training.md). GPU: MODE=full
+# (sized for a 9-minute session); 2-core CPU: MODE=cpu in resumable steps of STOP seconds.
+MODE ?= cpu
+STOP ?= 3600
+models-diverse: setup
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) recipes/gpu/lanes.py --mode $(MODE) \
+		--work runs/issue18-work --out runs/issue18-out --stop-after $(STOP)
+	$(PY) recipes/gpu/score.py runs/issue18-out -o runs/issue18
 
 models: features
 	FLOAT_PRESET=conformer-small-gpu QAT_PRESET=conformer-small-qat-gpu LANES=$(LANES) \

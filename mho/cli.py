@@ -46,13 +46,28 @@ def data() -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Synthesis processes (default: one per core).")
+@click.option("--voices", type=click.Choice(["classic", "all"]), default="classic",
+              show_default=True,
+              help="classic: the shipped models' voices; all: every English accent and voice.")
+@click.option("--split-seed", type=int, default=None,
+              help="Seed of the sentence split (default: --seed); keep 0 when adding data "
+                   "for models scored on the shipped test sets.")
+@click.option("--set", "sets", multiple=True,
+              type=click.Choice(["train", "dev", "test-flite-slt", "test-festival-slt"]),
+              help="Build only these sets (repeat; default all four).")
+@click.option("--converter", type=click.Choice(["sox", "python"]), default="sox",
+              show_default=True, help="WAV to 16 kHz FLAC: sox, or soundfile + scipy.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifests as JSON.")
-def data_build(out: Path, hours: float, seed: int, workers: int | None, as_json: bool) -> None:
+def data_build(out: Path, hours: float, seed: int, workers: int | None, voices: str,
+               split_seed: int | None, sets: tuple[str, ...], converter: str,
+               as_json: bool) -> None:
     """Synthesize the local corpus (train, dev and two held-out-voice test sets) into OUT."""
-    from mho.data.build import build_corpus
+    from mho.data.build import SETS, build_corpus
     from mho.data.manifest import read_manifest
 
-    manifests = build_corpus(out, hours=hours, seed=seed, workers=workers, progress=not as_json)
+    manifests = build_corpus(out, hours=hours, seed=seed, voices=voices, split_seed=split_seed,
+                             workers=workers,
+                             progress=not as_json, sets=sets or SETS, converter=converter)
     summary = {}
     for name, path in manifests.items():
         utterances = read_manifest(path)
@@ -213,7 +228,8 @@ def run_options(command):
               help="For .onnx files: ort (default) or onnx-ref; .mlpackage: coreml; models "
                    "run in torch.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Utterances per onnxruntime call (server-style batching of .onnx files).")
+              help="Utterances per call, padded (server-style batching; results may differ "
+                   "from one at a time by float rounding).")
 @click.option("--runs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Programming runs (chips), each with its own seed.")
 @click.option("--save-chip", type=click.Path(dir_okay=False, path_type=Path), default=None,

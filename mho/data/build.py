@@ -49,6 +49,12 @@ TEST_VOICES = {
 }
 
 ESPEAK_BASES = ("en-us", "en-us-nyc")
+# Every English accent of espeak-ng 1.51 (voice set "all"): British, Scottish, RP,
+# Lancaster, West Midlands, Caribbean and the two American ones.
+ALL_ESPEAK_BASES = (
+    "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029",
+    "en-us", "en-us-nyc",
+)  # fmt: skip
 # Human-sounding espeak-ng variants ("" = the plain voice); whisper, croak and the robot
 # and novelty variants are left out, and so are klatt6 and caleb (same sound as klatt).
 ESPEAK_VARIANTS = (
@@ -60,6 +66,13 @@ ESPEAK_VARIANTS = (
 )  # fmt: skip
 FLITE_TRAIN_VOICES = ("kal16", "awb", "rms")
 FESTIVAL_TRAIN_VOICES = ("voice_kal_diphone", "voice_ked_diphone")
+# Voice set "all" adds flite's 8 kHz diphone voice kal (band-limited: a telephone-like
+# channel of its own). Debian 12 has no other English flite or festival voice but the
+# held-out slt ones.
+ALL_FLITE_VOICES = ("kal", "kal16", "awb", "rms")
+# "classic": the voices of the shipped models (the plan of earlier corpora, unchanged);
+# "all": every English voice and accent the Debian engines have, test voices excepted.
+VOICE_SETS = ("classic", "all")
 
 ESPEAK_SPEED = (0.8, 1.35)  # tempo factor range (1.0 = 175 words per minute)
 ESPEAK_PITCH = (20, 80)  # espeak-ng -p range (default 50)
@@ -94,6 +107,15 @@ class CorpusConfig:
     engine_shares: tuple[tuple[str, float], ...] = ((ESPEAK, 0.45), (FLITE, 0.30), (FESTIVAL, 0.25))
     eval_utterances: int = 400  # dev and each test set at DEFAULT_HOURS; scales with hours
     min_eval_utterances: int = 10  # even tiny builds get this many per eval set
+    voices: str = "classic"  # VOICE_SETS: which engine voices and accents train/dev draw from
+    # Seed of the train/dev/test sentence split (None: ``seed``). Corpora built with other
+    # seeds to add data must keep the split of the test sets they are scored on (seed 0
+    # for the shipped ones), or the test sentences leak into training.
+    split_seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.voices not in VOICE_SETS:
+            raise MhoError(f"voices must be one of {', '.join(VOICE_SETS)}, got {self.voices!r}")
 
 
 @dataclass(frozen=True)
@@ -114,7 +136,7 @@ def plan_corpus(config: CorpusConfig) -> dict[str, list[PlannedUtterance]]:
     """
     if config.hours <= 0:
         raise MhoError(f"hours must be positive, got {config.hours}")
-    splits = corpus_sentences(config.seed)
+    splits = corpus_sentences(config.seed if config.split_seed is None else config.split_seed)
     rng = random.Random(f"mho-corpus-{config.seed}")
     scale = config.hours / DEFAULT_HOURS
     n_eval = max(config.min_eval_utterances, round(config.eval_utterances * scale))
@@ -129,7 +151,7 @@ def plan_corpus(config: CorpusConfig) -> dict[str, list[PlannedUtterance]]:
         # Weighted by what is left, so every engine's hours run out at about the same time
         # and the engines stay interleaved through the plan.
         engine = rng.choices(engines, weights=[remaining[e] for e in engines])[0]
-        voice = _random_voice(engine, rng)
+        voice = _random_voice(engine, rng, config.voices)
         text = next(train_texts)
         remaining[engine] -= SECONDS_PER_CHAR[engine] * len(text) / voice.speed
         plan[TRAIN].append(PlannedUtterance(f"{TRAIN}-{len(plan[TRAIN]):06d}", text, voice))
@@ -137,7 +159,7 @@ def plan_corpus(config: CorpusConfig) -> dict[str, list[PlannedUtterance]]:
     dev_texts = rng.sample(splits["dev"], min(n_eval, len(splits["dev"])))
     engines, shares = zip(*config.engine_shares, strict=True)
     for index, text in enumerate(dev_texts):
-        voice = _random_voice(rng.choices(engines, weights=shares)[0], rng)
+        voice = _random_voice(rng.choices(engines, weights=shares)[0], rng, config.voices)
         plan[DEV].append(PlannedUtterance(f"{DEV}-{index:06d}", text, voice))
 
     test_texts = rng.sample(splits["test"], min(n_eval, len(splits["test"])))
@@ -157,17 +179,20 @@ def _endless(sentences: Sequence[str], rng: random.Random) -> Iterator[str]:
         yield from order
 
 
-def _random_voice(engine: str, rng: random.Random) -> Voice:
+def _random_voice(engine: str, rng: random.Random, voices: str = "classic") -> Voice:
+    # "classic" draws exactly what earlier corpora drew, so their plans stay valid.
+    every = voices == "all"
     if engine == ESPEAK:
         variant = rng.choice(ESPEAK_VARIANTS)
-        base = rng.choice(ESPEAK_BASES)
+        base = rng.choice(ALL_ESPEAK_BASES if every else ESPEAK_BASES)
         return Voice(
             ESPEAK,
             f"{base}+{variant}" if variant else base,
             speed=round(rng.uniform(*ESPEAK_SPEED), 2),
             pitch=rng.randint(*ESPEAK_PITCH),
         )
-    names = {FLITE: FLITE_TRAIN_VOICES, FESTIVAL: FESTIVAL_TRAIN_VOICES}.get(engine)
+    flite = ALL_FLITE_VOICES if every else FLITE_TRAIN_VOICES
+    names = {FLITE: flite, FESTIVAL: FESTIVAL_TRAIN_VOICES}.get(engine)
     if names is None:
         raise MhoError(f"unknown synthesizer {engine!r} in engine_shares")
     name = rng.choice(names)
@@ -181,16 +206,25 @@ def build_corpus(
     *,
     hours: float = DEFAULT_HOURS,
     seed: int = 0,
+    voices: str = "classic",
+    split_seed: int | None = None,
     workers: int | None = None,
     progress: bool = True,
+    sets: Sequence[str] = SETS,
+    converter: str = "sox",
 ) -> dict[str, Path]:
     """Synthesize the corpus into ``out_dir``; returns set name -> manifest path.
 
     ``workers`` synthesis processes (default: one per core); ``progress`` shows a bar.
-    Resumable: valid existing audio is kept, and a finished corpus rebuilds as a no-op.
+    ``sets``: which of train, dev and the test sets to synthesize (a training machine that
+    must not hold the test voices builds train and dev only). ``converter``: "sox" or
+    "python" (mho.data.synth). Resumable: valid existing audio is kept, and a finished
+    corpus rebuilds as a no-op.
     """
     return build_from_config(
-        Path(out_dir), CorpusConfig(hours=hours, seed=seed), workers=workers, progress=progress
+        Path(out_dir), CorpusConfig(hours=hours, seed=seed, voices=voices, split_seed=split_seed),
+        workers=workers,
+        progress=progress, sets=sets, converter=converter,
     )
 
 
@@ -200,14 +234,20 @@ def build_from_config(
     *,
     workers: int | None = None,
     progress: bool = True,
+    sets: Sequence[str] = SETS,
+    converter: str = "sox",
 ) -> dict[str, Path]:
     """:func:`build_corpus` with a full config."""
     workers = workers if workers is not None else (os.cpu_count() or 1)
     if workers < 1:
         raise MhoError(f"workers must be at least 1, got {workers}")
-    plan = plan_corpus(config)
-    require_synthesizers({item.voice for items in plan.values() for item in items})
-    _claim_directory(out_dir, config, plan)
+    unknown = sorted(set(sets) - set(SETS))
+    if unknown or not sets:
+        raise MhoError(f"sets must be among {', '.join(SETS)}, got {', '.join(sets) or 'none'}")
+    full_plan = plan_corpus(config)
+    plan = {name: items for name, items in full_plan.items() if name in sets}
+    require_synthesizers({item.voice for items in plan.values() for item in items}, converter)
+    _claim_directory(out_dir, config, full_plan)
 
     jobs = {
         item.id: SynthJob(
@@ -224,7 +264,9 @@ def build_from_config(
             todo.append(job)
         else:
             durations[job.id] = duration
-    durations.update(_synthesize_all(todo, workers=workers, progress=progress))
+    durations.update(
+        _synthesize_all(todo, workers=workers, progress=progress, converter=converter)
+    )
 
     manifests = {}
     for name, items in plan.items():
@@ -243,7 +285,9 @@ def build_from_config(
     return manifests
 
 
-def _synthesize_all(jobs: list[SynthJob], *, workers: int, progress: bool) -> dict[str, float]:
+def _synthesize_all(
+    jobs: list[SynthJob], *, workers: int, progress: bool, converter: str = "sox"
+) -> dict[str, float]:
     """Run the jobs in batches of one engine on ``workers`` processes, with a progress bar."""
     batches = []
     for engine, size in BATCH_SIZES.items():
@@ -254,11 +298,13 @@ def _synthesize_all(jobs: list[SynthJob], *, workers: int, progress: bool) -> di
     with bar:
         if workers == 1:
             for batch in batches:
-                durations.update(synthesize(batch))
+                durations.update(synthesize(batch, converter))
                 bar.update(len(batch))
             return durations
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            pending: set[Future] = {pool.submit(synthesize, batch) for batch in batches}
+            pending: set[Future] = {
+                pool.submit(synthesize, batch, converter) for batch in batches
+            }
             try:
                 while pending:
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -287,6 +333,11 @@ def _claim_directory(
     """Record the plan in corpus.json; refuse a directory that holds another plan's audio."""
     stamp = {"format": FORMAT_VERSION, **asdict(config), "plan_sha256": _plan_digest(plan)}
     stamp["engine_shares"] = [list(pair) for pair in config.engine_shares]
+    # corpora built before voice sets and split seeds existed stay valid
+    if config.voices == "classic":
+        del stamp["voices"]
+    if config.split_seed is None:
+        del stamp["split_seed"]
     path = out_dir / "corpus.json"
     if path.is_file():
         try:

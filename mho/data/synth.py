@@ -1,9 +1,13 @@
 """Speech synthesis with the Debian TTS engines: espeak-ng, flite and festival.
 
-Each engine writes a WAV at its own rate; sox turns it into 16 kHz mono 16-bit FLAC
-(optionally pitch-shifted, for engines without a pitch control). Output is written under
-a temporary name and renamed, so an interrupted build never leaves a truncated file that
-a resumed build would take for a finished one.
+Each engine writes a WAV at its own rate; a converter turns it into 16 kHz mono 16-bit FLAC
+(optionally pitch-shifted, for engines without a pitch control): ``sox`` (the default) or
+``python`` (soundfile + scipy's polyphase resampler, for machines without sox, e.g. a GPU
+box that carries only the engines). The python converter shifts pitch by asking the engine
+for audio ``f`` times longer and then resampling it ``f`` times faster, which raises pitch
+and formants by ``f`` and restores the duration, as sox's ``pitch`` effect does. Output
+is written under a temporary name and renamed, so an interrupted build never leaves a
+truncated file that a resumed build would take for a finished one.
 
 festival takes ~0.2-0.3 s to start, so it synthesizes a whole batch of utterances from
 one generated Scheme script; espeak-ng and flite start in milliseconds and run once per
@@ -37,8 +41,12 @@ FESTIVAL_VOICE_PACKAGES = {
     "voice_ked_diphone": ("english/ked_diphone", "festvox-kdlpc16k"),
     "voice_cmu_us_slt_arctic_hts": ("us/cmu_us_slt_arctic_hts", "festvox-us-slt-hts"),
 }
-FESTIVAL_VOICES = Path("/usr/share/festival/voices")
+# Where festival's voices live; MHO_FESTIVAL_VOICES points elsewhere for a festival unpacked
+# from its .deb files (with ``--libdir`` given by a wrapper script).
+FESTIVAL_VOICES = Path(os.environ.get("MHO_FESTIVAL_VOICES", "/usr/share/festival/voices"))
 FLITE_VOICES = ("kal", "kal16", "awb", "rms", "slt", "awb_time")  # built into Debian's flite
+CONVERTERS = ("sox", "python")
+PYTHON_SHIFT_RATE_STEP = 50  # Hz: the shifted source rate is rounded so resampling stays cheap
 
 ESPEAK_WORDS_PER_MINUTE = 175  # espeak-ng's default rate; Voice.speed scales it
 MIN_SECONDS_PER_WORD = 0.05  # shorter output means the engine failed silently
@@ -75,10 +83,13 @@ class SynthJob:
     out: Path
 
 
-def require_synthesizers(voices: Iterable[Voice]) -> None:
+def require_synthesizers(voices: Iterable[Voice], converter: str = "sox") -> None:
     """Raise MhoError naming the Debian package for any missing tool or voice."""
     voices = list(voices)
-    for tool in sorted({SOX} | {voice.engine for voice in voices}):
+    if converter not in CONVERTERS:
+        raise MhoError(f"unknown converter {converter!r}; known: {', '.join(CONVERTERS)}")
+    tools = {SOX} if converter == "sox" else set()
+    for tool in sorted(tools | {voice.engine for voice in voices}):
         if tool not in PACKAGES:
             raise MhoError(f"unknown synthesizer {tool!r}; known: {', '.join(ENGINES)}")
         if shutil.which(tool) is None:
@@ -105,27 +116,42 @@ def valid_duration(path: Path) -> float | None:
     return info.frames / info.samplerate
 
 
-def synthesize(jobs: Sequence[SynthJob]) -> dict[str, float]:
+def synthesize(jobs: Sequence[SynthJob], converter: str = "sox") -> dict[str, float]:
     """Synthesize every job; returns utterance id -> duration in seconds.
 
     festival jobs share one ``festival -b`` process; the others run one process each.
     Runs in the calling process (the corpus builder calls it from worker processes).
+    ``converter``: "sox" or "python" (see the module docstring).
     """
+    if converter not in CONVERTERS:
+        raise MhoError(f"unknown converter {converter!r}; known: {', '.join(CONVERTERS)}")
     durations = {}
+    # The python converter shifts pitch through the engine's tempo (see the docstring).
+    stretch = {job.id: _shift_factor(job) if converter == "python" else 1.0 for job in jobs}
     with tempfile.TemporaryDirectory(prefix="mho-synth-") as scratch:
         wavs = {job.id: Path(scratch) / f"{index}.wav" for index, job in enumerate(jobs)}
         festival_jobs = [job for job in jobs if job.voice.engine == FESTIVAL]
         if festival_jobs:
-            _run_festival(festival_jobs, wavs)
+            _run_festival(festival_jobs, wavs, stretch)
         for job in jobs:
             if job.voice.engine == ESPEAK:
                 _run_espeak(job, wavs[job.id])
             elif job.voice.engine == FLITE:
-                _run_flite(job, wavs[job.id])
+                _run_flite(job, wavs[job.id], stretch[job.id])
             elif job.voice.engine != FESTIVAL:
                 raise MhoError(f"unknown synthesizer {job.voice.engine!r}")
-            durations[job.id] = _to_flac(job, wavs[job.id])
+            if converter == "sox":
+                durations[job.id] = _to_flac(job, wavs[job.id])
+            else:
+                durations[job.id] = _to_flac_python(job, wavs[job.id], stretch[job.id])
     return durations
+
+
+def _shift_factor(job: SynthJob) -> float:
+    """Frequency factor of the job's pitch shift (1.0 without one; espeak-ng has -p)."""
+    if job.voice.engine == ESPEAK or not job.voice.shift_cents:
+        return 1.0
+    return 2.0 ** (job.voice.shift_cents / 1200.0)
 
 
 def _run(command: list[str], what: str, stdin: str | None = None) -> None:
@@ -155,8 +181,8 @@ def _run_espeak(job: SynthJob, wav: Path) -> None:
     _run([*command, "-w", str(wav)], job.id, stdin=job.text)
 
 
-def _run_flite(job: SynthJob, wav: Path) -> None:
-    stretch = f"duration_stretch={1.0 / job.voice.speed:.4f}"
+def _run_flite(job: SynthJob, wav: Path, shift: float = 1.0) -> None:
+    stretch = f"duration_stretch={shift / job.voice.speed:.4f}"
     _run(
         [FLITE, "-voice", job.voice.name, "--setf", stretch, "-t", job.text, "-o", str(wav)], job.id
     )
@@ -166,8 +192,11 @@ def _scheme_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _run_festival(jobs: Sequence[SynthJob], wavs: dict[str, Path]) -> None:
-    """One festival process for all jobs: select voice, set tempo, synthesize, save."""
+def _run_festival(
+    jobs: Sequence[SynthJob], wavs: dict[str, Path], shift: dict[str, float] | None = None
+) -> None:
+    """One festival process for all jobs: select voice, set tempo, synthesize, save.
+    ``shift``: id -> extra duration factor (the python converter's pitch shift)."""
     lines = []
     current = None
     for job in jobs:
@@ -176,7 +205,8 @@ def _run_festival(jobs: Sequence[SynthJob], wavs: dict[str, Path]) -> None:
         if job.voice.name != current:
             lines.append(f"({job.voice.name})")
             current = job.voice.name
-        lines.append(f"(Parameter.set 'Duration_Stretch {1.0 / job.voice.speed:.4f})")
+        factor = shift.get(job.id, 1.0) if shift else 1.0
+        lines.append(f"(Parameter.set 'Duration_Stretch {factor / job.voice.speed:.4f})")
         lines.append(
             f"(utt.save.wave (SynthText {_scheme_string(job.text)}) "
             f"{_scheme_string(str(wavs[job.id]))} 'riff)"
@@ -197,6 +227,39 @@ def _to_flac(job: SynthJob, wav: Path) -> float:
     # -G: sox lowers the gain where resampling or pitch shifting would clip.
     command = [SOX, "-G", str(wav), "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16"]
     _run([*command, "-t", "flac", str(partial), *effects], job.id)
+    duration = valid_duration(partial)
+    min_duration = MIN_SECONDS_PER_WORD * len(job.text.split())
+    if duration is None or duration < min_duration:
+        partial.unlink(missing_ok=True)
+        raise MhoError(f"{job.voice.engine} produced no usable audio for {job.id} ({job.text!r})")
+    os.replace(partial, job.out)
+    return duration
+
+
+def _to_flac_python(job: SynthJob, wav: Path, shift: float) -> float:
+    """The sox-free converter: read the engine's WAV, resample to 16 kHz (treating it as
+    recorded at ``shift`` times its rate, which raises pitch and formants by ``shift`` and
+    undoes the engine's ``shift``-times-longer tempo), write 16-bit FLAC atomically."""
+    from math import gcd
+
+    from scipy.signal import resample_poly
+
+    samples, rate = soundfile.read(str(wav), dtype="float32", always_2d=True)
+    samples = samples.mean(axis=1)
+    source = rate * shift
+    if shift != 1.0:
+        source = max(PYTHON_SHIFT_RATE_STEP, round(source / PYTHON_SHIFT_RATE_STEP)
+                     * PYTHON_SHIFT_RATE_STEP)
+    source = round(source)
+    if source != SAMPLE_RATE and samples.size:
+        g = gcd(SAMPLE_RATE, source)
+        samples = resample_poly(samples, SAMPLE_RATE // g, source // g).astype("float32")
+    peak = float(abs(samples).max()) if samples.size else 0.0
+    if peak > 0.999:  # like sox -G: lower the gain rather than clip
+        samples = samples * (0.999 / peak)
+    job.out.parent.mkdir(parents=True, exist_ok=True)
+    partial = job.out.with_name(job.out.name + ".partial")
+    soundfile.write(str(partial), samples, SAMPLE_RATE, subtype="PCM_16", format="FLAC")
     duration = valid_duration(partial)
     min_duration = MIN_SECONDS_PER_WORD * len(job.text.split())
     if duration is None or duration < min_duration:

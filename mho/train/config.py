@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from mho.config import load_toml
+from mho.data.augment import AugmentConfig
 from mho.errors import ConfigError
 from mho.train.specaugment import SpecAugmentConfig
 
@@ -43,6 +44,8 @@ class TrainConfig:
     weight_decay: float = 1e-2  # decoupled (AdamW-style) in RAdam
     grad_clip: float = 5.0  # max global gradient norm
     specaugment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
+    # waveform augmentation of the train set (conformer): new speakers and rooms per batch
+    augment: AugmentConfig | None = None
     weight_bits: int | None = None  # None: float training; 8 or 4: QAT (8-bit activations)
     init: Path | None = None  # start from this checkpoint's weights (QAT fine-tuning)
     normalize_features: bool = True  # conformer: the model's feature mean/std from the train set
@@ -55,6 +58,8 @@ class TrainConfig:
             raise ConfigError(f"family must be one of {', '.join(FAMILIES)}, got {self.family!r}")
         if self.family == "wav2vec2" and self.weight_bits is not None:
             raise ConfigError("QAT (weight_bits) is for the conformer family only")
+        if self.augment is not None and self.family != "conformer":
+            raise ConfigError("augment is for the conformer family only")
         if self.weight_bits is not None and self.weight_bits not in (4, 8):
             raise ConfigError(f"weight_bits must be 4 or 8 (or unset), got {self.weight_bits}")
         if min(self.epochs, self.dev_every, self.max_batch_size) < 1 or self.max_batch_seconds <= 0:

