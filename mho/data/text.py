@@ -8,6 +8,7 @@ the phoneme labels and the lexicon decoder cover it). The split into train / dev
 is over sentences, so no test sentence is ever heard in training or seen by the LM.
 """
 
+import os
 import random
 import re
 from collections.abc import Iterable, Iterator
@@ -17,9 +18,11 @@ from pathlib import Path
 
 from mho.errors import MhoError
 
-WORDNET_DIR = Path("/usr/share/wordnet")
+# Debian's paths; MHO_WORDNET_DIR and MHO_FORTUNES_DIR point elsewhere for copies of the
+# text on a machine without the packages (a GPU machine building its corpus)
+WORDNET_DIR = Path(os.environ.get("MHO_WORDNET_DIR", "/usr/share/wordnet"))
 WORDNET_FILES = ("data.noun", "data.verb", "data.adj", "data.adv")
-FORTUNES_DIR = Path("/usr/share/games/fortunes")
+FORTUNES_DIR = Path(os.environ.get("MHO_FORTUNES_DIR", "/usr/share/games/fortunes"))
 # Index and UTF-8 twin files of fortune databases; ``off/`` (offensive) is a directory and
 # is skipped because only top-level files are read.
 FORTUNES_SKIP_SUFFIXES = (".dat", ".u8")

@@ -79,6 +79,12 @@ python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
 
 # Everything but the wheels (already compressed) and the scripts travels as one xz archive
 # (71 MB -> about 30 MB); run.sh unpacks it with Python's lzma, so the target needs no xz.
+# The corpus text: WordNet's data files and the top-level fortune files (Debian packages the
+# GPU machine lacks; run.sh points MHO_WORDNET_DIR and MHO_FORTUNES_DIR at them).
+mkdir -p "$OUT/share/text/wordnet" "$OUT/share/text/fortunes"
+cp /usr/share/wordnet/data.{noun,verb,adj,adv} "$OUT/share/text/wordnet/"
+find /usr/share/games/fortunes -maxdepth 1 -type f ! -name '*.dat' ! -name '*.u8' \
+    -exec cp {} "$OUT/share/text/fortunes/" \;
 (cd "$OUT" && tar cf - bin lib libexec share mho | xz -T0 -6 > payload.tar.xz)
 rm -rf "$OUT"/{bin,lib,libexec,share,mho}
 cp recipes/gpu/run.sh recipes/gpu/lanes.py "$OUT/"

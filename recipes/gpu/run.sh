@@ -27,7 +27,8 @@ fi
 "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target "$WORK/site" "${WHEELS:-$D/wheels}"/*.whl || { echo "wheel install failed"; exit 1; }
 export PYTHONPATH="$B:$WORK/site" PATH="$B/bin:$PATH" PYTHONUNBUFFERED=1 \
-    MHO_FESTIVAL_VOICES="$B/share/festival/voices" TQDM_DISABLE=1
+    MHO_FESTIVAL_VOICES="$B/share/festival/voices" TQDM_DISABLE=1 \
+    MHO_WORDNET_DIR="$B/share/text/wordnet" MHO_FORTUNES_DIR="$B/share/text/fortunes"
 # the bundled synthesizers must be the ones found, never a system install
 for tool in espeak-ng flite festival; do
     [ "$(command -v $tool)" = "$B/bin/$tool" ] || { echo "$tool is not the bundled one"; exit 1; }
