@@ -62,20 +62,12 @@ def data_build(out: Path, hours: float, seed: int, workers: int | None, voices: 
                split_seed: int | None, sets: tuple[str, ...], converter: str,
                as_json: bool) -> None:
     """Synthesize the local corpus (train, dev and two held-out-voice test sets) into OUT."""
-    from mho.data.build import SETS, build_corpus
-    from mho.data.manifest import read_manifest
+    from mho.data.build import SETS, build_corpus, corpus_summary
 
     manifests = build_corpus(out, hours=hours, seed=seed, voices=voices, split_seed=split_seed,
                              workers=workers,
                              progress=not as_json, sets=sets or SETS, converter=converter)
-    summary = {}
-    for name, path in manifests.items():
-        utterances = read_manifest(path)
-        summary[name] = {
-            "manifest": str(path),
-            "utterances": len(utterances),
-            "hours": sum(u.duration for u in utterances) / 3600,
-        }
+    summary = corpus_summary(manifests)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
@@ -134,14 +126,9 @@ def data_features(manifest: Path, out: Path, count: int | None) -> None:
     """Write MANIFEST's log-mel features and labels as an 8-bit archive that `mho train`
     reads in place of the manifest (data.train / data.dev = "FILE.pt"): training without
     the audio, e.g. on a GPU machine."""
-    from mho.data.feature_set import FeatureSet
-    from mho.data.lexicon import PHONE_VOCABULARY, Lexicon
-    from mho.data.manifest import read_manifest
+    from mho.data.feature_set import write_feature_archive
 
-    utterances = read_manifest(manifest)[:count]
-    feature_set = FeatureSet.cached(utterances, Lexicon.from_cmudict(), PHONE_VOCABULARY,
-                                    manifest.parent / "features", desc=f"{manifest.stem} features")
-    feature_set.save_archive(out)
+    feature_set = write_feature_archive(manifest, out, count=count)
     hours = sum(feature_set.durations) / 3600
     console.print(f"{len(feature_set)} utterances ({hours:.2f} h, {feature_set.skipped} left "
                   f"out of the lexicon) -> {out} ({out.stat().st_size / 1e6:.1f} MB)")
@@ -160,19 +147,11 @@ def data_waveforms(manifest: Path, out: Path, hours: float | None, count: int | 
                    seed: int) -> None:
     """Write MANIFEST's audio (8-bit mu-law) and labels as an archive that `mho train` reads
     for waveform models (family = "wav2vec2"), without the corpus."""
-    from mho.data.datasets import seeded_hours
-    from mho.data.lexicon import PHONE_VOCABULARY, Lexicon
-    from mho.data.manifest import read_manifest
-    from mho.data.waveform_set import WaveformSet
+    from mho.data.waveform_set import write_waveform_archive
     from mho.models.transformer import RECEPTIVE_FIELD_SAMPLES
 
-    utterances = read_manifest(manifest)
-    if hours is not None:
-        utterances = seeded_hours(utterances, hours, seed)
-    waveform_set = WaveformSet.build(utterances[:count], Lexicon.from_cmudict(),
-                                     PHONE_VOCABULARY, min_samples=RECEPTIVE_FIELD_SAMPLES,
-                                     desc=f"{manifest.stem} waveforms")
-    waveform_set.save_archive(out)
+    waveform_set = write_waveform_archive(manifest, out, min_samples=RECEPTIVE_FIELD_SAMPLES,
+                                          hours=hours, count=count, seed=seed)
     total = sum(waveform_set.durations) / 3600
     console.print(f"{len(waveform_set)} utterances ({total:.2f} h, {waveform_set.skipped} left "
                   f"out) -> {out} ({out.stat().st_size / 1e6:.1f} MB)")
@@ -818,12 +797,9 @@ def bench_lpa_command(model, lengths, runtime, repeats, threads, plot, as_json) 
               help="Override a config field (TOML value syntax), e.g. --set pe='\"none\"'.")
 def train_command(config: str, out: Path, resume: bool, overrides: tuple[str, ...]) -> None:
     """Train a Conformer-CTC from CONFIG (a TOML file or a preset name)."""
-    from mho.train.config import apply_overrides, load_train_config
-    from mho.train.trainer import Trainer
+    from mho.train.trainer import train
 
-    train_config = apply_overrides(load_train_config(config), overrides)
-    trainer = Trainer(train_config, out, log=console.print)
-    state = trainer.fit(resume=resume)
+    state = train(config, out, overrides=overrides, resume=resume, log=console.print)
     console.print(f"done: {state.epoch} epochs, {state.seconds / 60:.1f} min -> {out}")
 
 

@@ -35,8 +35,9 @@ def walkthrough():
 
 
 def test_the_digits_cnn_keeps_its_accuracy_on_chips(walkthrough):
-    # chance is 10%; 397 test images give a binomial standard error of about 1.3 points
-    assert walkthrough["float_accuracy"] > 0.9
+    # chance is 10%, a trained CNN gets about 91% here; 397 test images give a binomial
+    # standard error of about 1.4 points, so 5 points are over three standard errors
+    assert walkthrough["float_accuracy"] > 0.85
     assert walkthrough["qat_accuracy"] > walkthrough["float_accuracy"] - 0.05
     assert np.mean(walkthrough["chip_accuracies"]) > walkthrough["qat_accuracy"] - 0.05
 

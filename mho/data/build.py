@@ -378,3 +378,14 @@ def _write_voices(path: Path, items: list[PlannedUtterance]) -> None:
         return
     with atomic_path(path) as partial:
         partial.write_text(content, encoding="utf-8")
+
+
+def corpus_summary(manifests: dict[str, Path]) -> dict[str, dict]:
+    """Set name -> its manifest path, utterance count and hours (what `mho data build`
+    prints)."""
+    summary = {}
+    for name, path in manifests.items():
+        utterances = read_manifest(path)
+        summary[name] = {"manifest": str(path), "utterances": len(utterances),
+                         "hours": sum(u.duration for u in utterances) / 3600}
+    return summary

@@ -154,3 +154,18 @@ class FeatureSet:
             "labels": torch.nn.utils.rnn.pad_sequence(labels, batch_first=True),
             "label_lengths": torch.tensor([len(x) for x in labels]),
         }
+
+
+def write_feature_archive(manifest: Path, out: Path, *, count: int | None = None,
+                          progress: bool = True) -> FeatureSet:
+    """`mho data features`: the manifest's (first ``count``) utterances as an 8-bit feature
+    archive at ``out``, computed once into the cache beside the manifest."""
+    from mho.data.lexicon import PHONE_VOCABULARY, Lexicon
+    from mho.data.manifest import read_manifest
+
+    utterances = read_manifest(manifest)[:count]
+    feature_set = FeatureSet.cached(utterances, Lexicon.from_cmudict(), PHONE_VOCABULARY,
+                                    Path(manifest).parent / "features",
+                                    desc=f"{Path(manifest).stem} features", progress=progress)
+    feature_set.save_archive(out)
+    return feature_set

@@ -100,3 +100,22 @@ class WaveformSet:
             "labels": torch.nn.utils.rnn.pad_sequence(labels, batch_first=True),
             "label_lengths": torch.tensor([len(x) for x in labels]),
         }
+
+
+def write_waveform_archive(manifest: Path, out: Path, *, min_samples: int,
+                           hours: float | None = None, count: int | None = None,
+                           seed: int = 0, progress: bool = True) -> WaveformSet:
+    """`mho data waveforms`: the manifest's utterances (a seeded subset of about ``hours``,
+    then the first ``count``) at least ``min_samples`` long, as a mu-law archive at ``out``."""
+    from mho.data.datasets import seeded_hours
+    from mho.data.lexicon import PHONE_VOCABULARY, Lexicon
+    from mho.data.manifest import read_manifest
+
+    utterances = read_manifest(manifest)
+    if hours is not None:
+        utterances = seeded_hours(utterances, hours, seed)
+    waveform_set = WaveformSet.build(utterances[:count], Lexicon.from_cmudict(),
+                                     PHONE_VOCABULARY, min_samples=min_samples,
+                                     desc=f"{Path(manifest).stem} waveforms", progress=progress)
+    waveform_set.save_archive(out)
+    return waveform_set

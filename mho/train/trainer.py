@@ -10,7 +10,7 @@ batch k of epoch e draws exactly what the uninterrupted run drew.
 import json
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +20,7 @@ from tqdm import tqdm
 from mho.config import to_dict
 from mho.data.datasets import seeded_hours
 from mho.data.feature_set import FeatureSet
+from mho.data.features import FeatureConfig
 from mho.data.lexicon import PHONE_VOCABULARY, Lexicon
 from mho.data.manifest import read_manifest
 from mho.data.waveform_set import WaveformSet
@@ -145,9 +146,12 @@ class Trainer:
         if path.suffix == ".pt":
             return feature_set.select({u.id for u in utterances})
         if waveforms:
+            # the shortest input the model accepts: a waveform model's receptive field, or
+            # one analysis window of the log-mel features it computes per batch
+            shortest = (self.model.config.receptive_field_samples if self.waveform_input
+                        else FeatureConfig().window_samples)
             return WaveformSet.build(utterances, lexicon, self.vocabulary, desc=desc,
-                                     min_samples=self.model.config.receptive_field_samples,
-                                     progress=self.progress)
+                                     min_samples=shortest, progress=self.progress)
         return FeatureSet.cached(utterances, lexicon, self.vocabulary, path.parent / "features",
                                  desc=desc, progress=self.progress)
 
@@ -322,3 +326,14 @@ def training_device(name: str) -> torch.device:
         raise MhoError("device = \"cuda\" but torch sees no CUDA GPU")
     return torch.device(name)
 
+
+
+def train(config: str | Path, out: Path, *, overrides: Sequence[str] = (),
+          resume: bool = False, log: Callable[[str], None] = lambda message: None
+          ) -> TrainState:
+    """`mho train`: train from ``config`` (a TOML file or a preset name) with ``overrides``
+    ("key=value" in TOML syntax) into ``out``; ``resume`` continues its checkpoint exactly."""
+    from mho.train.config import apply_overrides, load_train_config
+
+    train_config = apply_overrides(load_train_config(str(config)), list(overrides))
+    return Trainer(train_config, out, log=log).fit(resume=resume)
