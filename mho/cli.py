@@ -529,19 +529,28 @@ def export_group() -> None:
 
 @export_group.command("onnx")
 @click.argument("model")
-@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path),
               help="The .onnx file to write (weights over 1 GiB go to FILE.data beside it).")
+@click.option("--bundle", type=click.Path(file_okay=False, path_type=Path),
+              help="Write a deployment bundle here instead: model.onnx (waveform input), "
+                   "tokens, lexicon, LM, bundle.json, decode.py, README.")
 @click.option("--input", "input_kind", type=click.Choice(["features", "waveform"]),
               default="waveform", show_default=True,
               help="waveform: 16 kHz samples in, log-mel front-end inside the graph.")
 @memristor_options
 @click.option("--json", "as_json", is_flag=True)
-def export_onnx_command(model, out, input_kind, memristor, adc, layer_rules, digital_patterns,
-                        noise, seed, chip, as_json) -> None:
-    """Export MODEL (digital, or programmed onto a memristor chip) to one ONNX file."""
+def export_onnx_command(model, out, bundle, input_kind, memristor, adc, layer_rules,
+                        digital_patterns, noise, seed, chip, as_json) -> None:
+    """Export MODEL (digital, or programmed onto a memristor chip) to one ONNX file or a
+    deployment bundle (--bundle DIR)."""
     from mho.exporter.onnx import export_onnx, load_for_export
 
-    if out.suffix != ".onnx":
+    if (out is None) == (bundle is None):
+        raise MhoError("give the output: -o FILE.onnx or --bundle DIR (one of them)")
+    if bundle is not None and input_kind != "waveform":
+        raise MhoError("a bundle carries a waveform-input model (its users need no log-mel "
+                       "code): drop --input features")
+    if out is not None and out.suffix != ".onnx":
         raise MhoError(f"the output file should end in .onnx: {out}")
     simulator = None
     if memristor is not None or chip is not None:
@@ -549,9 +558,18 @@ def export_onnx_command(model, out, input_kind, memristor, adc, layer_rules, dig
     elif adc or layer_rules or digital_patterns or noise:
         raise MhoError("--adc, --layer, --digital and --noise need --memristor (or --chip)")
     torch_model, metadata = load_for_export(model, simulator, seed, chip, progress=not as_json)
-    report = export_onnx(torch_model, out, metadata, input=input_kind)
-    summary = {"path": str(report.path), "bytes": report.bytes, "seconds": report.seconds,
-               "external_data": report.external_data, "nodes": report.nodes}
+    if bundle is not None:
+        from mho.exporter.bundle import export_bundle
+
+        written = export_bundle(torch_model, bundle, metadata)
+        report = written.export
+        summary = {"bundle": str(written.directory), "bundle_bytes": written.bytes,
+                   "files": written.files}
+    else:
+        report = export_onnx(torch_model, out, metadata, input=input_kind)
+        summary = {}
+    summary.update({"path": str(report.path), "bytes": report.bytes, "seconds": report.seconds,
+                    "external_data": report.external_data, "nodes": report.nodes})
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
@@ -559,6 +577,9 @@ def export_onnx_command(model, out, input_kind, memristor, adc, layer_rules, dig
     console.print(f"{model} ({kind}, {input_kind} input) -> {report.path}: "
                   f"{report.bytes / 1e6:.1f} MB in {report.seconds:.1f} s"
                   + (" (external data)" if report.external_data else ""))
+    if bundle is not None:
+        console.print(f"bundle {bundle}: {', '.join(summary['files'])} "
+                      f"({summary['bundle_bytes'] / 1e6:.1f} MB)")
     table = Table(title="nodes by op type")
     table.add_column("op")
     table.add_column("nodes", justify="right")
@@ -628,9 +649,10 @@ def _seconds_list(text: str, option: str) -> tuple[float, ...]:
 @click.option("--decoder", type=click.Choice(["greedy", "lm"]), default="lm", show_default=True)
 @click.option("--runtime", type=click.Choice(["torch", "ort", "onnx-ref", "coreml"]),
               default=None,
-              help="For .onnx files: ort (default) or onnx-ref; .mlpackage: coreml.")
+              help="For .onnx files and bundles: ort (default) or onnx-ref; .mlpackage: coreml.")
 def transcribe_command(model, audio, decoder, runtime) -> None:
-    """Print one line per AUDIO file: its name and MODEL's transcript (any sample rate)."""
+    """Print one line per AUDIO file: its name and MODEL's transcript (any sample rate).
+    MODEL may be a deployment bundle directory (`mho export onnx --bundle`)."""
     from mho.data.audio import load_audio
     from mho.runtime.recognizer import load_recognizer
 
@@ -638,6 +660,38 @@ def transcribe_command(model, audio, decoder, runtime) -> None:
     for path in audio:
         waveform = load_audio(path, resample=True)
         click.echo(f"{path}\t{recognizer.transcribe(waveform)}")
+
+
+@main.command("serve")
+@click.argument("models", nargs=-1, required=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--max-batch", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Requests per onnxruntime call at most.")
+@click.option("--max-wait-ms", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              help="How long a batch waits for more requests after its first.")
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Batches run at once (worker threads).")
+@click.option("--max-queue", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Requests waiting per model; past it: 503 with Retry-After.")
+@click.option("--max-audio-seconds", type=click.FloatRange(min=0, min_open=True),
+              default=60.0, show_default=True, help="Longer uploads: 413.")
+@click.option("--decoder", type=click.Choice(["greedy", "lm"]), default="lm", show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="onnxruntime threads per session (default: cores / workers).")
+def serve_command(models, host, port, max_batch, max_wait_ms, workers, max_queue,
+                  max_audio_seconds, decoder, threads) -> None:
+    """Serve MODELS (exported .onnx files, bundles, shipped model names exported on start;
+    NAME=MODEL names one) over an OpenAI-compatible HTTP API until SIGTERM or Ctrl-C."""
+    import logging
+
+    from mho.serve.config import ServeConfig
+    from mho.serve.server import serve
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
+    serve(ServeConfig(host=host, port=port, max_batch=max_batch, max_wait_ms=max_wait_ms,
+                      workers=workers, max_queue=max_queue, max_audio_seconds=max_audio_seconds,
+                      decoder=decoder, threads=threads), models)
 
 
 @main.command("check")

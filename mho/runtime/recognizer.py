@@ -22,14 +22,24 @@ def load_recognizer(
     name: str, *, decoder: str = "lm", runtime: str | None = None, threads: int | None = None
 ) -> Recognizer:
     """A peer recognizer, a shipped model, a checkpoint path, a Hugging Face wav2vec2 CTC
-    model directory, an exported .onnx file or .mlpackage, with the chosen decoder (character
-    models: greedy only). runtime: "torch" for models and checkpoints; "ort" (default) or
-    "onnx-ref" for .onnx files; "coreml" for .mlpackage (Core ML on macOS, its ML program on
+    model directory, an exported .onnx file, a deployment bundle (its own lexicon, LM and
+    settings) or .mlpackage, with the chosen decoder (character models: greedy only).
+    runtime: "torch" for models and checkpoints; "ort" (default) or "onnx-ref" for .onnx
+    files and bundles; "coreml" for .mlpackage (Core ML on macOS, its ML program on
     numpy elsewhere). threads: onnxruntime's intra-op threads (default: all)."""
     from mho.decoding.decoders import load_decoder
     from mho.errors import MhoError
+    from mho.exporter.bundle import Bundle, is_bundle
     from mho.models.zoo import checkpoint_path, shipped_models
 
+    if is_bundle(name):
+        from mho.runtime.onnx_runtime import OnnxRecognizer, OnnxSession
+
+        if runtime not in (None, "ort", "onnx-ref"):
+            raise MhoError(f"{name} is an mho bundle: run it with --runtime ort or onnx-ref")
+        bundle = Bundle.open(name)
+        session = OnnxSession(bundle.model_path, runtime or "ort", threads)
+        return OnnxRecognizer(name, session, bundle.decoder(decoder), decoder)
     if name.endswith(".onnx"):
         from mho.runtime.onnx_runtime import OnnxRecognizer, OnnxSession
 
