@@ -1,7 +1,8 @@
 """Deployment bundles: one directory with an exported ONNX file and everything that turns its
 outputs into words, so a server needs neither mho's source tree nor its shipped assets.
 
-    report = export_bundle(model, "bundle/", metadata)    # write
+    report = export_bundle(model, "bundle/", metadata)    # export and bundle
+    report = write_bundle("model.onnx", "bundle/")         # bundle an exported file
     bundle = Bundle.open("bundle/")                        # read
     decoder = bundle.decoder("lm")                         # a mho.decoding Decoder
 
@@ -59,7 +60,7 @@ DECODERS = ("greedy", "lm")
 @dataclass(frozen=True)
 class BundleReport:
     directory: Path
-    export: ExportReport  # of model.onnx
+    export: ExportReport | None  # of model.onnx (None: bundled from an existing file)
     bytes: int  # every file of the bundle
     files: dict[str, int]  # name -> bytes
 
@@ -77,22 +78,54 @@ def export_bundle(
     beam: BeamOptions | None = None,
     lm_assets: str | Path = LM_ASSETS,
 ) -> BundleReport:
-    """Export ``model`` (waveform input) into ``directory`` with its tokens, lexicon, LM,
-    ``bundle.json``, ``decode.py`` and README. The directory is written beside its final
-    place and renamed into it, so a failed export leaves no half bundle; an existing
-    bundle there is replaced, any other non-empty directory refused. ``beam``: the search
-    settings (default: mho's)."""
-    beam = beam or BeamOptions()
+    """Export ``model`` (waveform input) into a new bundle ``directory`` (see write_bundle)."""
     directory = Path(directory)
+    _check_target(directory)
+    partial = directory.with_name(f"{directory.name}.export")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        report = export_onnx(model, partial / MODEL_FILE, metadata, input="waveform")
+        written = write_bundle(partial / MODEL_FILE, directory, beam=beam, lm_assets=lm_assets,
+                               move=True)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return dataclasses.replace(written, export=dataclasses.replace(
+        report, path=directory / MODEL_FILE))
+
+
+def _check_target(directory: Path) -> None:
     if directory.exists() and not is_bundle(directory) and (
             not directory.is_dir() or any(directory.iterdir())):
         raise MhoError(f"{directory} exists and is not an mho bundle: choose another directory")
+
+
+def write_bundle(
+    onnx_file: str | Path,
+    directory: str | Path,
+    *,
+    beam: BeamOptions | None = None,
+    lm_assets: str | Path = LM_ASSETS,
+    move: bool = False,
+) -> BundleReport:
+    """Make a bundle of an exported waveform-input ``onnx_file`` (copied, or with ``move``
+    moved) with its tokens, lexicon, LM, ``bundle.json``, ``decode.py`` and README. The
+    directory is written beside its final place and renamed into it, so a failure leaves no
+    half bundle; an existing bundle there is replaced, any other non-empty directory refused.
+    ``beam``: the search settings (default: mho's)."""
+    beam = beam or BeamOptions()
+    onnx_file, directory = Path(onnx_file), Path(directory)
+    _check_target(directory)
+    written = read_metadata(onnx_file)
+    if written.input != "waveform":
+        raise MhoError(f"{onnx_file} reads log-mel features: a bundle carries a waveform-input "
+                       f"export (`mho export onnx --input waveform`)")
+    if (onnx_file.parent / f"{onnx_file.name}.data").exists():
+        raise MhoError(f"{onnx_file} keeps its weights in external data: too large to bundle")
     partial = directory.with_name(f"{directory.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     try:
-        report = export_onnx(model, partial / MODEL_FILE, metadata, input="waveform")
-        written = read_metadata(partial / MODEL_FILE)  # what the file says, input included
+        (shutil.move if move else shutil.copyfile)(onnx_file, partial / MODEL_FILE)
         phones = tuple(written.vocabulary) == PHONE_VOCABULARY.tokens
         (partial / TOKENS_FILE).write_text(
             "".join(f"{token} {i}\n" for i, token in enumerate(written.vocabulary)),
@@ -133,8 +166,7 @@ def export_bundle(
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     sizes = {name: (directory / name).stat().st_size for name in files}
-    report = dataclasses.replace(report, path=directory / MODEL_FILE)
-    return BundleReport(directory, report, sum(sizes.values()), sizes)
+    return BundleReport(directory, None, sum(sizes.values()), sizes)
 
 
 @dataclass(frozen=True)
