@@ -73,6 +73,10 @@ class DynamicBatcher:
         self._loop_task: asyncio.Task | None = None
         self._closing = False
         self._forming = False  # a batch is being gathered (taken from the queue, not running)
+        self.in_flight = 0  # accepted requests not yet answered (or dropped)
+
+    def _answered(self, future: asyncio.Future) -> None:
+        self.in_flight -= 1
 
     @property
     def depth(self) -> int:
@@ -89,6 +93,8 @@ class DynamicBatcher:
         if self._queue.qsize() >= self.max_queue:
             raise QueueFull(f"the queue holds {self.max_queue} requests; retry shortly")
         pending = Pending(waveform, asyncio.get_running_loop().create_future())
+        self.in_flight += 1
+        pending.future.add_done_callback(self._answered)
         self._queue.put_nowait(pending)
         self._observer.queued(self._queue.qsize())
         return pending.future

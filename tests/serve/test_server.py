@@ -260,8 +260,7 @@ def test_graceful_stop_answers_requests_in_flight(model_file, references, uttera
         with gated(running) as gate:
             threads, results = in_threads([lambda u=u: post(running.url, u.audio)
                                            for u in utterances[:3]])
-            # one running (held), one waiting for the worker, one queued: all accepted
-            wait_until(lambda: batcher._running and batcher.depth == 1)
+            wait_until(lambda: batcher._running and batcher.in_flight == 3)  # all accepted
             stopping = threading.Thread(target=running.stop)
             stopping.start()
 
