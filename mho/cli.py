@@ -861,6 +861,61 @@ def bench_runtime_command(model, data_set, utterances, repeats, threads, as_json
     console.print(table)
 
 
+@bench.command("serve")
+@click.option("--model", default="conformer-sinusoidal-linear-w8", show_default=True,
+              help="An exported .onnx file, a bundle, or a shipped model (exported first).")
+@click.option("--data", "data_sets", multiple=True, default=("flite-slt", "festival-slt"),
+              show_default=True)
+@click.option("--concurrency", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--requests", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Requests per round and side.")
+@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--max-batch", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--max-wait-ms", type=click.FloatRange(min=0), default=10.0, show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--decoder", type=click.Choice(["greedy", "lm"]), default="lm", show_default=True)
+@click.option("--no-compare", is_flag=True, help="Skip the --max-batch 1 server.")
+@click.option("--soak", "soak_seconds", type=click.FloatRange(min=0), default=0.0,
+              help="Seconds of soak (good and bad uploads) instead of the comparison.")
+@click.option("--json", "as_json", is_flag=True)
+def bench_serve_command(model, data_sets, concurrency, requests, rounds, max_batch, max_wait_ms,
+                        workers, decoder, no_compare, soak_seconds, as_json) -> None:
+    """Load-test `mho serve` on 127.0.0.1 from concurrent clients: throughput, latency
+    percentiles, batch sizes, errors, lost requests; batching against --max-batch 1."""
+    from mho.serve.bench import ServeBenchConfig, bench_serve
+
+    config = ServeBenchConfig(model=model, data=data_sets, concurrency=concurrency,
+                              requests=requests, rounds=rounds, max_batch=max_batch,
+                              max_wait_ms=max_wait_ms, workers=workers, decoder=decoder,
+                              compare=not no_compare, soak_seconds=soak_seconds)
+    log = (lambda message: None) if as_json else (lambda message: console.print(f"[dim]{message}"))
+    summary = bench_serve(config, log=log)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    table = Table(title=f"serve bench: {model}, concurrency {concurrency}")
+    for column in ("side", "audio s/s", "p50 ms", "p95 ms", "p99 ms", "batches by size",
+                   "errors", "lost", "same text", "RSS MB start/end"):
+        table.add_column(column, justify="left" if column in ("side", "batches by size")
+                         else "right")
+    for name, side in summary["sides"].items():
+        lat = side["latency_ms"]
+        table.add_row(name, f"{side['audio_seconds_per_second']:.1f}", f"{lat['p50']:.0f}",
+                      f"{lat['p95']:.0f}", f"{lat['p99']:.0f}",
+                      " ".join(f"{k}:{v}" for k, v in side["batch_sizes"].items()),
+                      str(side["errors"]), str(side["lost"]),
+                      f"{side['transcripts_identical']}/{side['transcripts_checked']}",
+                      f"{side['rss_mb']['start']:.0f}/{side['rss_mb']['end']:.0f}")
+    console.print(table)
+    if summary.get("speedup"):
+        console.print(f"batching speed-up: {summary['speedup']:.2f}x")
+    if "soak" in summary:
+        soak = summary["soak"]
+        console.print(f"soak: {soak['good_answered_correctly']}/{soak['good']} good answered "
+                      f"correctly, {soak['bad_answered_as_expected']}/{soak['bad']} bad refused "
+                      f"as expected")
+
+
 @bench.command("lpa")
 @click.option("--model", default="wav2vec2-small", show_default=True,
               help="A wav2vec2-style model: its size is benchmarked with attention and with LPA.")
