@@ -194,5 +194,9 @@ class DynamicBatcher:
                 else:
                     pending.future.set_result(BatchResult(
                         text, len(batch), started - pending.queued_at, seconds))
+        except Exception as error:  # a bug here must not leave clients waiting forever
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(error)
         finally:
             self._slots.release()
