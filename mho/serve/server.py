@@ -53,15 +53,28 @@ def serve(config: ServeConfig, specs: list[str] | tuple[str, ...],
 
     app = create_app(config, sources, on_load_error)
     server = _Server(_uvicorn_config(app, config, log_level))
+    listening = _listen(config.host, config.port)  # here, so a taken port is an MhoError
     try:
-        server.run()
-    except OSError as error:  # the port is taken, the host unknown
-        raise MhoError(f"cannot listen on {config.host}:{config.port}: {error}") from None
+        server.run(sockets=[listening])
+    finally:
+        listening.close()
     if failure:
         raise MhoError(failure[0])
     if not server.started:
         raise MhoError(f"the server did not start on {config.host}:{config.port} (see the "
                        f"log above)")
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A bound TCP socket for uvicorn (port 0: a free one)."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        listening = socket.socket(family, socket.SOCK_STREAM)
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listening.bind((host, port))
+    except OSError as error:  # the port is taken, the host unknown
+        raise MhoError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+    return listening
 
 
 class ServerThread:
@@ -78,9 +91,7 @@ class ServerThread:
         self.config = config
         self._failure: list[str] = []
         self.app = create_app(config, self.sources, self._failure.append)
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind((config.host, config.port))
+        self._socket = _listen(config.host, config.port)
         self.port = self._socket.getsockname()[1]
         self.url = f"http://{config.host}:{self.port}"
         uv_config = _uvicorn_config(self.app, config, "warning")

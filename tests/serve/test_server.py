@@ -280,3 +280,28 @@ def test_graceful_stop_answers_requests_in_flight(model_file, references, uttera
     assert [r.status_code for r in results] == [200] * 3
     assert [r.json()["text"] for r in results] == [references[str(u.audio)]
                                                    for u in utterances[:3]]
+
+
+def test_serve_command_errors_are_one_line(model_file, tmp_path):
+    import socket
+
+    def serve(*args):
+        return CliRunner().invoke(main, ["serve", *map(str, args)])
+
+    cases = [
+        ((tmp_path / "missing.onnx",), f"no such ONNX file: {tmp_path / 'missing.onnx'}"),
+        (("no-such-model",), "cannot serve 'no-such-model': give an exported .onnx file"),
+        ((model_file, f"synthetic={model_file}"), "two models are named synthetic"),
+        ((model_file, "--max-batch", "0"), "Invalid value for '--max-batch'"),
+    ]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        cases.append(((model_file, "--port", taken.getsockname()[1]), "cannot listen on "
+                      f"127.0.0.1:{taken.getsockname()[1]}: Address already in use"))
+        for args, message in cases:
+            result = serve(*args)
+            assert result.exit_code != 0 and message in result.output, result.output
+            if "Invalid value" not in message:
+                assert result.output.strip() == f"error: {result.output.strip()[7:]}"
+                assert len(result.output.strip().splitlines()) == 1
