@@ -118,6 +118,33 @@ def rss_mb(pid: int) -> float:
     raise MhoError(f"no VmRSS for process {pid}")
 
 
+class _RssSampler:
+    """A process's resident memory every ``interval`` seconds while in the with-block: a
+    soak's memory is flat when the samples plateau, not only when start and end agree."""
+
+    def __init__(self, pid: int, interval: float):
+        import threading
+
+        self.pid, self.interval = pid, interval
+        self.values: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while True:
+            self.values.append(round(rss_mb(self.pid), 1))
+            if self._stop.wait(self.interval):
+                return
+
+    def __enter__(self) -> "_RssSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 class ServerProcess:
     """`python -m mho serve` on a free local port, until closed (SIGTERM)."""
 
@@ -297,8 +324,11 @@ def bench_serve(config: ServeBenchConfig, log=lambda message: None) -> dict:
                          else items[i % len(items)] for i in range(len(items) * 2)]
                 log(f"soak: {config.soak_seconds:g} s at concurrency {config.concurrency}")
                 deadline = time.perf_counter() + config.soak_seconds
-                outcomes, seconds = asyncio.run(_drive(server.url, mixed, config.concurrency,
-                                                       deadline))
+                samples = _RssSampler(server.process.pid, config.soak_seconds / 10)
+                with samples:
+                    outcomes, seconds = asyncio.run(_drive(server.url, mixed,
+                                                           config.concurrency, deadline))
+                side.rss_mb["samples"] = samples.values
                 side.outcomes = outcomes
                 audio = sum(o.audio_seconds for o in outcomes if o.status == 200)
                 side.rounds.append({"seconds": seconds, "audio_seconds": audio,
@@ -315,7 +345,8 @@ def bench_serve(config: ServeBenchConfig, log=lambda message: None) -> dict:
                 server.close()
         summary = {
             "model": config.model, "data": list(config.data), "concurrency": config.concurrency,
-            "requests_per_round": config.requests, "rounds": config.rounds,
+            **({} if config.soak_seconds else {"requests_per_round": config.requests,
+                                               "rounds": config.rounds}),
             "max_wait_ms": config.max_wait_ms, "workers": config.workers,
             "decoder": config.decoder, "cores": len(os.sched_getaffinity(0)),
             "sides": {name: side.summary() for name, side in results.items()},

@@ -49,3 +49,18 @@ def test_bench_serve_runs_end_to_end(model_file):
         assert sum(int(k) * v for k, v in side["batch_sizes"].items()) == 24
         assert max(map(int, side["batch_sizes"])) <= max_batch
     assert summary["speedup"] > 0
+
+
+@pytest.mark.slow
+def test_soak_mixes_good_and_bad_uploads(model_file):
+    result = CliRunner().invoke(main, [
+        "bench", "serve", "--model", str(model_file), "--decoder", "greedy", "--data",
+        "festival-slt", "--soak", "8", "--concurrency", "16", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    soak, side = summary["soak"], summary["sides"]["batched"]
+    assert soak["good"] > 0 and soak["bad"] > 0
+    assert soak["good_answered_correctly"] == soak["good"]
+    assert soak["bad_answered_as_expected"] == soak["bad"]
+    assert side["errors"] == 0 and side["lost"] == 0
+    assert len(side["rss_mb"]["samples"]) >= 2
