@@ -305,3 +305,42 @@ def test_serve_command_errors_are_one_line(model_file, tmp_path):
             if "Invalid value" not in message:
                 assert result.output.strip() == f"error: {result.output.strip()[7:]}"
                 assert len(result.output.strip().splitlines()) == 1
+
+
+def test_health_is_503_until_the_sessions_load(model_file, monkeypatch):
+    import mho.serve.app
+    from mho.errors import MhoError
+
+    loading = threading.Event()
+    real_load = mho.serve.app.load_model
+
+    def slow_load(*args):
+        loading.wait(timeout=60)
+        return real_load(*args)
+
+    monkeypatch.setattr(mho.serve.app, "load_model", slow_load)
+    starting = ServerThread(CONFIG, [str(model_file)])
+    waiting = threading.Thread(target=starting.__enter__)
+    waiting.start()
+    try:
+        wait_until(lambda: starting._server.started)
+        health = httpx.get(starting.url + "/health")
+        assert health.status_code == 503 and health.json()["status"] == "loading"
+        early = post(starting.url, data=wav(1))
+        assert early.status_code == 503 and early.headers["retry-after"] == "5"
+        assert early.json()["error"]["code"] == "not_ready"
+        loading.set()
+        waiting.join()
+        assert httpx.get(starting.url + "/health").json()["status"] == "ok"
+    finally:
+        loading.set()
+        waiting.join()
+        starting.stop()
+
+    def failing_load(*args):
+        raise MhoError("onnxruntime cannot load it")
+
+    monkeypatch.setattr(mho.serve.app, "load_model", failing_load)
+    with pytest.raises(MhoError, match="cannot load synthetic: onnxruntime cannot load it"):
+        with ServerThread(CONFIG, [str(model_file)]):
+            pass
