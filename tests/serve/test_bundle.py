@@ -114,9 +114,9 @@ BLOCK_MHO = ("import runpy, sys; sys.modules['mho'] = None; sys.argv = sys.argv[
 
 
 @pytest.mark.slow
-def test_standalone_decode_script_agrees_with_mho(bundle, utterances):
+def test_standalone_decode_script_agrees_with_mho(bundle, model_file, utterances):
     """decode.py with `import mho` made impossible: the LM beam search written apart from
-    mho's gives mho's words."""
+    mho's gives mho's words, from the bundle and from the bare file with mho's assets."""
     paths = [str(u.audio) for u in utterances[:5]]
     standalone = subprocess.run([sys.executable, "-c", BLOCK_MHO, str(bundle / "decode.py"),
                                  str(bundle), *paths], capture_output=True, text=True,
@@ -125,3 +125,6 @@ def test_standalone_decode_script_agrees_with_mho(bundle, utterances):
     with_mho = run("transcribe", bundle, *paths, "--decoder", "lm")
     assert with_mho.exit_code == 0, with_mho.output
     assert standalone.stdout == with_mho.output
+    from_file = run("transcribe", model_file, *paths, "--decoder", "lm")
+    assert transcripts(from_file.output) == transcripts(with_mho.output)
+    assert all(transcripts(with_mho.output))  # words, not empty lines
