@@ -287,6 +287,14 @@ async def _transcribe(state: ServerState, request: Request) -> Response:
     except ClientDisconnect:
         return Response(status_code=499)  # nobody reads it
     form = await _parse_form(request, body)
+    try:
+        return await _answer(state, request, form, started)
+    finally:
+        await form.close()  # the upload's spooled temporary file
+
+
+async def _answer(state: ServerState, request: Request, form, started: float) -> Response:
+    config = state.config
     name = form.get("model")
     if not isinstance(name, str) or not name:
         raise ApiError(400, "bad_request", "the `model` field is missing", "model")
