@@ -16,7 +16,7 @@ KENLM_BUILD_PACKAGES := cmake g++ libboost-program-options-dev libboost-system-d
 CORPUS := data/corpus
 HOURS := 20
 
-.PHONY: setup demo test lint debian corpus features waveforms lpa-models kenlm lm testsets models models-diverse clean
+.PHONY: setup demo test test-slow browser lint debian corpus features waveforms lpa-models kenlm lm testsets models models-diverse clean
 
 # Evaluating, simulating and exporting need only the Python environment.
 setup: $(VENV)/.installed
@@ -47,6 +47,19 @@ demo: setup
 test: setup debian kenlm
 	$(VENV)/bin/lint-imports
 	MHO_KENLM_BIN=$(CURDIR)/$(KENLM_BIN) $(PY) -m pytest
+
+# The slow tests: the web page in a real headless browser (Debian's chromium and its driver,
+# installed when missing), the baseline exported and served, SIGTERM on a server process.
+BROWSER_PACKAGES := chromium chromium-driver
+browser:
+	@missing=$$(for p in $(BROWSER_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:" $$missing; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+test-slow: setup debian kenlm browser
+	MHO_KENLM_BIN=$(CURDIR)/$(KENLM_BIN) $(PY) -m pytest -m slow
 
 lint: setup
 	$(VENV)/bin/ruff check mho tests recipes

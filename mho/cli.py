@@ -498,29 +498,47 @@ def export_group() -> None:
 
 @export_group.command("onnx")
 @click.argument("model")
-@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path),
               help="The .onnx file to write (weights over 1 GiB go to FILE.data beside it).")
+@click.option("--bundle", type=click.Path(file_okay=False, path_type=Path),
+              help="Write a deployment bundle here instead: model.onnx (waveform input), "
+                   "tokens, lexicon, LM, bundle.json, decode.py, README.")
 @click.option("--input", "input_kind", type=click.Choice(["features", "waveform"]),
               default="waveform", show_default=True,
               help="waveform: 16 kHz samples in, log-mel front-end inside the graph.")
 @memristor_options
 @click.option("--json", "as_json", is_flag=True)
-def export_onnx_command(model, out, input_kind, memristor, adc, layer_rules, digital_patterns,
-                        noise, seed, chip, as_json) -> None:
-    """Export MODEL (digital, or programmed onto a memristor chip) to one ONNX file."""
+def export_onnx_command(model, out, bundle, input_kind, memristor, adc, layer_rules,
+                        digital_patterns, noise, seed, chip, as_json) -> None:
+    """Export MODEL (digital, or programmed onto a memristor chip) to one ONNX file or a
+    deployment bundle (--bundle DIR)."""
+    from mho.exporter.bundle import export_model_bundle
     from mho.exporter.onnx import export_model_onnx
     from mho.workflows.chips import resolve_simulator_config
 
+    if (out is None) == (bundle is None):
+        raise MhoError("give the output: -o FILE.onnx or --bundle DIR (one of them)")
+    if bundle is not None and input_kind != "waveform":
+        raise MhoError("a bundle carries a waveform-input model (its users need no log-mel "
+                       "code): drop --input features")
     simulator = None
     if memristor is not None or chip is not None:
         simulator = resolve_simulator_config(memristor, chip, adc=adc, layers=layer_rules,
                                              digital=digital_patterns, noise=noise)
     elif adc or layer_rules or digital_patterns or noise:
         raise MhoError("--adc, --layer, --digital and --noise need --memristor (or --chip)")
-    report, metadata = export_model_onnx(model, out, input=input_kind, simulator=simulator,
-                                         seed=seed, chip=chip, progress=not as_json)
-    summary = {"path": str(report.path), "bytes": report.bytes, "seconds": report.seconds,
-               "external_data": report.external_data, "nodes": report.nodes}
+    summary = {}
+    if bundle is not None:
+        written, metadata = export_model_bundle(model, bundle, simulator=simulator, seed=seed,
+                                                chip=chip, progress=not as_json)
+        report = written.export
+        summary = {"bundle": str(written.directory), "bundle_bytes": written.bytes,
+                   "files": written.files}
+    else:
+        report, metadata = export_model_onnx(model, out, input=input_kind, simulator=simulator,
+                                             seed=seed, chip=chip, progress=not as_json)
+    summary.update({"path": str(report.path), "bytes": report.bytes, "seconds": report.seconds,
+                    "external_data": report.external_data, "nodes": report.nodes})
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
@@ -528,6 +546,9 @@ def export_onnx_command(model, out, input_kind, memristor, adc, layer_rules, dig
     console.print(f"{model} ({kind}, {input_kind} input) -> {report.path}: "
                   f"{report.bytes / 1e6:.1f} MB in {report.seconds:.1f} s"
                   + (" (external data)" if report.external_data else ""))
+    if bundle is not None:
+        console.print(f"bundle {bundle}: {', '.join(summary['files'])} "
+                      f"({summary['bundle_bytes'] / 1e6:.1f} MB)")
     table = Table(title="nodes by op type")
     table.add_column("op")
     table.add_column("nodes", justify="right")
@@ -597,15 +618,48 @@ def _seconds_list(text: str, option: str) -> tuple[float, ...]:
 @click.option("--decoder", type=click.Choice(["greedy", "lm"]), default="lm", show_default=True)
 @click.option("--runtime", type=click.Choice(["torch", "ort", "onnx-ref", "coreml"]),
               default=None,
-              help="For .onnx files: ort (default) or onnx-ref; .mlpackage: coreml.")
+              help="For .onnx files and bundles: ort (default) or onnx-ref; .mlpackage: coreml.")
 @run_options
 def transcribe_command(model, audio, decoder, runtime, threads, lm) -> None:
-    """Print one line per AUDIO file: its name and MODEL's transcript (any sample rate)."""
+    """Print one line per AUDIO file: its name and MODEL's transcript (any sample rate).
+    MODEL may be a deployment bundle directory (`mho export onnx --bundle`)."""
     from mho.runtime.recognizer import transcribe_files
 
     for path, text in transcribe_files(model, audio, decoder=decoder, runtime=runtime,
                                        threads=threads, lm=lm):
         click.echo(f"{path}\t{text}")
+
+
+@main.command("serve")
+@click.argument("models", nargs=-1, required=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--max-batch", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Requests per onnxruntime call at most.")
+@click.option("--max-wait-ms", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              help="How long a batch waits for more requests after its first.")
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Batches run at once (worker threads).")
+@click.option("--max-queue", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Requests waiting per model; past it: 503 with Retry-After.")
+@click.option("--max-audio-seconds", type=click.FloatRange(min=0, min_open=True),
+              default=60.0, show_default=True, help="Longer uploads: 413.")
+@click.option("--decoder", type=click.Choice(["greedy", "lm"]), default="lm", show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="onnxruntime threads per session (default: cores / workers).")
+def serve_command(models, host, port, max_batch, max_wait_ms, workers, max_queue,
+                  max_audio_seconds, decoder, threads) -> None:
+    """Serve MODELS (exported .onnx files, bundles, shipped model names exported on start;
+    NAME=MODEL names one) over an OpenAI-compatible HTTP API until SIGTERM or Ctrl-C."""
+    import logging
+
+    from mho.serve.config import ServeConfig
+    from mho.serve.server import serve
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
+    serve(ServeConfig(host=host, port=port, max_batch=max_batch, max_wait_ms=max_wait_ms,
+                      workers=workers, max_queue=max_queue, max_audio_seconds=max_audio_seconds,
+                      decoder=decoder, threads=threads), models)
 
 
 @main.command("check")
@@ -739,6 +793,61 @@ def bench_runtime_command(model, data_set, utterances, repeats, threads, as_json
     ):
         table.add_row(label, f"{ms[slow]:.0f}", f"{ms[fast]:.0f}", f"{summary[key]:.2f}", target)
     console.print(table)
+
+
+@bench.command("serve")
+@click.option("--model", default="conformer-sinusoidal-linear-w8", show_default=True,
+              help="An exported .onnx file, a bundle, or a shipped model (exported first).")
+@click.option("--data", "data_sets", multiple=True, default=("flite-slt", "festival-slt"),
+              show_default=True)
+@click.option("--concurrency", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--requests", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Requests per round and side.")
+@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--max-batch", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--max-wait-ms", type=click.FloatRange(min=0), default=10.0, show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--decoder", type=click.Choice(["greedy", "lm"]), default="lm", show_default=True)
+@click.option("--no-compare", is_flag=True, help="Skip the --max-batch 1 server.")
+@click.option("--soak", "soak_seconds", type=click.FloatRange(min=0), default=0.0,
+              help="Seconds of soak (good and bad uploads) instead of the comparison.")
+@click.option("--json", "as_json", is_flag=True)
+def bench_serve_command(model, data_sets, concurrency, requests, rounds, max_batch, max_wait_ms,
+                        workers, decoder, no_compare, soak_seconds, as_json) -> None:
+    """Load-test `mho serve` on 127.0.0.1 from concurrent clients: throughput, latency
+    percentiles, batch sizes, errors, lost requests; batching against --max-batch 1."""
+    from mho.serve.bench import ServeBenchConfig, bench_serve
+
+    config = ServeBenchConfig(model=model, data=data_sets, concurrency=concurrency,
+                              requests=requests, rounds=rounds, max_batch=max_batch,
+                              max_wait_ms=max_wait_ms, workers=workers, decoder=decoder,
+                              compare=not no_compare, soak_seconds=soak_seconds)
+    log = (lambda message: None) if as_json else (lambda message: console.print(f"[dim]{message}"))
+    summary = bench_serve(config, log=log)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    table = Table(title=f"serve bench: {model}, concurrency {concurrency}")
+    for column in ("side", "audio s/s", "p50 ms", "p95 ms", "p99 ms", "batches by size",
+                   "errors", "lost", "same text", "RSS MB start/end"):
+        table.add_column(column, justify="left" if column in ("side", "batches by size")
+                         else "right")
+    for name, side in summary["sides"].items():
+        lat = side["latency_ms"]
+        table.add_row(name, f"{side['audio_seconds_per_second']:.1f}", f"{lat['p50']:.0f}",
+                      f"{lat['p95']:.0f}", f"{lat['p99']:.0f}",
+                      " ".join(f"{k}:{v}" for k, v in side["batch_sizes"].items()),
+                      str(side["errors"]), str(side["lost"]),
+                      f"{side['transcripts_identical']}/{side['transcripts_checked']}",
+                      f"{side['rss_mb']['start']:.0f}/{side['rss_mb']['end']:.0f}")
+    console.print(table)
+    if summary.get("speedup"):
+        console.print(f"batching speed-up: {summary['speedup']:.2f}x")
+    if "soak" in summary:
+        soak = summary["soak"]
+        console.print(f"soak: {soak['good_answered_correctly']}/{soak['good']} good answered "
+                      f"correctly, {soak['bad_answered_as_expected']}/{soak['bad']} bad refused "
+                      f"as expected")
 
 
 @bench.command("lpa")

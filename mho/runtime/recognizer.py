@@ -29,12 +29,15 @@ def load_recognizer(
     lm: str | Path | None = None,
 ) -> Transcriber:
     """A peer recognizer, a shipped model, a checkpoint path, a Hugging Face wav2vec2 CTC
-    model directory, an exported .onnx file or .mlpackage, with the chosen decoder (character
-    models: greedy only). runtime: "torch" for models and checkpoints; "ort" (default) or
-    "onnx-ref" for .onnx files; "coreml" for .mlpackage (Core ML on macOS, its ML program on
-    numpy elsewhere). threads: intra-op threads (default: onnxruntime one per core, torch's
-    own setting). lm: a directory from `mho data lm` (default: the shipped LM)."""
+    model directory, an exported .onnx file, a deployment bundle (its own lexicon, LM and
+    settings) or .mlpackage, with the chosen decoder (character models: greedy only).
+    runtime: "torch" for models and checkpoints; "ort" (default) or "onnx-ref" for .onnx
+    files and bundles; "coreml" for .mlpackage (Core ML on macOS, its ML program on numpy
+    elsewhere). threads: intra-op threads (default: onnxruntime one per core, torch's own
+    setting). lm: a directory from `mho data lm` (default: the shipped LM; a bundle brings
+    its own)."""
     from mho.decoding.decoders import load_decoder
+    from mho.exporter.bundle import Bundle, is_bundle
     from mho.runtime.speech import Recognizer, SpeechSession
 
     if name == "pocketsphinx":
@@ -43,6 +46,14 @@ def load_recognizer(
         from mho.runtime.pocketsphinx import PocketsphinxRecognizer
 
         return PocketsphinxRecognizer()
+    if is_bundle(name):
+        if runtime not in (None, "ort", "onnx-ref"):
+            raise MhoError(f"{name} is an mho bundle: run it with --runtime ort or onnx-ref")
+        if lm is not None:
+            raise MhoError(f"{name} is an mho bundle: it decodes with its own LM; drop --lm")
+        bundle = Bundle.open(name)
+        session = SpeechSession.from_file(bundle.model_path, runtime, threads=threads)
+        return Recognizer(name, session, bundle.decoder(decoder), decoder)
     if name.endswith(".onnx") or name.rstrip("/").endswith(".mlpackage"):
         session = SpeechSession.from_file(name.rstrip("/"), runtime, threads=threads)
     else:
