@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from mho.cli import main
+from mho.data.datasets import shipped_set_dir
 from mho.data.lexicon import PHONE_VOCABULARY, Lexicon
 from mho.errors import MhoError
 from mho.exporter.bundle import Bundle, write_bundle
@@ -95,7 +96,8 @@ def test_bundle_errors(bundle, model_file, tmp_path):
     broken = tmp_path / "broken"
     write_bundle(model_file, broken)
     (broken / "lm.bin").unlink()
-    result = run("transcribe", broken, "x.wav")
+    audio = next((shipped_set_dir() / "flite-slt").glob("*.flac"))  # the paths pass first
+    result = run("transcribe", broken, audio)
     assert result.exit_code == 1 and result.output.strip() == f"error: bundle {broken} lacks lm.bin"
 
 
