@@ -172,7 +172,8 @@ def memristor_options(command):
                           "file)."),
         click.option("--adc", metavar="P/R", help="Default ADC precision/range bits (e.g. 4/4)."),
         click.option("--layer", "layer_rules", multiple=True, metavar="PATTERN=P/R",
-                     help="ADC of the layers matching a glob pattern; repeatable."),
+                     help="ADC (or =digital, or depthwise layout =per-channel / "
+                          "=block-diagonal) of the layers matching a glob; repeatable."),
         click.option("--digital", "digital_patterns", multiple=True, metavar="PATTERN",
                      help="Keep matching layers digital (the paper's oracle); repeatable."),
         click.option("--noise", type=click.Choice(["off", "legacy", "physical"]), default=None,
