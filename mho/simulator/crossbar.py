@@ -183,8 +183,9 @@ class CrossbarLinear(nn.Module):
             )
         self.chip = chip
         self.config = config
-        self.weight_scale = float(weight_scale)
-        self.input_scale = float(input_scale)
+        # float32 values, as QAT's scale tensors and an exported file's attributes hold them
+        self.weight_scale = float(np.float32(weight_scale))
+        self.input_scale = float(np.float32(input_scale))
         self.in_features, self.out_features = chip.in_features, chip.out_features
         self.planes = chip.planes
         self.tiles_in, self.tiles_out = chip.tiles
@@ -210,6 +211,12 @@ class CrossbarLinear(nn.Module):
 
         r_plus, r_minus = chip.r_plus.astype(np.float64), chip.r_minus.astype(np.float64)
         self.register_buffer("signal_matrix", to_tiles(r_plus - r_minus))  # [T_in, R, P*O_pad]
+        # a bound on the float32 matmul's error of each column read, in ADC steps: gamma_R
+        # max|table| sum_r |g_r| (any summation order; u = 2^-24), doubled for margin. Reads
+        # this close to a rounding boundary are recomputed in float64 (kernels.convert).
+        gamma = 2 * tile_rows * 2.0**-24 / (1 - tile_rows * 2.0**-24)
+        largest = float(self._signal_steps.abs().max())
+        self._read_bound = (gamma * largest * self.signal_matrix.double().abs().sum(1)).numpy()
 
         if config.noise != "off":
             g_low = conductance_polynomial(chip.llrs)
@@ -435,7 +442,8 @@ class CrossbarLinear(nn.Module):
                     self._plane_weights, totals, clipped)
             else:
                 kernels.convert(reads.view(codes_shape).numpy(), limit, self._plane_weights,
-                                totals, clipped)
+                                totals, clipped, index.numpy(), self._signal_steps.numpy(),
+                                self.signal_matrix.numpy(), self._read_bound)
             y[start : start + n] = torch.from_numpy(totals[:, : self.out_features]
                                                     * self.output_factor)  # [n, O]
         self._count_conversions(torch.from_numpy(clipped), flat.shape[0])

@@ -14,22 +14,40 @@ import numpy as np
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def convert(reads, limit, plane_weights, totals, clipped):  # pragma: no cover (compiled)
-    """ADC codes of noiseless reads, shifted and added.
+def convert(reads, limit, plane_weights, totals, clipped, index, table, matrix,
+            bound):  # pragma: no cover (compiled)
+    """ADC codes of noiseless reads, shifted and added; a read within `bound` of a rounding
+    boundary is recomputed in float64 before it is rounded.
 
-    reads: [T_in, n, P, O_pad] float32, in ADC steps (u x 2^p)
+    reads: [T_in, n, P, O_pad] float32, in ADC steps (u x 2^p), from a float32 matmul
     limit: float32, the largest code magnitude 2^(p+r-1)
     plane_weights: [P] float64, 2^(P-1-k) for plane k (MSB first)
     totals: [n, O_pad] float64, += sum over tiles and planes of weight x code (exact: integers)
     clipped: [T_in, O_pad] int64, += conversions whose code was clamped
+    index: [T_in, n, R] int64 lookup-table indices of the reads' rows
+    table: [L] float32, the signal table in ADC steps; matrix: [T_in, R, P * O_pad] float32
+    bound: [T_in, P * O_pad] float64, a bound on the float32 matmul's error of that column
+
+    Why: a float32 sum's rounding depends on its order (BLAS blocking, another runtime), and
+    a read that lands near k + 1/2 rounds to either code. Products of float32 values are
+    exact in float64, so the recomputed read is the same in every implementation that sums
+    in float64 (the ONNX body and the numpy OpRun): the codes agree, not just almost.
     """
     tiles, rows, planes, columns = reads.shape
+    tile_rows = index.shape[2]
     for t in range(tiles):
         for n in range(rows):
             for p in range(planes):
                 weight = plane_weights[p]
                 for o in range(columns):
-                    code = np.rint(reads[t, n, p, o])  # round half to even, as torch.round
+                    read = reads[t, n, p, o]
+                    code = np.rint(read)
+                    if abs(abs(read - code) - 0.5) <= bound[t, p * columns + o]:
+                        exact = 0.0
+                        for r in range(tile_rows):
+                            exact += np.float64(table[index[t, n, r]]) * np.float64(
+                                matrix[t, r, p * columns + o])
+                        code = np.rint(exact)
                     kept = min(max(code, -limit), limit)
                     clipped[t, o] += kept != code
                     totals[n, o] += weight * kept

@@ -166,8 +166,14 @@ def _linear_nodes(f: _Body, x: str, noisy: bool) -> str:
 
     # the ADC's gain 2^p is folded into the (constant) matrices: reads come out in ADC codes
     step_squared = f("Mul", adc_step, adc_step)
-    current = f("MatMul", f("Gather", "signal_levels", index),
-                f("Mul", tiled("conductance"), adc_step))  # [T_in, N, P * O_pad]
+    signal, matrix = f("Gather", "signal_levels", index), f("Mul", tiled("conductance"), adc_step)
+    # without noise the reads are float64: products of float32 values are exact there, so a
+    # read near a rounding boundary rounds as in the torch simulator and the numpy OpRun (a
+    # float32 sum's rounding depends on its order); with noise, codes are random anyway
+    dtype = TensorProto.FLOAT if noisy else TensorProto.DOUBLE
+    if not noisy:
+        signal, matrix = f("Cast", signal, to=dtype), f("Cast", matrix, to=dtype)
+    current = f("MatMul", signal, matrix)  # [T_in, N, P * O_pad]
     if noisy:
         low = f("Gather", f("Gather", "noise_levels", f.const(0)), index)  # [T_in, N, R]
         slope = f("Gather", f("Gather", "noise_levels", f.const(1)), index)
@@ -187,7 +193,8 @@ def _linear_nodes(f: _Body, x: str, noisy: bool) -> str:
             name="seed", ref_attr_name="seed", type=onnx.AttributeProto.FLOAT))
         f.nodes.append(noise)
         current = f("Add", current, f("Mul", deviation, "draw"))
-    # ADC per column; codes are integers, so the sums below are exact in float32
+    # ADC per column; codes are integers, so the sums below are exact
+    adc_limit = f("Cast", adc_limit, to=dtype)
     codes = f("Clip", f("Round", current), f("Neg", adc_limit), adc_limit)
     codes = f("Reshape", codes, f("Concat", tiles_in, minus_one, planes, out_padded,
                                   axis=0))  # [T_in, N, P, O_pad]
@@ -195,13 +202,15 @@ def _linear_nodes(f: _Body, x: str, noisy: bool) -> str:
     # row (one pass; a weighted ReduceSum over the planes is several times slower in ORT)
     shifts = f("Cast", f("Range", f("Sub", f("Squeeze", planes), one), f.const(-1), f.const(-1)),
                to=TensorProto.FLOAT)
-    plane_weights = f("Unsqueeze", f("Pow", two_f, shifts), zero_i)  # [1, P]
+    plane_weights = f("Cast", f("Unsqueeze", f("Pow", two_f, shifts), zero_i), to=dtype)  # [1, P]
     accumulated = f("ReduceSum", f("MatMul", plane_weights, codes), zero_i,
                     keepdims=0)  # sum of the tiles: [N, 1, O_pad]
     accumulated = f("Slice", accumulated, zero_i, out_features, minus_one)  # [N, 1, O]
-    factor = f("Div", f("Mul", f("Mul", f.attribute("weight_scale", "float"), input_scale),
-                        f("Cast", full_scale, to=TensorProto.FLOAT)), adc_step)
-    y = f("Mul", accumulated, factor)
+    # the output factor in the reads' precision (float64: as the torch simulator's)
+    factor = f("Div", f("Mul", f("Mul", f("Cast", f.attribute("weight_scale", "float"), to=dtype),
+                                     f("Cast", input_scale, to=dtype)),
+                        f("Cast", full_scale, to=dtype)), f("Cast", adc_step, to=dtype))
+    y = f("Cast", f("Mul", accumulated, factor), to=TensorProto.FLOAT)
     out_shape = f("Concat", f("Slice", x_shape, zero_i, minus_one), out_features, axis=0)
     return f("Reshape", y, out_shape)
 
@@ -391,7 +400,8 @@ def crossbar_linear_numpy(x, signal_levels, conductance, noise_levels=None,
                 read += np.sqrt(np.maximum(variance, 0)) * rng.standard_normal(read.shape)
             codes = np.clip(np.round(read * step), -adc_limit, adc_limit)
             total += codes * 2.0 ** (planes - 1 - plane)
-    factor = weight_scale * input_scale * 2 ** (input_bits - 1) / step
+    # float64, as the torch simulator's output factor (float32 attributes widened)
+    factor = np.float64(weight_scale) * np.float64(input_scale) * 2 ** (input_bits - 1) / step
     y = total[:, :out_features] * factor
     return y.reshape(*x.shape[:-1], out_features).astype(np.float32)
 
