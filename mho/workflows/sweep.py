@@ -31,6 +31,7 @@ from typing import Any
 from mho.errors import ConfigError, MhoError
 from mho.io import atomic_path
 from mho.simulator.config import LayerRule, SimulatorConfig
+from mho.simulator.crossbar import CrossbarConfig
 
 PE_LAYERS = "*.linear_pos"  # the positional encodings' linear projections
 
@@ -42,9 +43,13 @@ class SweepSetting:
     adc: tuple[int, int] = (4, 4)  # whole-model ADC
     layers: tuple[LayerRule, ...] = ()  # rules after the base config's
     seeded: bool = True  # False: the digital baseline, one run is enough
+    noise: str | None = None  # read noise mode; None: the base config's
+    depthwise: str | None = None  # default depthwise layout; None: the base config's
 
     def simulator_config(self, base: SimulatorConfig) -> SimulatorConfig:
-        return dataclasses.replace(base, adc=self.adc, layers=base.layers + self.layers)
+        changes = {"noise": self.noise, "depthwise": self.depthwise}
+        return dataclasses.replace(base, adc=self.adc, layers=base.layers + self.layers,
+                                   **{k: v for k, v in changes.items() if v is not None})
 
 
 BASE = SweepSetting("base (digital QAT)", "base", layers=(LayerRule("*", digital=True),),
@@ -59,19 +64,35 @@ PRESETS: dict[str, tuple[SweepSetting, ...]] = {
 }
 
 
-def sweep_settings(presets: Iterable[str], adcs: Iterable[tuple[int, int]] = ()
+def sweep_settings(presets: Iterable[str], adcs: Iterable[tuple[int, int]] = (),
+                   noises: Sequence[str] = (), layouts: Sequence[str] = ()
                    ) -> list[SweepSetting]:
     """The base setting, then the presets' settings, then whole-model ADCs given one by one;
-    a setting named twice is run once."""
-    settings = [BASE]
+    a setting named twice is run once. `noises` (read noise modes) and `layouts` (depthwise
+    layouts) are further axes: every chip setting once per noise mode and layout, labelled
+    with them (the digital base once)."""
+    settings = []
     for name in presets:
         if name not in PRESETS:
             raise ConfigError(f"unknown sweep preset {name!r}; presets: {', '.join(PRESETS)}")
         settings += PRESETS[name]
     settings += [SweepSetting(f"all {p}/{r}", "custom", (p, r)) for p, r in adcs]
-    unique: dict[tuple, SweepSetting] = {}
+    for noise in noises:
+        CrossbarConfig(noise=noise)  # a clear ConfigError for an unknown mode
+    for layout in layouts:
+        SimulatorConfig(depthwise=layout)  # and for an unknown layout
+    crossed = []
     for setting in settings:
-        unique.setdefault((setting.adc, setting.layers), setting)
+        for noise in noises or (None,):
+            for layout in layouts or (None,):
+                label = setting.label + (f", noise {noise}" if noise else "") + (
+                    f", {layout}" if layout else "")
+                crossed.append(dataclasses.replace(setting, label=label, noise=noise,
+                                                   depthwise=layout))
+    unique: dict[tuple, SweepSetting] = {}
+    for setting in [BASE, *crossed]:
+        unique.setdefault((setting.adc, setting.layers, setting.noise, setting.depthwise),
+                          setting)
     return list(unique.values())
 
 
@@ -138,6 +159,7 @@ def run_job(job: SweepJob) -> dict[str, Any]:
 def _run_job(job: SweepJob) -> dict[str, Any]:
     import time
 
+    from mho import __version__
     from mho.runtime.torch_runtime import TorchRecognizer
     from mho.simulator.mapping import map_to_crossbars
     from mho.simulator.stats import clip_fractions, reset_clip_stats
@@ -145,14 +167,17 @@ def _run_job(job: SweepJob) -> dict[str, Any]:
 
     model, data_name, utterances, decoder = _loaded(job.model, job.data, job.decoder)
     started = time.perf_counter()
-    simulated, report = map_to_crossbars(model, job.setting.simulator_config(job.config), job.seed)
+    config = job.setting.simulator_config(job.config)
+    simulated, report = map_to_crossbars(model, config, job.seed)
     reset_clip_stats(simulated)
     recognizer = TorchRecognizer(job.model, simulated, decoder, job.decoder)
     result = evaluate(recognizer, utterances, data_name=data_name, progress=False)
     return {"id": job.id, "setting": job.setting.label, "preset": job.setting.preset,
             "seed": job.seed, "wer": result.wer, "cer": result.cer,
             "clipping": clip_fractions(simulated), "cells": report.cells,
-            "seconds": time.perf_counter() - started}
+            "seconds": time.perf_counter() - started,
+            # what produced it: the resolved settings and the code's version
+            "config": config.to_dict(), "mho_version": __version__}
 
 
 def run_sweep(jobs: Sequence[SweepJob], out_dir: Path, *, workers: int = 1,
@@ -286,13 +311,33 @@ def plot(rows: Sequence[dict], title: str, path: Path) -> None:
     plt.close(figure)
 
 
+CSV_COLUMNS = ("setting", "preset", "runs", "wer", "wer_std", "cer", "pe_clipping",
+               "most_clipped_layer", "most_clipped_fraction", "wer_runs")
+
+
+def csv_table(rows: Sequence[dict]) -> str:
+    """One line per setting (CSV_COLUMNS; wer_runs: each chip's WER, separated by ';')."""
+    import csv
+    import io
+
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for r in rows:
+        writer.writerow([";".join(f"{w:.4f}" for w in r[c]) if c == "wer_runs" else
+                         ("" if r[c] is None else r[c]) for c in CSV_COLUMNS])
+    return text.getvalue()
+
+
 def write_reports(rows: Sequence[dict], results: Sequence[dict], title: str, out_dir: Path,
                   ) -> dict[str, Path]:
     out_dir = Path(out_dir)
     paths = {"markdown": out_dir / "sweep.md", "json": out_dir / "sweep.json",
-             "plot": out_dir / "sweep.png"}
+             "csv": out_dir / "sweep.csv", "plot": out_dir / "sweep.png"}
     with atomic_path(paths["markdown"]) as partial:
         partial.write_text(markdown_table(rows, title))
+    with atomic_path(paths["csv"]) as partial:
+        partial.write_text(csv_table(rows))
     with atomic_path(paths["json"]) as partial:
         partial.write_text(json.dumps({"title": title, "settings": list(rows),
                                        "jobs": list(results)}, indent=2) + "\n")

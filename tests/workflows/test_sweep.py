@@ -1,18 +1,23 @@
 """`mho sweep`: settings x chips as resumable jobs, the same results from one process, a
-process pool and Ray; reports in markdown, JSON and PNG; clear errors for bad presets."""
+process pool and Ray; reports in markdown, JSON, CSV and PNG; noise and layout axes, rules
+from the command line; clear errors for bad presets."""
 
+import csv
 import json
 
 import pytest
 import torch
 from click.testing import CliRunner
 
+from mho import __version__
 from mho.cli import main
 from mho.data.datasets import copy_subset, shipped_manifest
 from mho.data.lexicon import PHONE_VOCABULARY
+from mho.errors import ConfigError
 from mho.models.checkpoint import save_checkpoint
 from mho.models.conformer import ConformerCTC, conformer_config
 from mho.models.quant import calibrate
+from mho.simulator.config import LayerRule, SimulatorConfig
 from mho.workflows.sweep import PRESETS, sweep_settings
 
 
@@ -98,3 +103,42 @@ def test_pe_presets_need_pe_layers(setup, tmp_path):
     assert result.exit_code == 1
     assert "linear_pos" in result.output and "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_noise_and_layout_axes_cross_every_chip_setting():
+    settings = sweep_settings(["oracle"], [(8, 8)], noises=["off", "legacy"],
+                              layouts=["per-channel", "block-diagonal"])
+    assert settings[0].label.startswith("base") and settings[0].noise is None
+    chips = settings[1:]
+    assert len(chips) == 2 * 2 * 2 and len({s.label for s in chips}) == 8
+    assert {(s.noise, s.depthwise) for s in chips if s.adc == (8, 8)} == {
+        (n, d) for n in ("off", "legacy") for d in ("per-channel", "block-diagonal")}
+    config = chips[-1].simulator_config(SimulatorConfig(noise="physical"))
+    assert (config.noise, config.depthwise, config.adc) == ("legacy", "block-diagonal", (8, 8))
+    # no axes: the settings (and so the job ids) of a plain sweep
+    assert all(s.noise is None and s.depthwise is None for s in sweep_settings(["table2"]))
+    with pytest.raises(ConfigError, match="noise must be one of"):
+        sweep_settings(["table2"], noises=["loud"])
+
+
+def test_steered_sweep_records_its_config_and_writes_csv(setup, tmp_path):
+    model, data = setup
+    rows = sweep(model, data, tmp_path, "--adc", "8/8", "--runs", "1", "--workers", "1",
+                 "--noise", "off", "--noise", "legacy", "--depthwise", "block-diagonal",
+                 "--digital", "*.linear_pos", "--layer", "ctc_head=2/6")
+    assert [r["setting"] for r in rows] == [
+        "base (digital QAT)", "all 8/8, noise off", "all 8/8, noise legacy"]
+    assert all(r["pe_clipping"] == 0.0 for r in rows)  # linear_pos digital everywhere
+    jobs = [json.loads(p.read_text()) for p in (tmp_path / "jobs").glob("*.json")]
+    chip_jobs = sorted((j for j in jobs if j["preset"] != "base"), key=lambda j: j["setting"])
+    assert [j["config"]["noise"] for j in chip_jobs] == ["legacy", "off"]
+    for job in chip_jobs:
+        config = SimulatorConfig.from_dict(job["config"])
+        assert config.depthwise == "block-diagonal" and config.adc == (8, 8)
+        assert config.layers[:2] == (LayerRule("ctc_head", adc=(2, 6)),
+                                     LayerRule("*.linear_pos", digital=True))
+        assert job["mho_version"] == __version__
+    with open(tmp_path / "sweep.csv", newline="") as file:
+        table = list(csv.DictReader(file))
+    assert [r["setting"] for r in table] == [r["setting"] for r in rows]
+    assert [float(r["wer"]) for r in table] == pytest.approx([r["wer"] for r in rows])
