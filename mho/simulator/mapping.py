@@ -269,28 +269,49 @@ def load_chip(
             for c in layer["chips"]
         ]
     saved = SimulatorConfig.from_dict(meta["config"], where=str(path))
+    return _read_chips(model, chips, saved, int(meta["seed"]), config, str(path), progress)
+
+
+def reread(
+    model: nn.Module, report: MappingReport, config: SimulatorConfig, progress: bool = False
+) -> tuple[nn.Module, MappingReport]:
+    """The chip of an earlier mapping of `model` (its `report`) read with `config`, without
+    programming: what `load_chip` does with a saved file. Programming depends only on the
+    device and the seed, so this equals map_to_crossbars(model, config, report.seed) when
+    the config keeps the chip's tiles, weight bits and depthwise layouts and puts on
+    crossbars only layers the chip holds (MhoError otherwise)."""
+    if report.fingerprint != weight_fingerprint(model):
+        raise MhoError("the chip was programmed for another model")
+    chips = {m.name: list(m.chips) for m in report.layers if not m.digital}
+    return _read_chips(model, chips, report.config, report.seed, config, "the chip", progress)
+
+
+def _read_chips(model, chips, saved: SimulatorConfig, seed: int,
+                config: SimulatorConfig | None, where: str, progress: bool):
+    """`model` on programmed `chips` {layer: its chips} (made with `saved` and `seed`), read
+    with `config` (None: `saved`)."""
     names = quantized_layers(model)
     saved_settings = saved.resolve(names)
     if {name for name, s in saved_settings.items() if not s.digital} != set(chips):
-        raise MhoError(f"{path}: its layers do not match its own config (corrupt file?)")
+        raise MhoError(f"{where}: its layers do not match its own config (corrupt file?)")
     if config is None:
-        return _map(model, saved, int(meta["seed"]), chips=chips, progress=progress)
+        return _map(model, saved, seed, chips=chips, progress=progress)
     if config.tile != saved.tile:
-        raise MhoError(f"{path} has {saved.tile[0]} x {saved.tile[1]} tiles; the config asks for "
-                       f"{config.tile[0]} x {config.tile[1]}")
+        raise MhoError(f"{where} has {saved.tile[0]} x {saved.tile[1]} tiles; the config asks "
+                       f"for {config.tile[0]} x {config.tile[1]}")
     used = {}
     for name, settings in config.resolve(names).items():
         if settings.digital:
             continue
         if name not in chips:
-            raise MhoError(f"{path}: {name} was kept digital when the chip was programmed")
+            raise MhoError(f"{where}: {name} was kept digital when the chip was programmed")
         if settings.weight_bits != saved_settings[name].weight_bits:
-            raise MhoError(f"{path}: {name} was programmed at other weight bits")
+            raise MhoError(f"{where}: {name} was programmed at other weight bits")
         if names[name].kind == "depthwise_conv1d" and (
             settings.depthwise != saved_settings[name].depthwise
         ):
-            raise MhoError(f"{path}: {name} was programmed in the "
+            raise MhoError(f"{where}: {name} was programmed in the "
                            f"{saved_settings[name].depthwise} depthwise layout, the config asks "
                            f"for {settings.depthwise}")
         used[name] = chips[name]
-    return _map(model, config, int(meta["seed"]), chips=used, progress=progress)
+    return _map(model, config, seed, chips=used, progress=progress)

@@ -18,7 +18,14 @@ from mho.models.checkpoint import save_checkpoint
 from mho.models.conformer import ConformerCTC, conformer_config
 from mho.models.quant import calibrate
 from mho.simulator.config import LayerRule, SimulatorConfig
-from mho.workflows.sweep import PRESETS, sweep_settings
+from mho.workflows.sweep import (
+    PRESETS,
+    chip_groups,
+    plan_jobs,
+    run_job,
+    run_jobs,
+    sweep_settings,
+)
 
 
 def tiny_qat(path, pe):
@@ -142,3 +149,24 @@ def test_steered_sweep_records_its_config_and_writes_csv(setup, tmp_path):
         table = list(csv.DictReader(file))
     assert [r["setting"] for r in table] == [r["setting"] for r in rows]
     assert [float(r["wer"]) for r in table] == pytest.approx([r["wer"] for r in rows])
+
+
+def test_jobs_sharing_a_seed_share_one_chip_with_the_same_results(setup):
+    """Converter, noise and digital settings of one seed read one programmed chip; each
+    job's result equals programming a chip for it alone (programming depends on the seed
+    only)."""
+    model, data = setup
+    settings = sweep_settings(["oracle"], [(8, 8), (3, 5)], noises=["off", "legacy"])
+    jobs = plan_jobs(str(model), str(data), "greedy", settings, SimulatorConfig(), 1, 4)
+    groups = chip_groups(jobs)
+    (group,) = groups  # the digital base too: it reads the chip with every layer digital
+    assert len(group) == 7
+    shared = run_jobs(group)
+    alone = [run_job(job) for job in group]
+    for one, other in zip(shared, alone, strict=True):
+        assert (one["id"], one["wer"], one["cer"], one["clipping"]) == (
+            other["id"], other["wer"], other["cer"], other["clipping"])
+    # another weight precision is another chip
+    other = SimulatorConfig(layers=(LayerRule("ctc_head", weight_bits=3),))
+    more = plan_jobs(str(model), str(data), "greedy", settings[1:2], other, 1, 4)
+    assert len(chip_groups(group + more)) == 2
