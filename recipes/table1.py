@@ -1,5 +1,6 @@
 """Collects recipes/table1.sh's sweeps into one markdown table (printed):
-python recipes/table1.py OUT DATA. Columns whose sweeps were not run are left out."""
+python recipes/table1.py OUT DATA. Columns whose sweeps were not run are left out, and
+models whose sweeps have not finished."""
 
 import json
 import sys
@@ -33,6 +34,8 @@ def main(out: Path, data: str) -> None:
     for pe in PE_VARIANTS:
         for bits in (8, 4):
             model = out / f"conformer-{pe}-w{bits}"
+            if not all((model / c / "sweep.json").exists() for c in columns):
+                continue  # not run (yet): a partial table
             sweeps = [rows_of(model / c / "sweep.json") for c in columns]
             base = sweeps[0]["base"]["wer"]
             runs = sweeps[0]["custom"]["runs"]

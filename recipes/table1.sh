@@ -5,7 +5,7 @@
 #   per-channel        every layer on crossbars, depthwise convs per channel (the default)
 #   block-diagonal     every layer on crossbars, depthwise convs block-diagonal
 #   depthwise-digital  the depthwise convs kept digital
-# then one markdown table (docs/sweeps/table1.md).
+# then one markdown table ($TABLE, default docs/sweeps/table1-per-channel.md).
 #   recipes/table1.sh            # per-channel only: ~45 min on 2 cores
 #   COLUMNS="per-channel block-diagonal depthwise-digital" recipes/table1.sh
 # Finished jobs are reused on a rerun (resumable).
@@ -16,6 +16,7 @@ RUNS=${RUNS:-5}
 OUT=${OUT:-runs/table1}
 WORKERS=${WORKERS:-2}
 COLUMNS=${COLUMNS:-per-channel}
+TABLE=${TABLE:-docs/sweeps/table1-per-channel.md}
 mkdir -p "$OUT"
 printf 'depthwise = "per-channel"\n' > "$OUT/per-channel.toml"
 printf 'depthwise = "block-diagonal"\n' > "$OUT/block-diagonal.toml"
@@ -29,4 +30,4 @@ for bits in 8 4; do
     done
   done
 done
-python recipes/table1.py "$OUT" "$DATA" > docs/sweeps/table1.md
+python recipes/table1.py "$OUT" "$DATA" > "$TABLE"
