@@ -50,7 +50,7 @@ with torch.inference_mode():
             reads, variance, row_variance, draws, limit, plane_weights, totals, clipped),
         "fused ADC pass, noise off": lambda: kernels.convert(
             reads, limit, plane_weights, totals, clipped, index.numpy(),
-            noisy._signal_steps.numpy(), noisy.signal_matrix.numpy(), noisy._read_bound),
+            noisy._signal_steps.numpy(), noisy._signal_columns, noisy._read_bound),
     }
     pieces = {name: chunks * median_ms(run, 7) for name, run in per_chunk.items()}
 

@@ -25,7 +25,9 @@ def convert(reads, limit, plane_weights, totals, clipped, index, table, matrix,
     totals: [n, O_pad] float64, += sum over tiles and planes of weight x code (exact: integers)
     clipped: [T_in, O_pad] int64, += conversions whose code was clamped
     index: [T_in, n, R] int64 lookup-table indices of the reads' rows
-    table: [L] float32, the signal table in ADC steps; matrix: [T_in, R, P * O_pad] float32
+    table: [L] float32, the signal table in ADC steps
+    matrix: [T_in, P * O_pad, R] float32, each column's conductances contiguous (the
+        signal matrix transposed: a recompute reads one cache-friendly row)
     bound: [T_in, P * O_pad] float64, a bound on the float32 matmul's error of that column
 
     Why: a float32 sum's rounding depends on its order (BLAS blocking, another runtime), and
@@ -44,9 +46,10 @@ def convert(reads, limit, plane_weights, totals, clipped, index, table, matrix,
                     code = np.rint(read)
                     if abs(abs(read - code) - 0.5) <= bound[t, p * columns + o]:
                         exact = 0.0
+                        column = p * columns + o
                         for r in range(tile_rows):
                             exact += np.float64(table[index[t, n, r]]) * np.float64(
-                                matrix[t, r, p * columns + o])
+                                matrix[t, column, r])
                         code = np.rint(exact)
                     kept = min(max(code, -limit), limit)
                     clipped[t, o] += kept != code
