@@ -166,7 +166,8 @@ def memristor_options(command):
                           "file)."),
         click.option("--adc", metavar="P/R", help="Default ADC precision/range bits (e.g. 4/4)."),
         click.option("--layer", "layer_rules", multiple=True, metavar="PATTERN=P/R",
-                     help="ADC of the layers matching a glob pattern; repeatable."),
+                     help="ADC (or =digital, or depthwise layout =per-channel / "
+                          "=block-diagonal) of the layers matching a glob; repeatable."),
         click.option("--digital", "digital_patterns", multiple=True, metavar="PATTERN",
                      help="Keep matching layers digital (the paper's oracle); repeatable."),
         click.option("--noise", type=click.Choice(["off", "legacy", "physical"]), default=None,
@@ -371,7 +372,7 @@ def models_pack(checkpoint: Path, name: str, eval_data: tuple[str, ...],
 @click.argument("model")
 @click.option("--data", "data_set", required=True, help="Set to score every chip on.")
 @click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Folder for sweep.md, sweep.json, sweep.png and finished jobs (resume).")
+              help="Folder for sweep.md, .json, .csv, .png and finished jobs (resume).")
 @click.option("--preset", "presets", multiple=True,
               type=click.Choice(["table2", "figure1", "oracle"]),
               help="Settings of the paper (repeatable; default table2 unless --adc is given).")
@@ -379,7 +380,16 @@ def models_pack(checkpoint: Path, name: str, eval_data: tuple[str, ...],
               help="Also a whole-model ADC setting (repeatable).")
 @click.option("--memristor", "config_file", type=click.Path(exists=True, dir_okay=False),
               default=None, help="Base simulator config (TOML) the settings apply to.")
-@click.option("--noise", type=click.Choice(["off", "legacy", "physical"]), default=None)
+@click.option("--noise", "noises", multiple=True,
+              type=click.Choice(["off", "legacy", "physical"]),
+              help="Read noise mode; repeated: an axis of the sweep.")
+@click.option("--depthwise", "layouts", multiple=True,
+              type=click.Choice(["per-channel", "block-diagonal"]),
+              help="Depthwise layout; repeated: an axis of the sweep.")
+@click.option("--layer", "layer_rules", multiple=True, metavar="PATTERN=P/R",
+              help="Rule added to the base config (as in mho eval); repeatable.")
+@click.option("--digital", "digital_patterns", multiple=True, metavar="PATTERN",
+              help="Keep matching layers digital in every setting; repeatable.")
 @click.option("--decoder", type=click.Choice(["greedy", "lm"]), default="lm", show_default=True)
 @click.option("--runs", type=click.IntRange(min=1), default=3, show_default=True,
               help="Programming runs (chips) per setting.")
@@ -390,8 +400,9 @@ def models_pack(checkpoint: Path, name: str, eval_data: tuple[str, ...],
               metavar="[ADDRESS]", help="Run the jobs on Ray: a cluster ADDRESS, or a local "
               "instance when none is given (pip install 'mho[ray]').")
 @click.option("--json", "as_json", is_flag=True, help="Print the per-setting rows as JSON.")
-def sweep_command(model, data_set, out, presets, adcs, config_file, noise, decoder, runs, seed,
-                  workers, ray_address, as_json) -> None:
+def sweep_command(model, data_set, out, presets, adcs, config_file, noises, layouts,
+                  layer_rules, digital_patterns, decoder, runs, seed, workers, ray_address,
+                  as_json) -> None:
     """Score MODEL on simulated chips over a grid of ADC settings x programming runs."""
     import dataclasses
     import os
@@ -399,14 +410,24 @@ def sweep_command(model, data_set, out, presets, adcs, config_file, noise, decod
     from tqdm import tqdm
 
     from mho.data.datasets import resolve_dataset
-    from mho.simulator.config import SimulatorConfig, load_simulator_config, parse_adc
+    from mho.simulator.config import (
+        SimulatorConfig,
+        load_simulator_config,
+        parse_adc,
+        with_cli_overrides,
+    )
     from mho.workflows.sweep import plan_jobs, run_sweep, summarize, sweep_settings, write_reports
 
     data_name, _ = resolve_dataset(data_set)  # fail on bad data before any work
     config = load_simulator_config(config_file) if config_file else SimulatorConfig()
-    if noise is not None:
-        config = dataclasses.replace(config, noise=noise)
-    settings = sweep_settings(presets or (() if adcs else ("table2",)), map(parse_adc, adcs))
+    config = with_cli_overrides(config, layers=layer_rules, digital=digital_patterns)
+    # one value sets the base config; several are an axis
+    if len(noises) == 1:
+        config, noises = dataclasses.replace(config, noise=noises[0]), ()
+    if len(layouts) == 1:
+        config, layouts = dataclasses.replace(config, depthwise=layouts[0]), ()
+    settings = sweep_settings(presets or (() if adcs else ("table2",)), map(parse_adc, adcs),
+                              noises, layouts)
     jobs = plan_jobs(model, data_set, decoder, settings, config, runs, seed)
     bar = None if as_json else tqdm(total=len(jobs), desc="sweep jobs", unit="job")
 
@@ -421,7 +442,8 @@ def sweep_command(model, data_set, out, presets, adcs, config_file, noise, decod
     if bar is not None:
         bar.close()
     rows = summarize(results)
-    title = f"{model} on {data_name}: WER over {runs} chips per setting ({config.noise} noise)"
+    title = (f"{model} on {data_name}: WER over {runs} chips per setting"
+             + (f" ({config.noise} noise)" if not noises else ""))
     paths = write_reports(rows, results, title, out)
     if as_json:
         click.echo(json.dumps(rows, indent=2))

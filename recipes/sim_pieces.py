@@ -49,7 +49,8 @@ with torch.inference_mode():
         "fused ADC pass, noise on": lambda: kernels.convert_noisy(
             reads, variance, row_variance, draws, limit, plane_weights, totals, clipped),
         "fused ADC pass, noise off": lambda: kernels.convert(
-            reads, limit, plane_weights, totals, clipped),
+            reads, limit, plane_weights, totals, clipped, index.numpy(),
+            noisy._signal_steps.numpy(), noisy._signal_columns, noisy._read_bound),
     }
     pieces = {name: chunks * median_ms(run, 7) for name, run in per_chunk.items()}
 

@@ -1,22 +1,33 @@
 #!/usr/bin/env bash
 # The memristor-PE paper's Table 1 on our models: every shipped Conformer (5 PE variants x
-# 8/4-bit weights) on simulated chips at ADC (4, 4), RUNS programming runs each, once with
-# every layer on crossbars and once with the depthwise convolutions kept digital (see
-# docs/simulator.md); then one markdown table (docs/sweeps/table1.md).
-#   recipes/table1.sh            # ~25-40 min on 2 cores; finished jobs are reused on a rerun
+# 8/4-bit weights) on simulated chips at ADC (4, 4), RUNS programming runs each, in the
+# columns named by COLUMNS (see docs/simulator.md):
+#   per-channel        every layer on crossbars, depthwise convs per channel (the default)
+#   block-diagonal     every layer on crossbars, depthwise convs block-diagonal
+#   depthwise-digital  the depthwise convs kept digital
+# then one markdown table ($TABLE, default docs/sweeps/table1-per-channel.md).
+#   recipes/table1.sh            # per-channel only: ~45 min on 2 cores
+#   COLUMNS="per-channel block-diagonal depthwise-digital" recipes/table1.sh
+# Finished jobs are reused on a rerun (resumable).
 set -euo pipefail
 MHO=${MHO:-mho}
 DATA=${DATA:-flite-slt}
 RUNS=${RUNS:-5}
 OUT=${OUT:-runs/table1}
+WORKERS=${WORKERS:-2}
+COLUMNS=${COLUMNS:-per-channel}
+TABLE=${TABLE:-docs/sweeps/table1-per-channel.md}
 mkdir -p "$OUT"
+printf 'depthwise = "per-channel"\n' > "$OUT/per-channel.toml"
+printf 'depthwise = "block-diagonal"\n' > "$OUT/block-diagonal.toml"
 printf '[[layers]]\npattern = "*.depthwise"\ndigital = true\n' > "$OUT/depthwise-digital.toml"
 for bits in 8 4; do
   for pe in none sinusoidal-linear learnable-linear sinusoidal learnable; do
     model=conformer-$pe-w$bits
-    $MHO sweep "$model" --data "$DATA" -o "$OUT/$model/crossbar" --adc 4/4 --runs "$RUNS"
-    $MHO sweep "$model" --data "$DATA" -o "$OUT/$model/depthwise-digital" --adc 4/4 \
-      --runs "$RUNS" --memristor "$OUT/depthwise-digital.toml"
+    for column in $COLUMNS; do
+      $MHO sweep "$model" --data "$DATA" -o "$OUT/$model/$column" --adc 4/4 --runs "$RUNS" \
+        --workers "$WORKERS" --memristor "$OUT/$column.toml"
+    done
   done
 done
-python recipes/table1.py "$OUT" "$DATA" > docs/sweeps/table1.md
+python recipes/table1.py "$OUT" "$DATA" > "$TABLE"

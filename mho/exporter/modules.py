@@ -115,7 +115,8 @@ class ExportCrossbarCore(nn.Module):
 class ExportCrossbarLayer(nn.Module):
     """A crossbar twin as nodes of ai.mho.memristor: a Linear is a CrossbarLinear node; a
     convolution (conv1d, conv2d, depthwise conv1d) is one CrossbarConv node per core, each on
-    its own channels (a group, or the depthwise channels its block-diagonal chip holds)."""
+    its own channels (a group, or the depthwise channels its block-diagonal chip holds); a
+    per-channel depthwise conv is one CrossbarConv node with depthwise = "per-channel"."""
 
     def __init__(self, twin: CrossbarLayer, name: str):
         super().__init__()
@@ -125,10 +126,13 @@ class ExportCrossbarLayer(nn.Module):
         if self.kind == "linear":
             self.cores = nn.ModuleList([ExportCrossbarCore(twin.cores[0], name, 0)])
             return
+        layout = {}
         if self.kind == "depthwise_conv1d":
             kernel, stride, dilation = (twin.kernel,), (twin.stride,), (twin.dilation,)
             before, after = [twin.pad_before], [twin.pad_after]
             self.channels = list(twin.group_channels)
+            if twin.layout == "per-channel":  # one node: the [C, K] chip, read per channel
+                layout = {"depthwise": "per-channel"}
         else:  # conv2d, or conv1d (stored by the twin as 2-D with width 1)
             rank = 1 if self.kind == "conv1d" else 2
             kernel, stride = twin.kernel_size[:rank], twin.stride[:rank]
@@ -139,7 +143,7 @@ class ExportCrossbarLayer(nn.Module):
         self.cores = nn.ModuleList(
             ExportCrossbarCore(core, name, i, conv={
                 "in_channels": channels, "kernel_shape": list(kernel), "strides": list(stride),
-                "dilations": list(dilation), "pads": [*before, *after]})
+                "dilations": list(dilation), "pads": [*before, *after]} | layout)
             for i, (core, channels) in enumerate(zip(twin.cores, self.channels, strict=True)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

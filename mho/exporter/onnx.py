@@ -3,8 +3,9 @@
     report = export_onnx(model, "model.onnx", metadata, input="waveform")
 
 torch.onnx.export (dynamo) traces the export twin (modules.py) with symbolic batch and time
-axes; the file then gets the CrossbarLinear function bodies (both overloads), the "noisy"
-overload on nodes that carry noise inputs, IR version 10 (onnxruntime reads up to 10 with
+axes; the file then gets the crossbar function bodies (every overload), each crossbar node
+its overload ("noisy" with noise inputs, "per-channel"[-noisy] for a per-channel depthwise
+conv), IR version 10 (onnxruntime reads up to 10 with
 overloads), mho's metadata_props, and a full `onnx.checker` check and strict shape inference.
 Files whose weights pass 1 GiB keep them as external data beside the .onnx file (protobuf
 cannot hold 2 GB).
@@ -28,7 +29,12 @@ import torch
 from mho.errors import MhoError
 from mho.exporter.metadata import INPUTS, OnnxMetadata, write_metadata
 from mho.exporter.modules import WaveformInput, export_twin
-from mho.exporter.ops.crossbar import DOMAIN, DOMAIN_VERSION, NOISY, crossbar_functions
+from mho.exporter.ops.crossbar import (
+    DOMAIN,
+    DOMAIN_VERSION,
+    crossbar_functions,
+    node_overload,
+)
 from mho.io import atomic_path, check_writable
 
 if TYPE_CHECKING:
@@ -97,8 +103,7 @@ def _finish(proto: onnx.ModelProto) -> None:
     for node in proto.graph.node:
         if node.domain == DOMAIN:
             uses_crossbars = True
-            if len(node.input) == 5:  # noise_levels and noise_conductance given
-                node.overload = NOISY
+            node.overload = node_overload(node)
     if uses_crossbars:
         proto.functions.extend(crossbar_functions())
         imports = {o.domain: o for o in proto.opset_import}

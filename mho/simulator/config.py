@@ -10,8 +10,12 @@
     [[layers]]
     pattern = "blocks.0.*"
     digital = true                  # the paper's "oracle": computed digitally, exactly QAT
+    [[layers]]
+    pattern = "*.depthwise"
+    depthwise = "block-diagonal"    # depthwise conv layout (default "per-channel")
 
-CLI shorthands: `--adc 4/4`, `--layer "*.linear_pos=1/7"` (or `=digital`), `--digital PATTERN`.
+CLI shorthands: `--adc 4/4`, `--depthwise LAYOUT`, `--layer "*.linear_pos=1/7"` (or
+`=digital`, `=per-channel`, `=block-diagonal`), `--digital PATTERN`.
 A rule must match at least one layer (a typo would otherwise silently change nothing).
 """
 
@@ -27,6 +31,21 @@ from mho.simulator.crossbar import CrossbarConfig
 from mho.simulator.device import DeviceConfig, check_weight_bits
 
 LAYERS_NAMED_IN_ERRORS = 6  # how many existing layer names an unknown-pattern error lists
+# How a depthwise Conv1d sits on crossbars (mho.simulator.layers): "per-channel" puts each
+# channel's K taps on its own column and only those K cells feed it (the paper's and
+# SynaptogenML's mapping: per-channel K x 1 arrays, or row-gated tiles); "block-diagonal"
+# packs channels onto full tiles, where every column also sums the zero pairs of the other
+# channels' rows (fewer tiles, more leakage and read noise).
+DEPTHWISE_LAYOUTS = ("per-channel", "block-diagonal")
+
+
+def _check_depthwise(layout: str, where: str) -> str:
+    if layout not in DEPTHWISE_LAYOUTS:
+        raise ConfigError(
+            f"{where}: depthwise layout must be one of {', '.join(DEPTHWISE_LAYOUTS)}, "
+            f"got {layout!r}"
+        )
+    return layout
 
 
 def _check_adc(adc: tuple[int, ...], where: str) -> tuple[int, int]:
@@ -47,16 +66,21 @@ class LayerRule:
     adc: tuple[int, int] | None = None  # (precision, range) bits of these layers' ADCs
     digital: bool | None = None  # True: keep the QAT layer (the oracle); False: crossbar again
     weight_bits: int | None = None  # re-quantize the (float) QAT weights to this many bits
+    depthwise: str | None = None  # layout of depthwise convolutions (DEPTHWISE_LAYOUTS)
 
     def __post_init__(self):
         if not self.pattern:
             raise ConfigError("layer rule needs a non-empty pattern")
+        if self.depthwise is not None:
+            _check_depthwise(self.depthwise, f"rule {self.pattern!r}")
         if self.adc is not None:
             object.__setattr__(self, "adc", _check_adc(tuple(self.adc), f"rule {self.pattern!r}"))
         if self.weight_bits is not None:
             check_weight_bits(self.weight_bits)
-        if self.adc is None and self.digital is None and self.weight_bits is None:
-            raise ConfigError(f"rule {self.pattern!r} sets nothing (adc, digital, weight_bits)")
+        if (self.adc, self.digital, self.weight_bits, self.depthwise) == (None,) * 4:
+            raise ConfigError(
+                f"rule {self.pattern!r} sets nothing (adc, digital, weight_bits, depthwise)"
+            )
 
 
 @dataclass(frozen=True)
@@ -66,6 +90,7 @@ class LayerSettings:
     adc: tuple[int, int]  # (precision, range) bits
     digital: bool
     weight_bits: int | None  # None: the layer's own QAT weight bits
+    depthwise: str = "per-channel"  # layout if the layer is a depthwise conv (else unused)
 
 
 @dataclass(frozen=True)
@@ -78,9 +103,11 @@ class SimulatorConfig:
     device: DeviceConfig = field(default_factory=DeviceConfig)  # programming (variability,
     # wear cycles, write-verify); the default is the measured Synaptogen device
     layers: tuple[LayerRule, ...] = ()  # per-layer overrides, in order
+    depthwise: str = "per-channel"  # default layout of depthwise convolutions
 
     def __post_init__(self):
         object.__setattr__(self, "adc", _check_adc(tuple(self.adc), "SimulatorConfig"))
+        _check_depthwise(self.depthwise, "SimulatorConfig")
         if len(self.tile) != 2:
             raise ConfigError(f"tile must be [rows, columns], got {list(self.tile)}")
         object.__setattr__(self, "tile", (int(self.tile[0]), int(self.tile[1])))
@@ -115,7 +142,7 @@ class SimulatorConfig:
         """Settings of every layer name, rules applied in order. A rule that matches no name
         is a ConfigError naming a few layers that exist."""
         names = list(names)
-        resolved = {n: LayerSettings(self.adc, False, None) for n in names}
+        resolved = {n: LayerSettings(self.adc, False, None, self.depthwise) for n in names}
         for rule in self.layers:
             matched = fnmatch.filter(names, rule.pattern)
             if not matched:
@@ -134,6 +161,7 @@ class SimulatorConfig:
                     weight_bits=(
                         rule.weight_bits if rule.weight_bits is not None else settings.weight_bits
                     ),
+                    depthwise=rule.depthwise or settings.depthwise,
                 )
         return resolved
 
@@ -173,14 +201,19 @@ def parse_adc(text: str) -> tuple[int, int]:
 
 
 def parse_layer_rule(text: str) -> LayerRule:
-    """ "*.linear_pos=1/7" -> LayerRule(adc=(1, 7)); "blocks.0.*=digital" -> digital."""
+    """ "*.linear_pos=1/7" -> LayerRule(adc=(1, 7)); "blocks.0.*=digital" -> digital;
+    "*.depthwise=block-diagonal" (or per-channel) -> that depthwise layout."""
     pattern, equals, value = text.rpartition("=")
     if not equals or not pattern:
         raise ConfigError(
-            f"layer rule must look like PATTERN=P/R or PATTERN=digital, got {text!r}"
+            f"layer rule must look like PATTERN=P/R, PATTERN=digital or PATTERN=LAYOUT "
+            f"({', '.join(DEPTHWISE_LAYOUTS)}), got {text!r}"
         )
-    if value.strip().lower() == "digital":
+    value = value.strip().lower()
+    if value == "digital":
         return LayerRule(pattern, digital=True)
+    if value in DEPTHWISE_LAYOUTS:
+        return LayerRule(pattern, depthwise=value)
     return LayerRule(pattern, adc=parse_adc(value))
 
 
@@ -189,12 +222,18 @@ def with_cli_overrides(
     adc: str | None = None,
     layers: Sequence[str] = (),
     digital: Sequence[str] = (),
+    depthwise: str | None = None,
 ) -> SimulatorConfig:
-    """`--adc P/R` replaces the default ADC; `--layer` and `--digital` rules go after the
-    file's rules (so they win), `--layer` ones first, in the order given."""
+    """`--adc P/R` replaces the default ADC, `--depthwise LAYOUT` the default depthwise
+    layout; `--layer` and `--digital` rules go after the file's rules (so they win), `--layer`
+    ones first, in the order given."""
     rules = [parse_layer_rule(t) for t in layers] + [LayerRule(p, digital=True) for p in digital]
     return replace(
         config,
         adc=parse_adc(adc) if adc is not None else config.adc,
         layers=config.layers + tuple(rules),
+        depthwise=(
+            _check_depthwise(depthwise, "--depthwise") if depthwise is not None
+            else config.depthwise
+        ),
     )

@@ -183,8 +183,9 @@ class CrossbarLinear(nn.Module):
             )
         self.chip = chip
         self.config = config
-        self.weight_scale = float(weight_scale)
-        self.input_scale = float(input_scale)
+        # float32 values, as QAT's scale tensors and an exported file's attributes hold them
+        self.weight_scale = float(np.float32(weight_scale))
+        self.input_scale = float(np.float32(input_scale))
         self.in_features, self.out_features = chip.in_features, chip.out_features
         self.planes = chip.planes
         self.tiles_in, self.tiles_out = chip.tiles
@@ -210,6 +211,14 @@ class CrossbarLinear(nn.Module):
 
         r_plus, r_minus = chip.r_plus.astype(np.float64), chip.r_minus.astype(np.float64)
         self.register_buffer("signal_matrix", to_tiles(r_plus - r_minus))  # [T_in, R, P*O_pad]
+        # a bound on the float32 matmul's error of each column read, in ADC steps: gamma_R
+        # max|table| sum_r |g_r| (u = 2^-24; it holds for any summation order, FMA or not).
+        # Reads this close to a rounding boundary are recomputed in float64 (kernels.convert).
+        gamma = tile_rows * 2.0**-24 / (1 - tile_rows * 2.0**-24)
+        largest = float(self._signal_steps.abs().max())
+        self._read_bound = (gamma * largest * self.signal_matrix.double().abs().sum(1)).numpy()
+        # [T_in, P*O_pad, R]: each column's conductances contiguous for those recomputes
+        self._signal_columns = self.signal_matrix.transpose(1, 2).contiguous().numpy()
 
         if config.noise != "off":
             g_low = conductance_polynomial(chip.llrs)
@@ -435,7 +444,8 @@ class CrossbarLinear(nn.Module):
                     self._plane_weights, totals, clipped)
             else:
                 kernels.convert(reads.view(codes_shape).numpy(), limit, self._plane_weights,
-                                totals, clipped)
+                                totals, clipped, index.numpy(), self._signal_steps.numpy(),
+                                self._signal_columns, self._read_bound)
             y[start : start + n] = torch.from_numpy(totals[:, : self.out_features]
                                                     * self.output_factor)  # [n, O]
         self._count_conversions(torch.from_numpy(clipped), flat.shape[0])
@@ -497,3 +507,108 @@ class DigitalLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x_q = dac_levels(x, self.input_scale, self.input_bits).float() * self.input_scale
         return nn.functional.linear(x_q, self.weight, self.bias)
+
+
+class PerChannelCrossbar(CrossbarLinear):
+    """A depthwise layer with each channel's taps on its own column: the chip is programmed
+    from the [C, K] tap matrix (column c holds channel c's K taps in rows 0 .. K - 1) and
+    column c reads only its own K cells, driven by channel c's window. Physically: one K x 1
+    array per channel (SynaptogenML's mapping of a depthwise Conv1d), or tiles holding
+    floor(R / K) channels on a diagonal whose rows are gated so that a read drives one
+    channel's rows only. Unlike CrossbarLinear, different columns see different inputs, so
+    the read is not a matmul: a fused per-channel kernel (kernels.py) sums each column's K
+    products in float64.
+
+    windows: [..., C, K] float -> y: [..., C] float32. Taps beyond `tile_rows` are read and
+    converted in further row tiles, added digitally like any split column.
+    """
+
+    def __init__(
+        self,
+        chip: ProgrammedChip,
+        weight_scale: float,
+        input_scale: float,
+        bias: torch.Tensor | None = None,
+        config: CrossbarConfig = CrossbarConfig(),
+    ):
+        super().__init__(chip, weight_scale, input_scale, bias, config)
+        steps = 2.0**config.adc_precision_bits
+        # float32 conductances as the ONNX file ships them, widened: products with the float32
+        # tables are then exact in float64, so every implementation reads the same values
+        g = (chip.r_plus.astype(np.float64) - chip.r_minus.astype(np.float64)).astype(np.float32)
+        self._drive = self.signal_table.double().numpy() * steps  # [L], in ADC steps
+        # [C_pad, P, K_pad]: one channel's planes and taps contiguous
+        self._taps = np.ascontiguousarray(g.astype(np.float64).transpose(2, 0, 1))
+        if config.noise != "off":
+            r_plus, r_minus = chip.r_plus.astype(np.float64), chip.r_minus.astype(np.float64)
+            sign_plus, sign_minus = self._conductance_sign(r_plus), self._conductance_sign(r_minus)
+            table = self.noise_table.double().numpy() * steps**2  # [2, L], in ADC steps^2
+            self._noise_low, self._noise_slope = table[0].copy(), table[1].copy()
+            signed = (sign_plus * r_plus + sign_minus * r_minus).astype(np.float32)
+            self._signs = np.ascontiguousarray((sign_plus + sign_minus).transpose(2, 0, 1))
+            self._signed_taps = np.ascontiguousarray(
+                signed.astype(np.float64).transpose(2, 0, 1))  # [C_pad, P, K_pad]
+        # row tiles hold taps: a column's conversions per output are ceil(K / R) x P
+        self.kernel, self.channels = chip.in_features, chip.out_features
+
+    def _levels(self, windows: torch.Tensor) -> np.ndarray:
+        """[N, C, K] float windows -> [N, C, K] int64 table indices (DAC level + limit)."""
+        levels = dac_levels(windows, self.input_scale, self.config.input_bits)
+        return (levels + self.config.input_limit).numpy()
+
+    def column_variance(self, levels: torch.Tensor) -> torch.Tensor:
+        """Exact read-noise variance of the pre-ADC reads (output units^2, float64):
+        levels [N, C, K] -> [T_in, N, P, C_pad]; each column sums its own channel's cells."""
+        out = torch.zeros(self.tiles_in, levels.shape[0], self.planes, self._taps.shape[0],
+                          dtype=torch.float64)
+        if self.noise_table is None:
+            return out
+        index = levels + self.config.input_limit  # [N, C, K]
+        table = self.noise_table.double()
+        signs = torch.from_numpy(self._signs)[: self.channels]  # [C, P, K_pad]
+        signed = torch.from_numpy(self._signed_taps)[: self.channels]
+        rows = self.config.tile_rows
+        for t in range(self.tiles_in):
+            k = slice(t * rows, min((t + 1) * rows, self.kernel))
+            low, slope = table[0][index[..., k]], table[1][index[..., k]]  # [N, C, k]
+            variance = (torch.einsum("nck,cpk->npc", low, signs[..., k])
+                        + torch.einsum("nck,cpk->npc", slope, signed[..., k]))
+            out[t, :, :, : self.channels] = variance
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [..., C, K] windows (CPU) -> y: [..., C] float32."""
+        if tuple(x.shape[-2:]) != (self.channels, self.kernel):
+            raise ConfigError(
+                f"expected [..., {self.channels}, {self.kernel}] windows, got {list(x.shape)}"
+            )
+        if x.device.type != "cpu":
+            raise ConfigError(f"the crossbar simulator runs on the CPU, got a {x.device} tensor")
+        flat = x.reshape(-1, self.channels, self.kernel)  # [N, C, K]
+        padded = self._taps.shape[0]
+        y = torch.empty(flat.shape[0], self.channels, dtype=torch.float32)
+        noisy = self.noise_table is not None
+        rows = max(1, min(flat.shape[0], CHUNK_ELEMENTS // (self.tiles_in * self.planes * padded)))
+        limit = float(self.config.adc_limit)
+        clipped = np.zeros((self.tiles_in, padded), dtype=np.int64)  # [T_in, C_pad]
+        tile_rows = self.config.tile_rows
+        for start in range(0, flat.shape[0], rows):
+            index = self._levels(flat[start : start + rows])
+            n = index.shape[0]
+            totals = np.zeros((n, padded))  # [n, C_pad] float64
+            if noisy:
+                draws = torch.empty(self.tiles_in, n, self.planes, padded).normal_(
+                    generator=self._generator(x.device))
+                kernels.convert_per_channel_noisy(
+                    index, self._drive, self._taps, tile_rows, limit, self._plane_weights,
+                    totals, clipped, self._noise_low, self._noise_slope, self._signs,
+                    self._signed_taps, draws.numpy())
+            else:
+                kernels.convert_per_channel(index, self._drive, self._taps, tile_rows, limit,
+                                            self._plane_weights, totals, clipped)
+            y[start : start + n] = torch.from_numpy(totals[:, : self.channels]
+                                                    * self.output_factor)
+        self._count_conversions(torch.from_numpy(clipped), flat.shape[0])
+        if self.bias is not None:
+            y += self.bias
+        return y.view(*x.shape[:-1])

@@ -14,22 +14,43 @@ import numpy as np
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def convert(reads, limit, plane_weights, totals, clipped):  # pragma: no cover (compiled)
-    """ADC codes of noiseless reads, shifted and added.
+def convert(reads, limit, plane_weights, totals, clipped, index, table, matrix,
+            bound):  # pragma: no cover (compiled)
+    """ADC codes of noiseless reads, shifted and added; a read within `bound` of a rounding
+    boundary is recomputed in float64 before it is rounded.
 
-    reads: [T_in, n, P, O_pad] float32, in ADC steps (u x 2^p)
+    reads: [T_in, n, P, O_pad] float32, in ADC steps (u x 2^p), from a float32 matmul
     limit: float32, the largest code magnitude 2^(p+r-1)
     plane_weights: [P] float64, 2^(P-1-k) for plane k (MSB first)
     totals: [n, O_pad] float64, += sum over tiles and planes of weight x code (exact: integers)
     clipped: [T_in, O_pad] int64, += conversions whose code was clamped
+    index: [T_in, n, R] int64 lookup-table indices of the reads' rows
+    table: [L] float32, the signal table in ADC steps
+    matrix: [T_in, P * O_pad, R] float32, each column's conductances contiguous (the
+        signal matrix transposed: a recompute reads one cache-friendly row)
+    bound: [T_in, P * O_pad] float64, a bound on the float32 matmul's error of that column
+
+    Why: a float32 sum's rounding depends on its order (BLAS blocking, another runtime), and
+    a read that lands near k + 1/2 rounds to either code. Products of float32 values are
+    exact in float64, so the recomputed read is the same in every implementation that sums
+    in float64 (the ONNX body and the numpy OpRun): the codes agree, not just almost.
     """
     tiles, rows, planes, columns = reads.shape
+    tile_rows = index.shape[2]
     for t in range(tiles):
         for n in range(rows):
             for p in range(planes):
                 weight = plane_weights[p]
                 for o in range(columns):
-                    code = np.rint(reads[t, n, p, o])  # round half to even, as torch.round
+                    read = reads[t, n, p, o]
+                    code = np.rint(read)
+                    if abs(abs(read - code) - 0.5) <= bound[t, p * columns + o]:
+                        exact = 0.0
+                        column = p * columns + o
+                        for r in range(tile_rows):
+                            exact += np.float64(table[index[t, n, r]]) * np.float64(
+                                matrix[t, column, r])
+                        code = np.rint(exact)
                     kept = min(max(code, -limit), limit)
                     clipped[t, o] += kept != code
                     totals[n, o] += weight * kept
@@ -59,3 +80,70 @@ def convert_noisy(reads, variance, row_variance, draws, limit, plane_weights, to
                     kept = min(max(code, -limit), limit)
                     clipped[t, o] += kept != code
                     totals[n, o] += weight * kept
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def convert_per_channel(index, drive, taps, tile_rows, limit, plane_weights, totals,
+                        clipped):  # pragma: no cover (compiled)
+    """ADC codes of a per-channel depthwise layer's noiseless reads, shifted and added: every
+    channel's column sums only its own taps' cells.
+
+    index: [n, C, K] int64 lookup-table index (DAC level + limit) of each channel's window
+    drive: [L] float64, the signal table in ADC steps
+    taps: [C_pad, P, K_pad] float64, r+ - r- of channel c's tap k on plane p
+    tile_rows: rows per tile; taps k in [t R, (t + 1) R) are read (converted) together
+    totals: [n, C_pad] float64, += sum over tiles and planes of weight x code
+    clipped: [T_in, C_pad] int64, += conversions whose code was clamped
+
+    Products of two float32 values are exact in float64 and the sums of K of them nearly
+    so: the reads do not depend on summation order at float32 resolution (the ONNX body and
+    the numpy OpRun compute the same float64 reads).
+    """
+    rows, channels, kernel = index.shape
+    planes = taps.shape[1]
+    tiles = (kernel + tile_rows - 1) // tile_rows
+    for n in range(rows):
+        for c in range(channels):
+            for t in range(tiles):
+                stop = min((t + 1) * tile_rows, kernel)
+                for p in range(planes):
+                    read = 0.0
+                    for k in range(t * tile_rows, stop):
+                        read += drive[index[n, c, k]] * taps[c, p, k]
+                    code = np.rint(read)
+                    kept = min(max(code, -limit), limit)
+                    clipped[t, c] += kept != code
+                    totals[n, c] += plane_weights[p] * kept
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def convert_per_channel_noisy(index, drive, taps, tile_rows, limit, plane_weights, totals,
+                              clipped, noise_low, noise_slope, signs, signed_taps,
+                              draws):  # pragma: no cover (compiled)
+    """`convert_per_channel` with read noise: each read gets sqrt(variance) x its draw, the
+    variance summed over the channel's own cells only.
+
+    noise_low, noise_slope: [L] float64, the noise tables in ADC steps^2 (t_L, t_D)
+    signs: [C_pad, P, K_pad] float64, s+ + s- of each pair; signed_taps: s+ r+ + s- r-
+    draws: [T_in, n, P, C_pad] float32 standard normal draws
+    """
+    rows, channels, kernel = index.shape
+    planes = taps.shape[1]
+    tiles = (kernel + tile_rows - 1) // tile_rows
+    for n in range(rows):
+        for c in range(channels):
+            for t in range(tiles):
+                stop = min((t + 1) * tile_rows, kernel)
+                for p in range(planes):
+                    read = 0.0
+                    variance = 0.0
+                    for k in range(t * tile_rows, stop):
+                        i = index[n, c, k]
+                        read += drive[i] * taps[c, p, k]
+                        variance += noise_low[i] * signs[c, p, k]
+                        variance += noise_slope[i] * signed_taps[c, p, k]
+                    read += np.sqrt(max(variance, 0.0)) * draws[t, n, p, c]
+                    code = np.rint(read)
+                    kept = min(max(code, -limit), limit)
+                    clipped[t, c] += kept != code
+                    totals[n, c] += plane_weights[p] * kept

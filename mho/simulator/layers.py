@@ -10,7 +10,10 @@ its QAT module: with an ideal chip it gives QAT's output up to float rounding.
 Convolutions run as matmuls over unfolded inputs (im2col): the weight [O, I/g, *kernel] becomes
 per group g a matrix [O/g, I/g * prod(kernel)] whose column order matches `unfold`.
 
-Depthwise Conv1d (C channels, kernel K, one filter per channel) is a block-diagonal matrix: the
+Depthwise Conv1d (C channels, kernel K, one filter per channel) has two layouts
+(`DEPTHWISE_LAYOUTS` in config.py). "per-channel" (the default, the paper's): the [C, K] tap
+matrix on one chip, channel c's taps in column c, and column c reads only its own K cells
+driven by channel c's window (`PerChannelCrossbar`). "block-diagonal": a matrix where the
 unfolded input has channel-major rows (c * K + k), channel c's output column holds its K taps
 in rows c K .. c K + K - 1 and zeros elsewhere. Channels are cut into groups of `tile_cols`;
 each group is one core of [g, g K], i.e. exactly one column of tiles, so no tile of the layer
@@ -30,7 +33,7 @@ from torch import nn
 
 from mho.errors import ConfigError
 from mho.models.quant import ActivationObserver, fake_quantize
-from mho.simulator.crossbar import ClipStats, CrossbarConfig, CrossbarLinear
+from mho.simulator.crossbar import ClipStats, CrossbarConfig, CrossbarLinear, PerChannelCrossbar
 from mho.simulator.device import DeviceConfig, ProgrammedChip
 
 
@@ -68,6 +71,7 @@ class CrossbarLayer(nn.Module):
     Subclasses define `weight_matrices(layer, config)` (what to program) and `forward`."""
 
     kind: str = ""
+    core_class: type[CrossbarLinear] = CrossbarLinear  # what each core's chip is read by
 
     def __init__(self, layer, cores: Sequence[CrossbarLinear]):
         super().__init__()
@@ -105,7 +109,7 @@ class CrossbarLayer(nn.Module):
         matrices = cls.weight_matrices(layer, config)
         biases = cls.core_biases(layer, matrices)
         cores = [
-            CrossbarLinear.from_integer(
+            cls.core_class.from_integer(
                 matrix,
                 layer.weight_bits,
                 layer.weight_scale,
@@ -138,7 +142,7 @@ class CrossbarLayer(nn.Module):
                 )
         biases = cls.core_biases(layer, matrices)
         cores = [
-            CrossbarLinear(
+            cls.core_class(
                 chip,
                 layer.weight_scale,
                 layer.input_scale,
@@ -152,6 +156,11 @@ class CrossbarLayer(nn.Module):
     @property
     def chips(self) -> tuple[ProgrammedChip, ...]:
         return tuple(core.chip for core in self.cores)
+
+    @property
+    def tiles(self) -> int:
+        """Crossbar tiles per bit plane and polarity."""
+        return sum(chip.tiles[0] * chip.tiles[1] for chip in self.chips)
 
     def clip_stats(self) -> tuple[ClipStats, ...]:
         """One ClipStats (per tile) per core, since the last reset."""
@@ -258,6 +267,7 @@ class CrossbarDepthwiseConv1d(CrossbarLayer):
     core each (see the module docstring)."""
 
     kind = "depthwise_conv1d"
+    layout = "block-diagonal"
 
     def __init__(self, layer, cores: Sequence[CrossbarLinear]):
         super().__init__(layer, cores)
@@ -295,10 +305,52 @@ class CrossbarDepthwiseConv1d(CrossbarLayer):
         return self.output_quantizer(y)
 
 
+class CrossbarPerChannelConv1d(CrossbarDepthwiseConv1d):
+    """A depthwise QuantConv1d with every channel's K taps on its own column, read from its
+    own K cells only (`PerChannelCrossbar`): one core holding the [C, K] tap matrix;
+    [B, C, T] -> [B, C, T']."""
+
+    layout = "per-channel"
+    core_class = PerChannelCrossbar
+
+    @staticmethod
+    def weight_matrices(layer, config: CrossbarConfig) -> list[torch.Tensor]:
+        return [layer.integer_weight()[:, 0]]  # [C, K]: channel c's taps in column c
+
+    @property
+    def tiles(self) -> int:
+        """Tiles per plane and polarity as row-gated tiles: floor(R / K) channels on each
+        tile's diagonal (one channel per tile column when K > R, over ceil(K / R) tiles)."""
+        rows, columns = self.cores[0].config.tile_rows, self.cores[0].config.tile_cols
+        per_tile = min(columns, max(1, rows // self.kernel))
+        return -(-self.cores[0].channels // per_tile) * -(-self.kernel // rows)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        span = self.dilation * (self.kernel - 1) + 1
+        x = nn.functional.pad(x, (self.pad_before, self.pad_after))  # [B, C, T + pads]
+        windows = x.unfold(2, span, self.stride)[..., :: self.dilation]  # [B, C, T', K] view
+        y = self.cores[0](windows.transpose(1, 2))  # [B, T', C]
+        return self.output_quantizer(y.transpose(1, 2))  # [B, C, T']
+
+
 TWINS: dict[str, type[CrossbarLayer]] = {
     twin.kind: twin
-    for twin in (CrossbarQuantLinear, CrossbarConv1d, CrossbarConv2d, CrossbarDepthwiseConv1d)
+    for twin in (CrossbarQuantLinear, CrossbarConv1d, CrossbarConv2d, CrossbarPerChannelConv1d)
 }
+DEPTHWISE_TWINS: dict[str, type[CrossbarLayer]] = {
+    twin.layout: twin for twin in (CrossbarPerChannelConv1d, CrossbarDepthwiseConv1d)
+}
+
+
+def twin_class(kind: str, depthwise: str = "per-channel") -> type[CrossbarLayer]:
+    """The twin of a QAT layer kind; `depthwise` picks the layout of a depthwise conv."""
+    if kind == "depthwise_conv1d":
+        if depthwise not in DEPTHWISE_TWINS:
+            raise ConfigError(f"unknown depthwise layout {depthwise!r}")
+        return DEPTHWISE_TWINS[depthwise]
+    if kind not in TWINS:
+        raise ConfigError(f"no crossbar mapping for {kind} layers")
+    return TWINS[kind]
 
 
 def crossbar_twin(
@@ -307,8 +359,8 @@ def crossbar_twin(
     config: CrossbarConfig | None = None,  # None: CrossbarConfig()
     device: DeviceConfig | None = None,  # None: the measured device
     seed: int = 0,
+    depthwise: str = "per-channel",  # layout of a depthwise conv (config.DEPTHWISE_LAYOUTS)
 ) -> CrossbarLayer:
     """The crossbar twin of any QAT layer (by its `kind`), freshly programmed."""
-    if layer.kind not in TWINS:
-        raise ConfigError(f"no crossbar mapping for {layer.kind} layers")
-    return TWINS[layer.kind].from_quant(layer, config=config, device=device, seed=seed)
+    cls = twin_class(layer.kind, depthwise)
+    return cls.from_quant(layer, config=config, device=device, seed=seed)

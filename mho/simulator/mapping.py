@@ -31,9 +31,12 @@ from mho.io import atomic_path
 from mho.models.quant import quantized_layers
 from mho.simulator.config import LayerSettings, SimulatorConfig
 from mho.simulator.device import DeviceConfig, ProgrammedChip
-from mho.simulator.layers import TWINS, derive_seed
+from mho.simulator.layers import derive_seed, twin_class
 
-CHIP_FORMAT = 1
+# 2: the config records the depthwise layout. Format 1 files predate the setting and hold
+# block-diagonal depthwise chips: they load as such.
+CHIP_FORMAT = 2
+READABLE_CHIP_FORMATS = (1, 2)
 _CHIP_ARRAYS = ("r_plus", "r_minus", "llrs", "hhrs")
 _CHIP_META = (
     "in_features", "out_features", "weight_bits", "tile_rows", "tile_cols", "seed",
@@ -55,6 +58,7 @@ class LayerMapping:
     cells: int  # all cells: tiles x rows x columns x planes x 2 polarities
     seconds: float  # programming time
     chips: tuple[ProgrammedChip, ...] = field(default=(), repr=False, compare=False)
+    layout: str | None = None  # depthwise layout of a depthwise conv on crossbars, else None
 
 
 @dataclass(frozen=True)
@@ -148,7 +152,8 @@ def _map(
             parent_name, _, child_name = name.rpartition(".")
             setattr(simulated.get_submodule(parent_name), child_name, twin)
         layer_chips = () if twin is None else twin.chips
-        tiles = sum(c.tiles[0] * c.tiles[1] for c in layer_chips)
+        tiles = 0 if twin is None else twin.tiles
+        planes = layer_chips[0].planes if layer_chips else 0
         mappings.append(
             LayerMapping(
                 name=name,
@@ -158,9 +163,10 @@ def _map(
                 weight_bits=layer.weight_bits,
                 weights=layer.weight.numel(),
                 tiles=tiles,
-                cells=sum(c.r_plus.size * 2 for c in layer_chips),
+                cells=tiles * config.tile[0] * config.tile[1] * planes * 2,
                 seconds=time.perf_counter() - started,
                 chips=layer_chips,
+                layout=getattr(twin, "layout", None),
             )
         )
     return simulated, MappingReport(seed, config, fingerprint, tuple(mappings))
@@ -172,17 +178,16 @@ def _map_layer(name, layer, settings: LayerSettings, config, seed, chips):
         layer.quant_config = replace(layer.quant_config, weight_bits=settings.weight_bits)
     if settings.digital:
         return None
-    if layer.kind not in TWINS:
-        raise ConfigError(f"{name}: no crossbar mapping for {layer.kind} layers")
     try:
+        twin = twin_class(layer.kind, settings.depthwise)
         crossbar_config = config.crossbar_config(
             settings.adc, layer.input_observer.bits, derive_seed(seed, name, "noise")
         )
         if chips is None:
-            return TWINS[layer.kind].from_quant(
+            return twin.from_quant(
                 layer, config=crossbar_config, device=config.device, seed=derive_seed(seed, name)
             )
-        return TWINS[layer.kind].from_chips(layer, chips[name], crossbar_config)
+        return twin.from_chips(layer, chips[name], crossbar_config)
     except ConfigError as error:
         raise ConfigError(f"{name}: {error}") from None
 
@@ -201,7 +206,7 @@ def save_chip(report: MappingReport, path: str | Path) -> None:
                 arrays[f"l{i}_c{j}_{key}"] = getattr(chip, key)
             meta = {key: getattr(chip, key) for key in _CHIP_META}
             metas.append(meta | {"device": asdict(chip.device), "arrays": f"l{i}_c{j}"})
-        layers.append({"name": mapping.name, "chips": metas})
+        layers.append({"name": mapping.name, "chips": metas, "layout": mapping.layout})
     meta = {
         "format": CHIP_FORMAT,
         "seed": report.seed,
@@ -220,8 +225,10 @@ def _read_chip_file(path: str | Path, arrays: bool = True) -> tuple[dict, dict[s
             loaded = {k: data[k] for k in data.files if k != "meta"} if arrays else {}
     except (OSError, KeyError, ValueError) as error:
         raise MhoError(f"cannot read a chip from {path}: {error}") from error
-    if meta.get("format") != CHIP_FORMAT:
+    if meta.get("format") not in READABLE_CHIP_FORMATS:
         raise MhoError(f"{path}: unsupported chip format {meta.get('format')}")
+    if meta["format"] == 1:  # before the depthwise layout setting: block-diagonal chips
+        meta["config"] = {"depthwise": "block-diagonal"} | meta["config"]
     return meta, loaded
 
 
@@ -262,22 +269,49 @@ def load_chip(
             for c in layer["chips"]
         ]
     saved = SimulatorConfig.from_dict(meta["config"], where=str(path))
+    return _read_chips(model, chips, saved, int(meta["seed"]), config, str(path), progress)
+
+
+def reread(
+    model: nn.Module, report: MappingReport, config: SimulatorConfig, progress: bool = False
+) -> tuple[nn.Module, MappingReport]:
+    """The chip of an earlier mapping of `model` (its `report`) read with `config`, without
+    programming: what `load_chip` does with a saved file. Programming depends only on the
+    device and the seed, so this equals map_to_crossbars(model, config, report.seed) when
+    the config keeps the chip's tiles, weight bits and depthwise layouts and puts on
+    crossbars only layers the chip holds (MhoError otherwise)."""
+    if report.fingerprint != weight_fingerprint(model):
+        raise MhoError("the chip was programmed for another model")
+    chips = {m.name: list(m.chips) for m in report.layers if not m.digital}
+    return _read_chips(model, chips, report.config, report.seed, config, "the chip", progress)
+
+
+def _read_chips(model, chips, saved: SimulatorConfig, seed: int,
+                config: SimulatorConfig | None, where: str, progress: bool):
+    """`model` on programmed `chips` {layer: its chips} (made with `saved` and `seed`), read
+    with `config` (None: `saved`)."""
     names = quantized_layers(model)
     saved_settings = saved.resolve(names)
     if {name for name, s in saved_settings.items() if not s.digital} != set(chips):
-        raise MhoError(f"{path}: its layers do not match its own config (corrupt file?)")
+        raise MhoError(f"{where}: its layers do not match its own config (corrupt file?)")
     if config is None:
-        return _map(model, saved, int(meta["seed"]), chips=chips, progress=progress)
+        return _map(model, saved, seed, chips=chips, progress=progress)
     if config.tile != saved.tile:
-        raise MhoError(f"{path} has {saved.tile[0]} x {saved.tile[1]} tiles; the config asks for "
-                       f"{config.tile[0]} x {config.tile[1]}")
+        raise MhoError(f"{where} has {saved.tile[0]} x {saved.tile[1]} tiles; the config asks "
+                       f"for {config.tile[0]} x {config.tile[1]}")
     used = {}
     for name, settings in config.resolve(names).items():
         if settings.digital:
             continue
         if name not in chips:
-            raise MhoError(f"{path}: {name} was kept digital when the chip was programmed")
+            raise MhoError(f"{where}: {name} was kept digital when the chip was programmed")
         if settings.weight_bits != saved_settings[name].weight_bits:
-            raise MhoError(f"{path}: {name} was programmed at other weight bits")
+            raise MhoError(f"{where}: {name} was programmed at other weight bits")
+        if names[name].kind == "depthwise_conv1d" and (
+            settings.depthwise != saved_settings[name].depthwise
+        ):
+            raise MhoError(f"{where}: {name} was programmed in the "
+                           f"{saved_settings[name].depthwise} depthwise layout, the config asks "
+                           f"for {settings.depthwise}")
         used[name] = chips[name]
-    return _map(model, config, int(meta["seed"]), chips=used, progress=progress)
+    return _map(model, config, seed, chips=used, progress=progress)

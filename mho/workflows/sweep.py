@@ -1,6 +1,8 @@
 """Sweeps: a grid of simulator settings x programming runs, run as independent jobs.
 
-Each job programs one chip (one setting, one seed) and scores it on a data set. Jobs run in
+Each job scores one setting on the chip of one seed. Programming depends only on the seed
+(and the device, tiles, weight bits and depthwise layouts), so jobs that share those share
+one programmed chip, read with each job's converters, noise and digital layers. Jobs run in
 a local process pool (one torch thread each) or, with ``ray_address``, as Ray tasks; every
 finished job is written at once to ``<out>/jobs/<job id>.json``, so an interrupted sweep
 resumes from the jobs that finished. The id hashes everything the result depends on (model
@@ -31,6 +33,7 @@ from typing import Any
 from mho.errors import ConfigError, MhoError
 from mho.io import atomic_path
 from mho.simulator.config import LayerRule, SimulatorConfig
+from mho.simulator.crossbar import CrossbarConfig
 
 PE_LAYERS = "*.linear_pos"  # the positional encodings' linear projections
 
@@ -42,9 +45,13 @@ class SweepSetting:
     adc: tuple[int, int] = (4, 4)  # whole-model ADC
     layers: tuple[LayerRule, ...] = ()  # rules after the base config's
     seeded: bool = True  # False: the digital baseline, one run is enough
+    noise: str | None = None  # read noise mode; None: the base config's
+    depthwise: str | None = None  # default depthwise layout; None: the base config's
 
     def simulator_config(self, base: SimulatorConfig) -> SimulatorConfig:
-        return dataclasses.replace(base, adc=self.adc, layers=base.layers + self.layers)
+        changes = {"noise": self.noise, "depthwise": self.depthwise}
+        return dataclasses.replace(base, adc=self.adc, layers=base.layers + self.layers,
+                                   **{k: v for k, v in changes.items() if v is not None})
 
 
 BASE = SweepSetting("base (digital QAT)", "base", layers=(LayerRule("*", digital=True),),
@@ -59,19 +66,35 @@ PRESETS: dict[str, tuple[SweepSetting, ...]] = {
 }
 
 
-def sweep_settings(presets: Iterable[str], adcs: Iterable[tuple[int, int]] = ()
+def sweep_settings(presets: Iterable[str], adcs: Iterable[tuple[int, int]] = (),
+                   noises: Sequence[str] = (), layouts: Sequence[str] = ()
                    ) -> list[SweepSetting]:
     """The base setting, then the presets' settings, then whole-model ADCs given one by one;
-    a setting named twice is run once."""
-    settings = [BASE]
+    a setting named twice is run once. `noises` (read noise modes) and `layouts` (depthwise
+    layouts) are further axes: every chip setting once per noise mode and layout, labelled
+    with them (the digital base once)."""
+    settings = []
     for name in presets:
         if name not in PRESETS:
             raise ConfigError(f"unknown sweep preset {name!r}; presets: {', '.join(PRESETS)}")
         settings += PRESETS[name]
     settings += [SweepSetting(f"all {p}/{r}", "custom", (p, r)) for p, r in adcs]
-    unique: dict[tuple, SweepSetting] = {}
+    for noise in noises:
+        CrossbarConfig(noise=noise)  # a clear ConfigError for an unknown mode
+    for layout in layouts:
+        SimulatorConfig(depthwise=layout)  # and for an unknown layout
+    crossed = []
     for setting in settings:
-        unique.setdefault((setting.adc, setting.layers), setting)
+        for noise in noises or (None,):
+            for layout in layouts or (None,):
+                label = setting.label + (f", noise {noise}" if noise else "") + (
+                    f", {layout}" if layout else "")
+                crossed.append(dataclasses.replace(setting, label=label, noise=noise,
+                                                   depthwise=layout))
+    unique: dict[tuple, SweepSetting] = {}
+    for setting in [BASE, *crossed]:
+        unique.setdefault((setting.adc, setting.layers, setting.noise, setting.depthwise),
+                          setting)
     return list(unique.values())
 
 
@@ -128,40 +151,94 @@ def _loaded(model: str, data: str, decoder: str):
                                                                  tokens=metadata.vocabulary)
 
 
-def run_job(job: SweepJob) -> dict[str, Any]:
-    """Program the job's chip and score it: a plain dict (it crosses process boundaries)."""
+def _programming(config: SimulatorConfig) -> SimulatorConfig:
+    """What programming depends on: the config without its converters, read noise and
+    digital rules (rules that re-quantize weights or pick a depthwise layout stay)."""
+    rules = tuple(dataclasses.replace(rule, adc=None, digital=None) for rule in config.layers
+                  if rule.weight_bits is not None or rule.depthwise is not None)
+    return dataclasses.replace(config, adc=(4, 4), noise="off", layers=rules)
+
+
+def chip_groups(jobs: Sequence[SweepJob]) -> list[list[SweepJob]]:
+    """Jobs that can read one programmed chip: the same model, data, decoder, seed and
+    programming (settings that differ only in converters, noise or digital layers)."""
+    groups: dict[tuple, list[SweepJob]] = {}
+    for job in jobs:
+        program = _programming(job.setting.simulator_config(job.config))
+        key = (job.model_digest, job.data, job.decoder, job.seed,
+               json.dumps(program.to_dict(), sort_keys=True))
+        groups.setdefault(key, []).append(job)
+    return list(groups.values())
+
+
+def run_jobs(jobs: Sequence[SweepJob]) -> list[dict[str, Any]]:
+    """Program one chip for a group of jobs (`chip_groups`) and score every job's settings
+    on it: plain dicts, one per job (they cross process boundaries)."""
     from mho.timing import torch_threads
 
     with torch_threads(1):  # jobs run side by side, one per core
-        return _run_job(job)
+        return _run_jobs(jobs)
 
 
-def _run_job(job: SweepJob) -> dict[str, Any]:
+def run_job(job: SweepJob) -> dict[str, Any]:
+    """One job on its own chip."""
+    return run_jobs([job])[0]
+
+
+def _run_jobs(jobs: Sequence[SweepJob]) -> list[dict[str, Any]]:
     import time
 
+    from mho import __version__
+    from mho.models.quant import quantized_layers
     from mho.runtime.speech import Recognizer, SpeechSession
-    from mho.simulator.mapping import map_to_crossbars
+    from mho.simulator.mapping import map_to_crossbars, reread
     from mho.simulator.stats import clip_fractions, reset_clip_stats
     from mho.workflows.evaluate import evaluate
 
-    model, metadata, data_name, utterances, decoder = _loaded(job.model, job.data, job.decoder)
+    first = jobs[0]
+    model, metadata, data_name, utterances, decoder = _loaded(first.model, first.data,
+                                                              first.decoder)
+    configs = [job.setting.simulator_config(job.config) for job in jobs]
+    names = list(quantized_layers(model))
+    on_chip = set()  # every layer some job reads from crossbars: the chip holds them all
+    for config in configs:
+        on_chip |= {name for name, s in config.resolve(names).items() if not s.digital}
     started = time.perf_counter()
-    simulated, report = map_to_crossbars(model, job.setting.simulator_config(job.config), job.seed)
-    reset_clip_stats(simulated)
-    recognizer = Recognizer(job.model, SpeechSession.from_model(simulated, metadata), decoder,
-                            job.decoder)
-    result = evaluate(recognizer, utterances, data_name=data_name, progress=False)
-    return {"id": job.id, "setting": job.setting.label, "preset": job.setting.preset,
+    chip = None
+    if on_chip:
+        program = _programming(configs[0])
+        digital = tuple(LayerRule(name, digital=True) for name in names if name not in on_chip)
+        _, chip = map_to_crossbars(model, dataclasses.replace(
+            program, layers=program.layers + digital), first.seed)
+    program_seconds = (time.perf_counter() - started) / len(jobs)
+    results = []
+    for job, config in zip(jobs, configs, strict=True):
+        started = time.perf_counter()
+        if chip is None:  # nothing on crossbars (the digital base)
+            simulated, report = map_to_crossbars(model, config, job.seed)
+        else:
+            simulated, report = reread(model, chip, config)
+        reset_clip_stats(simulated)
+        recognizer = Recognizer(job.model, SpeechSession.from_model(simulated, metadata),
+                                decoder, job.decoder)
+        result = evaluate(recognizer, utterances, data_name=data_name, progress=False)
+        results.append({
+            "id": job.id, "setting": job.setting.label, "preset": job.setting.preset,
             "seed": job.seed, "wer": result.wer, "cer": result.cer,
             "clipping": clip_fractions(simulated), "cells": report.cells,
-            "seconds": time.perf_counter() - started}
+            # programming is shared by the group's jobs: its time is split evenly
+            "seconds": time.perf_counter() - started + program_seconds,
+            # what produced it: the resolved settings and the code's version
+            "config": config.to_dict(), "mho_version": __version__})
+    return results
 
 
 def run_sweep(jobs: Sequence[SweepJob], out_dir: Path, *, workers: int = 1,
               ray_address: str | None = None,
               on_result: Callable[[dict, int, int], None] = lambda result, done, total: None,
               ) -> list[dict]:
-    """Run the jobs not yet in ``out_dir/jobs``; return every job's result in job order."""
+    """Run the jobs not yet in ``out_dir/jobs``, one programmed chip per group of jobs that
+    can share it (`chip_groups`); return every job's result in job order."""
     job_dir = Path(out_dir) / "jobs"
     job_dir.mkdir(parents=True, exist_ok=True)
     results = {}
@@ -169,35 +246,36 @@ def run_sweep(jobs: Sequence[SweepJob], out_dir: Path, *, workers: int = 1,
         path = job_dir / f"{job.id}.json"
         if path.is_file():
             results[job.id] = json.loads(path.read_text())
-    pending = [job for job in jobs if job.id not in results]
+    groups = chip_groups([job for job in jobs if job.id not in results])
 
-    def finished(result: dict) -> None:
-        with atomic_path(job_dir / f"{result['id']}.json") as partial:
-            partial.write_text(json.dumps(result, indent=2) + "\n")
-        results[result["id"]] = result
-        on_result(result, len(results), len(jobs))
+    def finished(group_results: list[dict]) -> None:
+        for result in group_results:
+            with atomic_path(job_dir / f"{result['id']}.json") as partial:
+                partial.write_text(json.dumps(result, indent=2) + "\n")
+            results[result["id"]] = result
+            on_result(result, len(results), len(jobs))
 
     if ray_address is not None:
-        _run_on_ray(pending, ray_address, finished)
-    elif workers == 1 or len(pending) <= 1:
-        for job in pending:
-            finished(run_job(job))
+        _run_on_ray(groups, ray_address, finished)
+    elif workers == 1 or len(groups) <= 1:
+        for group in groups:
+            finished(run_jobs(group))
     else:
-        _run_in_pool(pending, workers, finished)
+        _run_in_pool(groups, workers, finished)
     return [results[job.id] for job in jobs]
 
 
-def _run_in_pool(jobs: Sequence[SweepJob], workers: int, finished: Callable) -> None:
+def _run_in_pool(groups: Sequence[list[SweepJob]], workers: int, finished: Callable) -> None:
     # spawn, not fork: a forked torch (OpenMP pools, LM decoder state) can deadlock
-    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=get_context("spawn")) as pool:
-        running = {pool.submit(run_job, job) for job in jobs}
+    with ProcessPoolExecutor(min(workers, len(groups)), mp_context=get_context("spawn")) as pool:
+        running = {pool.submit(run_jobs, group) for group in groups}
         while running:
             done, running = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
                 finished(future.result())
 
 
-def _run_on_ray(jobs: Sequence[SweepJob], address: str, finished: Callable) -> None:
+def _run_on_ray(groups: Sequence[list[SweepJob]], address: str, finished: Callable) -> None:
     try:
         import ray
     except ImportError:
@@ -208,8 +286,8 @@ def _run_on_ray(jobs: Sequence[SweepJob], address: str, finished: Callable) -> N
         ray.init(address=None if address == "local" else address, include_dashboard=False,
                  log_to_driver=False)
     try:
-        remote = ray.remote(num_cpus=1)(run_job)
-        running = [remote.remote(job) for job in jobs]
+        remote = ray.remote(num_cpus=1)(run_jobs)
+        running = [remote.remote(group) for group in groups]
         while running:
             done, running = ray.wait(running, num_returns=1)
             for reference in done:
@@ -288,13 +366,33 @@ def plot(rows: Sequence[dict], title: str, path: Path) -> None:
     plt.close(figure)
 
 
+CSV_COLUMNS = ("setting", "preset", "runs", "wer", "wer_std", "cer", "pe_clipping",
+               "most_clipped_layer", "most_clipped_fraction", "wer_runs")
+
+
+def csv_table(rows: Sequence[dict]) -> str:
+    """One line per setting (CSV_COLUMNS; wer_runs: each chip's WER, separated by ';')."""
+    import csv
+    import io
+
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for r in rows:
+        writer.writerow([";".join(f"{w:.4f}" for w in r[c]) if c == "wer_runs" else
+                         ("" if r[c] is None else r[c]) for c in CSV_COLUMNS])
+    return text.getvalue()
+
+
 def write_reports(rows: Sequence[dict], results: Sequence[dict], title: str, out_dir: Path,
                   ) -> dict[str, Path]:
     out_dir = Path(out_dir)
     paths = {"markdown": out_dir / "sweep.md", "json": out_dir / "sweep.json",
-             "plot": out_dir / "sweep.png"}
+             "csv": out_dir / "sweep.csv", "plot": out_dir / "sweep.png"}
     with atomic_path(paths["markdown"]) as partial:
         partial.write_text(markdown_table(rows, title))
+    with atomic_path(paths["csv"]) as partial:
+        partial.write_text(csv_table(rows))
     with atomic_path(paths["json"]) as partial:
         partial.write_text(json.dumps({"title": title, "settings": list(rows),
                                        "jobs": list(results)}, indent=2) + "\n")

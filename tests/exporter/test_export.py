@@ -133,7 +133,11 @@ def test_memristor_export_on_an_ideal_chip_matches_the_torch_simulator(
     proto = onnx.load(str(path))
     standard_or_crossbar_only(proto)
     assert {(f.name, f.overload) for f in proto.functions} == {
-        (op, overload) for op in ("CrossbarLinear", "CrossbarConv") for overload in ("", "noisy")}
+        (op, overload) for op in ("CrossbarLinear", "CrossbarConv") for overload in ("", "noisy")
+    } | {("CrossbarConv", "per-channel"), ("CrossbarConv", "per-channel-noisy")}
+    depthwise = [n for n in proto.graph.node if n.op_type == "CrossbarConv"
+                 and any(a.name == "depthwise" for a in n.attribute)]
+    assert depthwise and all(n.overload == "per-channel" for n in depthwise)
     for batch_size, frames in SHAPES:
         expected, got = outputs(simulated, path, runtime, *batch(batch_size, frames))
         # exact integer reads on an ideal chip: float rounding, at worst one 8-bit grid step
@@ -150,7 +154,8 @@ def test_read_noise_exports_as_the_noisy_overload_with_seeded_draws(qat_model, t
                                               programming_seed=1), input="features")
     proto = onnx.load(str(path))
     crossbars = [n for n in proto.graph.node if n.domain == DOMAIN]
-    assert crossbars and all(n.overload == "noisy" and len(n.input) == 5 for n in crossbars)
+    assert crossbars and all(len(n.input) == 5 for n in crossbars)
+    assert {n.overload for n in crossbars} == {"noisy", "per-channel-noisy"}
     seeds = {a.f for n in crossbars for a in n.attribute if a.name == "seed"}
     assert len(seeds) == len(crossbars)  # every layer and core draws its own stream
     noisy = next(f for f in proto.functions

@@ -18,7 +18,7 @@ from mho.simulator.config import (
     parse_layer_rule,
     with_cli_overrides,
 )
-from mho.simulator.layers import CrossbarDepthwiseConv1d, CrossbarLayer
+from mho.simulator.layers import CrossbarLayer, CrossbarPerChannelConv1d
 from mho.simulator.mapping import load_chip, map_to_crossbars, save_chip
 from mho.simulator.stats import clip_fractions, clip_stats, reset_clip_stats
 
@@ -74,7 +74,7 @@ def test_ideal_chip_reproduces_the_qat_model(model, qat_log_probs):
     assert set(report.crossbar_layers) == names and not report.digital_layers
     mapped = dict(simulated.named_modules())
     assert all(isinstance(mapped[n], CrossbarLayer) for n in names)
-    assert isinstance(mapped["blocks.0.convolution.depthwise"], CrossbarDepthwiseConv1d)
+    assert isinstance(mapped["blocks.0.convolution.depthwise"], CrossbarPerChannelConv1d)
     linears = [m for m in quantized_layers(model).values() if m.kind == "linear"]
     assert all(isinstance(m, QuantLinear) for m in linears)  # the QAT model is untouched
 

@@ -42,6 +42,7 @@ DOMAIN = "ai.mho.memristor"
 DOMAIN_VERSION = 1
 OPSET = 20  # of the default domain, inside the bodies
 NOISY = "noisy"  # the overload that adds read noise
+PER_CHANNEL, PER_CHANNEL_NOISY = "per-channel", "per-channel-noisy"  # depthwise per channel
 INT_ATTRIBUTES = ("weight_bits", "tile_rows", "tile_cols", "input_bits", "adc_precision_bits",
                   "adc_range_bits", "out_features")
 FLOAT_ATTRIBUTES = ("weight_scale", "input_scale", "sign_sum", "seed")
@@ -52,8 +53,11 @@ im2col (rows in channel-major order: channel c, then the kernel taps in row-majo
 then CrossbarLinear at every output position. X [B, C, *S] -> Y [B, O, *S'] (1-D or 2-D).
 Inputs: CrossbarLinear's, for a chip of C prod(kernel_shape) rows. Attributes:
 CrossbarLinear's plus in_channels (C), kernel_shape, strides, dilations, pads (ints, ONNX
-Conv's meaning and order). A grouped or depthwise convolution is one node per core, each on
-its own channels."""
+Conv's meaning and order). A grouped or block-diagonal depthwise convolution is one node per
+core, each on its own channels. With the string attribute depthwise = "per-channel"
+(overloads "per-channel" and "per-channel-noisy"), the node is a depthwise Conv1d on a chip
+of its [C, K] tap matrix (conductance [P, K_pad, C_pad], out_features = in_channels = C):
+column c is read from its own K cells only, driven by channel c's window; reads in float64."""
 
 
 class _Body:
@@ -162,8 +166,14 @@ def _linear_nodes(f: _Body, x: str, noisy: bool) -> str:
 
     # the ADC's gain 2^p is folded into the (constant) matrices: reads come out in ADC codes
     step_squared = f("Mul", adc_step, adc_step)
-    current = f("MatMul", f("Gather", "signal_levels", index),
-                f("Mul", tiled("conductance"), adc_step))  # [T_in, N, P * O_pad]
+    signal, matrix = f("Gather", "signal_levels", index), f("Mul", tiled("conductance"), adc_step)
+    # without noise the reads are float64: products of float32 values are exact there, so a
+    # read near a rounding boundary rounds as in the torch simulator and the numpy OpRun (a
+    # float32 sum's rounding depends on its order); with noise, codes are random anyway
+    dtype = TensorProto.FLOAT if noisy else TensorProto.DOUBLE
+    if not noisy:
+        signal, matrix = f("Cast", signal, to=dtype), f("Cast", matrix, to=dtype)
+    current = f("MatMul", signal, matrix)  # [T_in, N, P * O_pad]
     if noisy:
         low = f("Gather", f("Gather", "noise_levels", f.const(0)), index)  # [T_in, N, R]
         slope = f("Gather", f("Gather", "noise_levels", f.const(1)), index)
@@ -183,7 +193,8 @@ def _linear_nodes(f: _Body, x: str, noisy: bool) -> str:
             name="seed", ref_attr_name="seed", type=onnx.AttributeProto.FLOAT))
         f.nodes.append(noise)
         current = f("Add", current, f("Mul", deviation, "draw"))
-    # ADC per column; codes are integers, so the sums below are exact in float32
+    # ADC per column; codes are integers, so the sums below are exact
+    adc_limit = f("Cast", adc_limit, to=dtype)
     codes = f("Clip", f("Round", current), f("Neg", adc_limit), adc_limit)
     codes = f("Reshape", codes, f("Concat", tiles_in, minus_one, planes, out_padded,
                                   axis=0))  # [T_in, N, P, O_pad]
@@ -191,13 +202,15 @@ def _linear_nodes(f: _Body, x: str, noisy: bool) -> str:
     # row (one pass; a weighted ReduceSum over the planes is several times slower in ORT)
     shifts = f("Cast", f("Range", f("Sub", f("Squeeze", planes), one), f.const(-1), f.const(-1)),
                to=TensorProto.FLOAT)
-    plane_weights = f("Unsqueeze", f("Pow", two_f, shifts), zero_i)  # [1, P]
+    plane_weights = f("Cast", f("Unsqueeze", f("Pow", two_f, shifts), zero_i), to=dtype)  # [1, P]
     accumulated = f("ReduceSum", f("MatMul", plane_weights, codes), zero_i,
                     keepdims=0)  # sum of the tiles: [N, 1, O_pad]
     accumulated = f("Slice", accumulated, zero_i, out_features, minus_one)  # [N, 1, O]
-    factor = f("Div", f("Mul", f("Mul", f.attribute("weight_scale", "float"), input_scale),
-                        f("Cast", full_scale, to=TensorProto.FLOAT)), adc_step)
-    y = f("Mul", accumulated, factor)
+    # the output factor in the reads' precision (float64: as the torch simulator's)
+    factor = f("Div", f("Mul", f("Mul", f("Cast", f.attribute("weight_scale", "float"), to=dtype),
+                                     f("Cast", input_scale, to=dtype)),
+                        f("Cast", full_scale, to=dtype)), f("Cast", adc_step, to=dtype))
+    y = f("Cast", f("Mul", accumulated, factor), to=TensorProto.FLOAT)
     out_shape = f("Concat", f("Slice", x_shape, zero_i, minus_one), out_features, axis=0)
     return f("Reshape", y, out_shape)
 
@@ -207,9 +220,10 @@ def _reference(name: str, kind: int) -> onnx.AttributeProto:
     return onnx.AttributeProto(name=name, ref_attr_name=name, type=kind)
 
 
-def _crossbar_conv(noisy: bool) -> onnx.FunctionProto:
-    f = _Body()
-    one_i, minus_one = f.const([1]), f.const([-1])
+def _im2col(f: _Body) -> tuple[str, str, str, str, str]:
+    """Appends the unfolding of X [B, C, *S] to `f`: (columns [B, C P, *S'], batch [1],
+    spatial [rank] = S', channels [1], taps [1] = P = prod(kernel_shape))."""
+    one_i = f.const([1])
     channels = f("Reshape", f.attribute("in_channels", "int"), one_i)  # [1]
     kernel_shape = f.attribute("kernel_shape", "ints")  # [rank]
     taps = f("ReduceProd", kernel_shape, keepdims=1)  # [1]: P = prod(kernel)
@@ -234,8 +248,15 @@ def _crossbar_conv(noisy: bool) -> onnx.FunctionProto:
     f.nodes.append(conv)  # [B, C P, *S']
     batch = f("Shape", "columns", end=1)
     spatial = f("Shape", "columns", start=2)  # [rank]: S'
-    rows = f("Transpose", f("Reshape", "columns", f("Concat", batch, f("Mul", channels, taps),
-                                                    minus_one, axis=0)),
+    return "columns", batch, spatial, channels, taps
+
+
+def _crossbar_conv(noisy: bool) -> onnx.FunctionProto:
+    f = _Body()
+    one_i, minus_one = f.const([1]), f.const([-1])
+    columns, batch, spatial, channels, taps = _im2col(f)
+    rows = f("Transpose", f("Reshape", columns, f("Concat", batch, f("Mul", channels, taps),
+                                                  minus_one, axis=0)),
              perm=[0, 2, 1])  # [B, L, C P]
     read = _linear_nodes(f, rows, noisy)  # [B, L, O]
     out_features = f("Reshape", f.attribute("out_features", "int"), one_i)
@@ -245,11 +266,109 @@ def _crossbar_conv(noisy: bool) -> onnx.FunctionProto:
     return _function("CrossbarConv", f, noisy, [*ATTRIBUTES, *CONV_ATTRIBUTES], CONV_DOC)
 
 
+def _crossbar_per_channel(noisy: bool) -> onnx.FunctionProto:
+    """CrossbarConv's per-channel depthwise overloads: X [B, C, T] -> Y [B, C, T'] on a chip
+    of the [C, K] tap matrix (conductance [P, K_pad, C_pad]), column c read from its own K
+    cells driven by channel c's window. The reads are float64 (products of float32 values
+    are exact there), so rounding them to ADC codes does not depend on summation order."""
+    f = _Body()
+    zero_i, one_i, minus_one = f.const([0]), f.const([1]), f.const([-1])
+    columns, batch, _, channels, taps = _im2col(f)  # [B, C K, T'], K = taps
+    double = TensorProto.DOUBLE
+    one = f.const(1)
+    input_bits = f.attribute("input_bits", "int")
+    full_scale = f("Pow", f.const(2), f("Sub", input_bits, one))  # 2^(b-1)
+    limit_int = f("Sub", full_scale, one)
+    limit = f("Cast", limit_int, to=TensorProto.FLOAT)
+    input_scale = f.attribute("input_scale", "float")
+    precision = f("Cast", f.attribute("adc_precision_bits", "int"), to=double)
+    range_bits = f("Cast", f.attribute("adc_range_bits", "int"), to=double)
+    two_d = f.const(2.0, np.float64)
+    adc_step = f("Pow", two_d, precision)  # 2^p codes per LRS unit
+    adc_limit = f("Pow", two_d, f("Sub", f("Add", precision, range_bits),
+                                   f.const(1.0, np.float64)))
+    tile_rows = f("Reshape", f.attribute("tile_rows", "int"), one_i)  # [1]
+
+    # DAC levels of every window, as table indices [B, T', C, K]
+    levels = f("Round", f("Clip", f("Div", columns, input_scale), f("Neg", limit), limit))
+    index = f("Cast", f("Add", levels, limit), to=TensorProto.INT64)  # [B, C K, T']
+    index = f("Transpose", f("Reshape", index, f("Concat", batch, channels, taps, minus_one,
+                                                 axis=0)), perm=[0, 3, 1, 2])
+    g_shape = f("Shape", "conductance")  # [P, K_pad, C_pad]
+    planes = f("Slice", g_shape, zero_i, one_i)
+    k_padded = f("Slice", g_shape, one_i, f.const([2]))
+    tiles_in = f("Div", k_padded, tile_rows)
+    # taps past K (row padding of the chip) are not read: zero drive, zero variance
+    pads = f("Concat", zero_i, zero_i, zero_i, zero_i, zero_i, zero_i, zero_i,
+             f("Sub", k_padded, taps), axis=0)
+    by_tile = f("Concat", batch, minus_one, channels, tiles_in, one_i, tile_rows, axis=0)
+
+    def per_row(table: str, scale: str) -> str:
+        """A [L] table at every window's level, in float64 times `scale`, padded to K_pad:
+        [B, T', C, T_in, 1, R]."""
+        values = f("Mul", f("Cast", f("Gather", table, index), to=double), scale)
+        return f("Reshape", f("Pad", values, pads), by_tile)
+
+    def per_channel(matrix: str) -> str:
+        """[P, K_pad, C_pad] -> [C, T_in, R, P] float64 (the first C columns)."""
+        kept = f("Slice", f("Cast", matrix, to=double), zero_i, channels, f.const([2]))
+        split = f("Reshape", kept, f("Concat", planes, tiles_in, tile_rows, channels, axis=0))
+        return f("Transpose", split, perm=[3, 1, 2, 0])
+
+    # [B, T', C, T_in, 1, R] @ [C, T_in, R, P]: every channel's reads, in ADC steps
+    reads = f("MatMul", per_row("signal_levels", adc_step), per_channel("conductance"))
+    if noisy:
+        step_squared = f("Mul", adc_step, adc_step)
+        low = per_row(f("Gather", "noise_levels", f.const(0)), step_squared)
+        slope = per_row(f("Gather", "noise_levels", f.const(1)), step_squared)
+        # each pair's sign sum: noise_conductance[0] when it holds two matrices, else the
+        # attribute sign_sum everywhere (put in front, so index -2 picks the right one)
+        same_signs = f("Expand", f("Cast", f.attribute("sign_sum", "float"), to=TensorProto.FLOAT),
+                       f("Concat", one_i, g_shape, axis=0))
+        stacked = f("Concat", same_signs, "noise_conductance", axis=0)  # [1 + K, P, K_pad, C_pad]
+        signs = f("Gather", stacked, f.const(-2))
+        signed = f("Gather", "noise_conductance", f.const(-1))
+        variance = f("Add", f("MatMul", low, per_channel(signs)),
+                     f("MatMul", slope, per_channel(signed)))  # [B, T', C, T_in, 1, P]
+        deviation = f("Sqrt", f("Relu", variance))
+        noise = helper.make_node("RandomNormalLike", [deviation], ["draw"], dtype=double)
+        noise.attribute.append(onnx.AttributeProto(
+            name="seed", ref_attr_name="seed", type=onnx.AttributeProto.FLOAT))
+        f.nodes.append(noise)
+        reads = f("Add", reads, f("Mul", deviation, "draw"))
+    codes = f("Clip", f("Round", reads), f("Neg", adc_limit), adc_limit)
+    shifts = f("Cast", f("Range", f("Sub", f("Squeeze", planes), one), f.const(-1), f.const(-1)),
+               to=double)
+    plane_weights = f("Unsqueeze", f("Pow", two_d, shifts), minus_one)  # [P, 1]
+    total = f("ReduceSum", f("MatMul", codes, plane_weights), f.const([3, 4, 5]),
+              keepdims=0)  # [B, T', C]: planes, then tiles, shifted and added
+    factor = f("Div", f("Mul", f("Mul", f("Cast", f.attribute("weight_scale", "float"), to=double),
+                                     f("Cast", input_scale, to=double)),
+                        f("Cast", full_scale, to=double)), adc_step)
+    y = f("Cast", f("Mul", total, factor), to=TensorProto.FLOAT)
+    f.nodes.append(helper.make_node("Transpose", [y], ["Y"], perm=[0, 2, 1]))  # [B, C, T']
+    function = _function("CrossbarConv", f, noisy, [*ATTRIBUTES, *CONV_ATTRIBUTES, "depthwise"],
+                         CONV_DOC)
+    function.overload = PER_CHANNEL_NOISY if noisy else PER_CHANNEL
+    return function
+
+
 def crossbar_functions() -> list[onnx.FunctionProto]:
-    """The bodies to attach to a model that uses CrossbarLinear / CrossbarConv nodes (both
-    overloads of each)."""
+    """The bodies to attach to a model that uses CrossbarLinear / CrossbarConv nodes (every
+    overload of each)."""
     return [_crossbar_linear(noisy=False), _crossbar_linear(noisy=True),
-            _crossbar_conv(noisy=False), _crossbar_conv(noisy=True)]
+            _crossbar_conv(noisy=False), _crossbar_conv(noisy=True),
+            _crossbar_per_channel(noisy=False), _crossbar_per_channel(noisy=True)]
+
+
+def node_overload(node: onnx.NodeProto) -> str:
+    """The function overload a crossbar node calls: by its noise inputs and, for a
+    CrossbarConv, its depthwise attribute."""
+    noisy = len(node.input) == 5  # noise_levels and noise_conductance given
+    attributes = {a.name: a for a in node.attribute}
+    if "depthwise" in attributes and attributes["depthwise"].s.decode() == "per-channel":
+        return PER_CHANNEL_NOISY if noisy else PER_CHANNEL
+    return NOISY if noisy else ""
 
 
 def crossbar_linear_numpy(x, signal_levels, conductance, noise_levels=None,
@@ -281,7 +400,8 @@ def crossbar_linear_numpy(x, signal_levels, conductance, noise_levels=None,
                 read += np.sqrt(np.maximum(variance, 0)) * rng.standard_normal(read.shape)
             codes = np.clip(np.round(read * step), -adc_limit, adc_limit)
             total += codes * 2.0 ** (planes - 1 - plane)
-    factor = weight_scale * input_scale * 2 ** (input_bits - 1) / step
+    # float64, as the torch simulator's output factor (float32 attributes widened)
+    factor = np.float64(weight_scale) * np.float64(input_scale) * 2 ** (input_bits - 1) / step
     y = total[:, :out_features] * factor
     return y.reshape(*x.shape[:-1], out_features).astype(np.float32)
 
@@ -334,14 +454,63 @@ def crossbar_conv_numpy(x, *chip, in_channels, kernel_shape, strides, dilations,
     return y.transpose(0, 2, 1).reshape(batch, -1, *positions)
 
 
+def crossbar_per_channel_numpy(x, signal_levels, conductance, noise_levels=None,
+                               noise_conductance=None, *, rng: np.random.Generator | None = None,
+                               in_channels, kernel_shape, strides, dilations, pads, tile_rows,
+                               input_bits, adc_precision_bits, adc_range_bits, weight_scale,
+                               input_scale, sign_sum=None, **_ignored) -> np.ndarray:
+    """CrossbarConv with a per-channel depthwise chip, in numpy: X [B, C, T] -> Y [B, C, T'],
+    channel c's window [K] times column c's first K cells, a loop over planes and row tiles
+    (float64 throughout)."""
+    (kernel,) = kernel_shape
+    if x.shape[1] != in_channels:
+        raise ValueError(f"CrossbarConv expects {in_channels} channels, got {x.shape[1]}")
+    x = np.pad(x, [(0, 0), (0, 0), (pads[0], pads[1])])
+    windows = conv_windows(x, kernel_shape, strides, dilations)  # [B, C, T', K]
+    limit = 2 ** (input_bits - 1) - 1
+    levels = np.round(np.clip(windows / np.float32(input_scale), -limit, limit))
+    index = levels.astype(np.int64) + limit  # [B, C, T', K]
+    planes = conductance.shape[0]
+    step, adc_limit = 2.0**adc_precision_bits, 2.0 ** (adc_precision_bits + adc_range_bits - 1)
+    drive = signal_levels.astype(np.float64)[index] * step  # [B, C, T', K], in ADC steps
+    g = conductance[:, :kernel, :in_channels].astype(np.float64)  # [P, K, C]
+    if noise_conductance is not None:
+        tables = noise_levels.astype(np.float64)[:, index] * step**2  # [2, B, C, T', K]
+        signed = noise_conductance[-1, :, :kernel, :in_channels].astype(np.float64)
+        if len(noise_conductance) == 2:
+            signs = noise_conductance[0, :, :kernel, :in_channels].astype(np.float64)
+        else:
+            signs = np.full_like(signed, sign_sum)
+    total = np.zeros(index.shape[:3])  # [B, C, T']
+    for plane in range(planes):
+        for start in range(0, kernel, tile_rows):
+            taps = slice(start, min(start + tile_rows, kernel))
+            read = np.einsum("bctk,kc->bct", drive[..., taps], g[plane, taps])
+            if noise_conductance is not None:
+                variance = (np.einsum("bctk,kc->bct", tables[0][..., taps], signs[plane, taps])
+                            + np.einsum("bctk,kc->bct", tables[1][..., taps], signed[plane, taps]))
+                read += np.sqrt(np.maximum(variance, 0)) * rng.standard_normal(read.shape)
+            codes = np.clip(np.round(read), -adc_limit, adc_limit)
+            total += codes * 2.0 ** (planes - 1 - plane)
+    factor = (np.float64(np.float32(weight_scale)) * np.float64(np.float32(input_scale))
+              * 2 ** (input_bits - 1) / step)
+    return (total * factor).astype(np.float32)
+
+
 class CrossbarConv(CrossbarLinear):
     """numpy reference of CrossbarConv for the ONNX reference evaluator."""
 
     def _run(self, x, signal_levels, conductance, noise_levels=None, noise_conductance=None,
              in_channels=None, kernel_shape=None, strides=None, dilations=None, pads=None,
-             **attributes):
+             depthwise=None, **attributes):
         if noise_conductance is not None and not hasattr(self, "_rng"):
             self._rng = np.random.default_rng(int(attributes["seed"]))
+        if depthwise == "per-channel":
+            return (crossbar_per_channel_numpy(
+                x, signal_levels, conductance, noise_levels, noise_conductance,
+                rng=getattr(self, "_rng", None), in_channels=in_channels,
+                kernel_shape=kernel_shape, strides=strides, dilations=dilations, pads=pads,
+                **attributes),)
         return (crossbar_conv_numpy(
             x, signal_levels, conductance, noise_levels, noise_conductance,
             rng=getattr(self, "_rng", None), in_channels=in_channels,
