@@ -1,7 +1,9 @@
-"""Shared test set-up."""
+"""Shared test set-up, and the helpers several test modules use."""
 
 import pytest
 import torch
+
+from mho.models import ConformerCTC, calibrate, conformer_config
 
 
 @pytest.fixture(autouse=True)
@@ -12,3 +14,31 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# the tiny model is 64 wide: 64 x 64 tiles waste no cells, so programming the measured device
+# (3 planes at 4-bit weights) takes about a second
+TILE = (64, 64)
+
+
+def tiny_qat_model(seed: int = 0) -> ConformerCTC:
+    torch.manual_seed(seed)
+    model = ConformerCTC(conformer_config("tiny", dropout=0.0, attention_dropout=0.0))
+    model.enable_quantization(weight_bits=4)
+    features, lengths = inputs(seed + 100)
+    calibrate(model, [(features, lengths)])
+    return model.eval()
+
+
+def inputs(seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    features = torch.randn(2, 48, 80, generator=generator)
+    lengths = torch.tensor([48, 33])
+    features[1, 33:] = 0  # padding frames of the shorter utterance
+    return features, lengths
+
+
+def run(simulated) -> torch.Tensor:
+    """Log-probs of a (simulated) tiny model on `inputs()`."""
+    with torch.no_grad():
+        return simulated(*inputs())[0]

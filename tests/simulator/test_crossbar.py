@@ -97,11 +97,12 @@ def test_fast_path_equals_the_per_cell_reference_without_noise():
     y_naive, clipped_naive = naive_forward(layer.chip, x, weight_scale, input_scale, bias, config)
     layer.reset_clip_stats()
     y_fast = layer(x)
-    lsb = weight_scale * input_scale * 128 / 2**config.adc_precision_bits * 2**6  # MSB plane
-    tolerance = 1e-5 + int(differ.sum()) * lsb
-    torch.testing.assert_close(y_fast.double(), y_naive, rtol=0, atol=tolerance)
-    if not differ.any():
-        assert torch.equal(layer.clip_stats().clipped, clipped_naive)
+    # the forward re-reads in float64 every read within float32 error of a rounding boundary,
+    # so its codes are the float64 reference's: one code of the least significant plane moves
+    # an output by `lsb`, and the outputs differ by float32 arithmetic alone (far below it)
+    lsb = weight_scale * input_scale * 128 / 2**config.adc_precision_bits
+    assert (y_fast.double() - y_naive).abs().max() < 0.01 * lsb
+    assert torch.equal(layer.clip_stats().clipped, clipped_naive)
 
 
 @pytest.mark.parametrize("mode", ["legacy", "physical"])

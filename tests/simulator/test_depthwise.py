@@ -22,7 +22,7 @@ from mho.simulator.layers import (
 )
 from mho.simulator.mapping import chip_config, load_chip, map_to_crossbars, save_chip
 from mho.simulator.naive import naive_column_variance
-from tests.simulator.test_mapping import TILE, run, tiny_qat_model
+from tests.conftest import TILE, run, tiny_qat_model
 
 
 def qat_depthwise(channels, kernel, weight_bits=8, seed=0, **conv

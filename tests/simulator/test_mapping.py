@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mho.errors import ConfigError, MhoError
-from mho.models import ConformerCTC, calibrate, conformer_config, quantized_layers
+from mho.models import ConformerCTC, conformer_config, quantized_layers
 from mho.models.quant import QuantLinear
 from mho.simulator import DeviceConfig
 from mho.simulator.config import (
@@ -21,27 +21,7 @@ from mho.simulator.config import (
 from mho.simulator.layers import CrossbarLayer, CrossbarPerChannelConv1d
 from mho.simulator.mapping import load_chip, map_to_crossbars, save_chip
 from mho.simulator.stats import clip_fractions, clip_stats, reset_clip_stats
-
-# the tiny model is 64 wide: 64 x 64 tiles waste no cells, so programming the measured device
-# (3 planes at 4-bit weights) takes about a second
-TILE = (64, 64)
-
-
-def tiny_qat_model(seed: int = 0) -> ConformerCTC:
-    torch.manual_seed(seed)
-    model = ConformerCTC(conformer_config("tiny", dropout=0.0, attention_dropout=0.0))
-    model.enable_quantization(weight_bits=4)
-    features, lengths = inputs(seed + 100)
-    calibrate(model, [(features, lengths)])
-    return model.eval()
-
-
-def inputs(seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    features = torch.randn(2, 48, 80, generator=generator)
-    lengths = torch.tensor([48, 33])
-    features[1, 33:] = 0  # padding frames of the shorter utterance
-    return features, lengths
+from tests.conftest import TILE, inputs, run, tiny_qat_model
 
 
 @pytest.fixture(scope="module")
@@ -53,11 +33,6 @@ def model() -> ConformerCTC:
 def qat_log_probs(model) -> torch.Tensor:
     with torch.no_grad():
         return model(*inputs())[0]
-
-
-def run(simulated) -> torch.Tensor:
-    with torch.no_grad():
-        return simulated(*inputs())[0]
 
 
 def measured(**kwargs) -> SimulatorConfig:
