@@ -404,47 +404,25 @@ def sweep_command(model, data_set, out, presets, adcs, config_file, noises, layo
                   layer_rules, digital_patterns, decoder, runs, seed, workers, ray_address,
                   as_json) -> None:
     """Score MODEL on simulated chips over a grid of ADC settings x programming runs."""
-    import dataclasses
-    import os
-
     from tqdm import tqdm
 
-    from mho.data.datasets import resolve_dataset
-    from mho.simulator.config import (
-        SimulatorConfig,
-        load_simulator_config,
-        parse_adc,
-        with_cli_overrides,
-    )
-    from mho.workflows.sweep import plan_jobs, run_sweep, summarize, sweep_settings, write_reports
+    from mho.workflows.sweep import sweep_model
 
-    data_name, _ = resolve_dataset(data_set)  # fail on bad data before any work
-    config = load_simulator_config(config_file) if config_file else SimulatorConfig()
-    config = with_cli_overrides(config, layers=layer_rules, digital=digital_patterns)
-    # one value sets the base config; several are an axis
-    if len(noises) == 1:
-        config, noises = dataclasses.replace(config, noise=noises[0]), ()
-    if len(layouts) == 1:
-        config, layouts = dataclasses.replace(config, depthwise=layouts[0]), ()
-    settings = sweep_settings(presets or (() if adcs else ("table2",)), map(parse_adc, adcs),
-                              noises, layouts)
-    jobs = plan_jobs(model, data_set, decoder, settings, config, runs, seed)
-    bar = None if as_json else tqdm(total=len(jobs), desc="sweep jobs", unit="job")
+    bar = None if as_json else tqdm(desc="sweep jobs", unit="job")
 
     def on_result(result: dict, done: int, total: int) -> None:
         if bar is not None:
-            bar.n = done
+            bar.total, bar.n = total, done
             bar.set_postfix(last=f"{result['setting']}: {result['wer']:.2f}%")
             bar.refresh()
 
-    results = run_sweep(jobs, out, workers=workers or os.cpu_count() or 1,
-                        ray_address=ray_address, on_result=on_result)
+    rows, title, paths = sweep_model(
+        model, data_set, out, presets=presets, adcs=adcs, config_file=config_file,
+        noises=noises, layouts=layouts, layers=layer_rules, digital=digital_patterns,
+        decoder=decoder, runs=runs, seed=seed, workers=workers, ray_address=ray_address,
+        on_result=on_result)
     if bar is not None:
         bar.close()
-    rows = summarize(results)
-    title = (f"{model} on {data_name}: WER over {runs} chips per setting"
-             + (f" ({config.noise} noise)" if not noises else ""))
-    paths = write_reports(rows, results, title, out)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return

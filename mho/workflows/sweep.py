@@ -398,3 +398,50 @@ def write_reports(rows: Sequence[dict], results: Sequence[dict], title: str, out
                                        "jobs": list(results)}, indent=2) + "\n")
     plot(rows, title, paths["plot"])
     return paths
+
+
+def sweep_model(
+    model: str,
+    data: str,
+    out: Path,
+    *,
+    presets: Sequence[str] = (),
+    adcs: Sequence[str] = (),
+    config_file: str | Path | None = None,
+    noises: Sequence[str] = (),
+    layouts: Sequence[str] = (),
+    layers: Sequence[str] = (),
+    digital: Sequence[str] = (),
+    decoder: str = "lm",
+    runs: int = 3,
+    seed: int = 0,
+    workers: int | None = None,
+    ray_address: str | None = None,
+    on_result: Callable[[dict, int, int], None] = lambda result, done, total: None,
+) -> tuple[list[dict], str, dict[str, Path]]:
+    """`mho sweep`: plan the grid (the paper's ``presets``, whole-model ``adcs`` "P/R", noise
+    modes and depthwise layouts: one value sets the base config, several are an axis), run
+    it resumably into ``out`` and write its reports; returns the per-setting rows, the title
+    and the report paths. The data set is checked before any work."""
+    import os
+
+    from mho.data.datasets import resolve_dataset
+    from mho.simulator.config import load_simulator_config, parse_adc, with_cli_overrides
+
+    data_name, _ = resolve_dataset(data)
+    config = load_simulator_config(config_file) if config_file else SimulatorConfig()
+    config = with_cli_overrides(config, layers=layers, digital=digital)
+    noises, layouts = tuple(noises), tuple(layouts)
+    if len(noises) == 1:
+        config, noises = dataclasses.replace(config, noise=noises[0]), ()
+    if len(layouts) == 1:
+        config, layouts = dataclasses.replace(config, depthwise=layouts[0]), ()
+    settings = sweep_settings(presets or (() if adcs else ("table2",)), map(parse_adc, adcs),
+                              noises, layouts)
+    jobs = plan_jobs(model, data, decoder, settings, config, runs, seed)
+    results = run_sweep(jobs, out, workers=workers or os.cpu_count() or 1,
+                        ray_address=ray_address, on_result=on_result)
+    rows = summarize(results)
+    title = (f"{model} on {data_name}: WER over {runs} chips per setting"
+             + (f" ({config.noise} noise)" if not noises else ""))
+    return rows, title, write_reports(rows, results, title, out)
