@@ -11,7 +11,7 @@ Usage: python recipes/general_text_set.py OUT [COUNT]   (default COUNT 50)
 import sys
 from pathlib import Path
 
-from mho.data.general_text import SOURCES, general_split
+from mho.data.general_text import general_split
 from mho.data.manifest import Utterance, write_manifest
 from mho.data.synth import SynthJob, Voice, require_synthesizers, synthesize
 
@@ -22,7 +22,7 @@ VOICES = {
 
 
 def main(out: Path, count: int) -> None:
-    sentences = general_split(list(SOURCES))["test"][:count]
+    sentences = general_split()["test"][:count]
     require_synthesizers(VOICES.values())
     for name, voice in VOICES.items():
         audio = out / f"general-{name}"

@@ -7,13 +7,13 @@ Prints one markdown row per LM: size, perplexity and OOV rate on both texts.
 import sys
 from pathlib import Path
 
-from mho.data.general_text import SOURCES, general_split
+from mho.data.general_text import general_split
 from mho.data.lm import LM_ASSETS, LM_FILE, perplexity
 from mho.data.text import corpus_sentences
 
 texts = {
     "corpus dev": corpus_sentences(0)["dev"],
-    "general held-out": general_split(list(SOURCES))["test"],
+    "general held-out": general_split()["test"],
 }
 print("| LM | lm.bin MB | " + " | ".join(f"{name} ppl (OOV %)" for name in texts) + " |")
 print("| --- | ---: | " + " | ".join("---:" for _ in texts) + " |")

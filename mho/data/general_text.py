@@ -108,20 +108,20 @@ GENERAL_HELD_OUT = 400  # general sentences kept out of the LM to measure it on 
 
 
 def general_split(
-    names: Sequence[str],
     seed: int = 0,
     held_out: int = GENERAL_HELD_OUT,
     sources: GeneralSources = GeneralSources(),  # noqa: B008 (frozen, hence safe as a default)
     corpus: TextSources = TextSources(),  # noqa: B008
 ) -> dict[str, list[str]]:
-    """``{"train": [...], "test": [...]}`` of the general sources' sentences.
+    """``{"train": [...], "test": [...]}`` of all general sources' sentences.
 
-    Without the corpus's dev and test sentences; ``held_out`` sentences, drawn with
-    ``random.Random(seed)``, form "test" (never in the LM: a perplexity and WER on text
-    that is neither the corpus's nor the LM's). Both lists keep the sources' order.
+    Without any corpus sentence (train, dev or test); ``held_out`` sentences, drawn with
+    ``random.Random(seed)``, form "test": never in an LM, whichever sources it names, so a
+    perplexity or WER on them is on text that is neither the corpus's nor the LM's. Both
+    lists keep the sources' order.
     """
     split = corpus_sentences(seed, sources=corpus)
-    sentences = general_sentences(names, set(split["dev"]) | set(split["test"]), sources)
+    sentences = general_sentences(SOURCES, {s for part in split.values() for s in part}, sources)
     if len(sentences) <= held_out:
         raise MhoError(f"only {len(sentences)} general sentences; need more than {held_out}")
     test = set(random.Random(seed).sample(range(len(sentences)), held_out))
@@ -141,7 +141,8 @@ def lm_sentences(
     """The LM's training text: ``corpus`` (the corpus TRAIN split) and/or general sources.
 
     General sentences already in the TRAIN split are not repeated; the corpus's dev and
-    test sentences and the general held-out ones (:func:`general_split`) never appear.
+    test sentences and the general held-out ones (:func:`general_split`, drawn from all
+    sources, so every source's package must be installed) never appear.
     """
     if not names:
         raise MhoError("no LM text sources named")
@@ -149,9 +150,11 @@ def lm_sentences(
     if unknown:
         raise MhoError(f"unknown text source {unknown[0]!r}; choose from corpus, "
                        f"{', '.join(SOURCES)}")
-    train = corpus_sentences(seed, sources=corpus)["train"] if "corpus" in names else []
+    split = corpus_sentences(seed, sources=corpus)
+    train = split["train"] if "corpus" in names else []
     general = [name for name in names if name != "corpus"]
-    seen = set(train)
-    extra = [s for s in general_split(general, seed, held_out, sources, corpus)["train"]
-             if s not in seen] if general else []
-    return [*train, *extra]
+    if not general:
+        return list(train)
+    excluded = {s for part in split.values() for s in part}
+    excluded.update(general_split(seed, held_out, sources, corpus)["test"])
+    return [*train, *general_sentences(general, excluded, sources)]

@@ -101,16 +101,19 @@ def test_lm_text_never_holds_a_dev_or_test_sentence(general, corpus, tmp_path):
     held_out = split["dev"] + split["test"]
     # A general source that quotes held-out corpus sentences verbatim (as a book might).
     with gzip.open(general.gcide, "at") as out:
-        for sentence in held_out[:50]:
+        for sentence in held_out[:50] + split["train"][:20]:
             out.write(f"\n            {sentence.capitalize()}. --Somebody.\n      [1913 Webster]\n")
     assert set(held_out[:50]) <= set(general_sentences(["gcide"], (), general))  # really there
-    parts = general_split(["gcide", "jargon"], sources=general, corpus=corpus, held_out=1)
+    parts = general_split(sources=general, corpus=corpus, held_out=1)
     text = lm_sentences(["corpus", "gcide", "jargon"], sources=general, corpus=corpus,
                         held_out=1)
     assert not set(held_out) & set(text)
     assert not set(parts["test"]) & set(text)  # the general held-out sentence is out too
     assert set(split["train"]) <= set(text) and len(text) == len(set(text))
     assert set(parts["train"]) <= set(text)
+    assert not set(parts["test"]) & set(split["train"])  # held-out text is not corpus text
+    only_gcide = lm_sentences(["gcide"], sources=general, corpus=corpus, held_out=1)
+    assert not set(parts["test"]) & set(only_gcide)  # the same held-out set, whatever is named
 
 
 def _have(tool: str) -> bool:
