@@ -18,6 +18,8 @@ or restricted to the words above (see :mod:`mho.decoding.decoders`).
 
 Rebuild: ``make lm`` (``mho data lm``) (TRAIN split of
 :func:`mho.data.text.corpus_sentences`) or ``--text FILE`` with one sentence per line.
+``--sources corpus,gcide,jargon`` adds general English text from Debian packages
+(:mod:`mho.data.general_text`, ``make lm-general``); :func:`perplexity` measures an LM.
 """
 
 import json
