@@ -16,7 +16,8 @@ KENLM_BUILD_PACKAGES := cmake g++ libboost-program-options-dev libboost-system-d
 CORPUS := data/corpus
 HOURS := 20
 
-.PHONY: setup demo test test-slow browser lint debian corpus features waveforms lpa-models kenlm lm testsets models models-diverse clean
+.PHONY: setup demo test test-slow browser lint debian debian-text corpus features waveforms \
+	lpa-models kenlm lm lm-general lm-report testsets models models-diverse clean
 
 # Evaluating, simulating and exporting need only the Python environment.
 setup: $(VENV)/.installed
@@ -82,6 +83,27 @@ $(KENLM_BIN)/lmplz:
 # The shipped word LM: 4-gram on the TRAIN sentences only -> mho/assets/lm.
 lm: setup debian kenlm
 	$(MHO) data lm --out mho/assets/lm
+
+# General English text for the LM (mho/data/general_text.py): GCIDE's literary quotations
+# (dict-gcide, GPL-2+) and the Jargon File (jargon-text, public domain). docs/lm.md.
+DEBIAN_TEXT_PACKAGES := dict-gcide jargon-text
+debian-text:
+	@missing=$$(for p in $(DEBIAN_TEXT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:" $$missing; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+# The corpus TRAIN split plus the general text, as an LM directory for `mho eval --lm`.
+LM_GENERAL := data/lm-general
+lm-general: setup debian debian-text kenlm
+	$(MHO) data lm --sources corpus,gcide,jargon --out $(LM_GENERAL)
+
+# Perplexities of the shipped and the general LM, and the 50-sentence general test sets
+# read by the held-out voices (docs/lm.md).
+lm-report: lm-general
+	$(PY) recipes/lm_perplexity.py shipped $(LM_GENERAL)
+	$(PY) recipes/general_text_set.py data/general-text 50
 
 # The shipped test sets: 50 utterances of each held-out voice, cut from the corpus.
 TESTSETS := mho/assets/testsets

@@ -88,14 +88,19 @@ def data_build(out: Path, hours: float, seed: int, workers: int | None, voices: 
 @click.option("--order", type=click.IntRange(2, 6), default=4, show_default=True)
 @click.option("--prune-from", type=click.IntRange(2), default=3, show_default=True,
               help="Drop singleton n-grams of this order and above.")
-def data_lm(out: Path | None, text: Path | None, seed: int, order: int, prune_from: int) -> None:
+@click.option("--sources", default="corpus", show_default=True,
+              help="Comma-separated text sources: corpus (TRAIN split), gcide, jargon "
+                   "(Debian text, `make debian-text`); dev/test sentences are always dropped.")
+def data_lm(out: Path | None, text: Path | None, seed: int, order: int, prune_from: int,
+            sources: str) -> None:
     """Build the word n-gram LM (KenLM lmplz, quantized binary) from training text only."""
+    from mho.data.general_text import lm_sentences
     from mho.data.lm import LM_ASSETS, build_shipped_lm
-    from mho.data.text import corpus_sentences
 
     out = out or LM_ASSETS
     sentences = (text.read_text(encoding="utf-8").splitlines() if text
-                 else corpus_sentences(seed)["train"])
+                 else lm_sentences([name.strip() for name in sources.split(",") if name.strip()],
+                                   seed))
     info = build_shipped_lm(sentences, out, order, prune_from)
     console.print(f"{info.order}-gram LM on {info.sentences} sentences ({info.vocabulary} words):"
                   f" {info.lm_bytes / 1e6:.1f} MB -> {out}")

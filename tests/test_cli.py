@@ -89,3 +89,11 @@ def test_commands_that_run_models_take_threads_and_an_lm(command):
 def test_transcribe_checks_every_file_before_loading(tmp_path):
     result = run("transcribe", "no-such-model", tmp_path / "missing.wav")
     assert result.exit_code == 1 and "no such audio file" in result.output
+
+
+def test_data_lm_unknown_text_source_is_a_one_line_error(tmp_path):
+    result = run("data", "lm", "--sources", "corpus,bible", "--out", tmp_path / "lm")
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        "error: unknown text source 'bible'; choose from corpus, gcide, jargon"
+    ]

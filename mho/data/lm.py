@@ -18,6 +18,8 @@ or restricted to the words above (see :mod:`mho.decoding.decoders`).
 
 Rebuild: ``make lm`` (``mho data lm``) (TRAIN split of
 :func:`mho.data.text.corpus_sentences`) or ``--text FILE`` with one sentence per line.
+``--sources corpus,gcide,jargon`` adds general English text from Debian packages
+(:mod:`mho.data.general_text`, ``make lm-general``); :func:`perplexity` measures an LM.
 """
 
 import json
@@ -207,3 +209,45 @@ def build_shipped_lm(
     )
     (out_dir / INFO_FILE).write_text(json.dumps(asdict(info), indent=2) + "\n", encoding="utf-8")
     return info
+
+
+@dataclass(frozen=True)
+class Perplexity:
+    """An LM's perplexity on some sentences (each scored from <s> to </s>, as KenLM's query)."""
+
+    sentences: int
+    words: int  # scored words, </s> not included
+    oov: int  # words outside the LM's vocabulary (scored as <unk>, as KenLM does)
+    log10_prob: float  # total over words and </s>
+    perplexity: float  # 10 ** (-log10_prob / (words + sentences))
+
+
+def perplexity(lm_dir: str | Path, sentences: Sequence[str]) -> Perplexity:
+    """Perplexity of the LM directory ``lm_dir`` (``lm.bin`` + ``word_counts.tsv``).
+
+    Scored through flashlight-text's KenLM wrapper, the decoder's own LM reader, so no
+    extra KenLM build is needed; OOV words count with KenLM's <unk> probability.
+    """
+    from flashlight.lib.text.decoder.kenlm import KenLM
+    from flashlight.lib.text.dictionary import Dictionary
+
+    lm_dir = Path(lm_dir)
+    if not (lm_dir / LM_FILE).is_file():
+        raise MhoError(f"language model not found: {lm_dir / LM_FILE}")
+    vocabulary = read_word_counts(lm_dir / COUNTS_FILE)
+    lines = _check_sentences(sentences)
+    words = Dictionary()
+    for word in ("<unk>", *sorted({w for line in lines for w in line.split()})):
+        words.add_entry(word)
+    model = KenLM(str(lm_dir / LM_FILE), words)
+    total, count, oov = 0.0, 0, 0
+    for line in lines:
+        state = model.start(False)
+        for word in line.split():
+            state, score = model.score(state, words.get_index(word))
+            total += score
+            count += 1
+            oov += word not in vocabulary
+        _, score = model.finish(state)
+        total += score
+    return Perplexity(len(lines), count, oov, total, 10 ** (-total / (count + len(lines))))
