@@ -1,8 +1,12 @@
 """Shared test set-up, and the helpers several test modules use."""
 
+import os
+
 import pytest
 import torch
 
+from mho.data.lm import kenlm_tool
+from mho.errors import MhoError
 from mho.models import ConformerCTC, calibrate, conformer_config
 
 
@@ -42,3 +46,19 @@ def run(simulated) -> torch.Tensor:
     """Log-probs of a (simulated) tiny model on `inputs()`."""
     with torch.no_grad():
         return simulated(*inputs())[0]
+
+
+def _have(tool: str) -> bool:
+    try:
+        kenlm_tool(tool)
+    except MhoError:
+        return False
+    return True
+
+
+# `make test` builds KenLM's tools and names them in $MHO_KENLM_BIN, so there the tests that
+# run them run (a missing tool fails them); elsewhere they skip when the tools are not built.
+needs_lmplz = pytest.mark.skipif(
+    "MHO_KENLM_BIN" not in os.environ and not (_have("lmplz") and _have("build_binary")),
+    reason="KenLM tools not built (make kenlm)",
+)

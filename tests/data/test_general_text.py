@@ -1,6 +1,5 @@
 import gzip
 import itertools
-import os
 import re
 from pathlib import Path
 
@@ -14,9 +13,10 @@ from mho.data.general_text import (
     jargon_paragraphs,
     lm_sentences,
 )
-from mho.data.lm import build_arpa, build_shipped_lm, kenlm_tool, perplexity
+from mho.data.lm import build_arpa, build_shipped_lm, perplexity
 from mho.data.text import TextSources, corpus_sentences
 from mho.errors import MhoError
+from tests.conftest import needs_lmplz
 
 GCIDE = """\
 Affect \\Af*fect"\\, v. t. [imp. & p. p. {Affected}.]
@@ -116,18 +116,6 @@ def test_lm_text_never_holds_a_dev_or_test_sentence(general, corpus, tmp_path):
     assert not set(parts["test"]) & set(only_gcide)  # the same held-out set, whatever is named
 
 
-def _have(tool: str) -> bool:
-    try:
-        kenlm_tool(tool)
-    except MhoError:
-        return False
-    return True
-
-
-needs_lmplz = pytest.mark.skipif(
-    "MHO_KENLM_BIN" not in os.environ and not (_have("lmplz") and _have("build_binary")),
-    reason="KenLM tools not built (make kenlm)",
-)
 
 
 def _arpa_log10(arpa: Path, sentence: str) -> float:

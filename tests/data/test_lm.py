@@ -1,6 +1,5 @@
 import gzip
 import json
-import os
 import re
 
 import pytest
@@ -15,6 +14,7 @@ from mho.data.lm import (
     write_word_counts,
 )
 from mho.errors import MhoError
+from tests.conftest import needs_lmplz
 
 SENTENCES = [
     "the cat sat on the mat",
@@ -25,20 +25,6 @@ SENTENCES = [
 ]
 
 
-def _have(tool: str) -> bool:
-    try:
-        kenlm_tool(tool)
-    except MhoError:
-        return False
-    return True
-
-
-# `make test` builds the tools and names them in $MHO_KENLM_BIN, so there these tests run
-# (a missing tool fails them); elsewhere they skip when the tools are not built.
-needs_lmplz = pytest.mark.skipif(
-    "MHO_KENLM_BIN" not in os.environ and not (_have("lmplz") and _have("build_binary")),
-    reason="KenLM tools not built (make kenlm)",
-)
 
 
 def ngram_counts(arpa_text: str) -> dict[int, int]:
