@@ -227,6 +227,12 @@ def _to_flac(job: SynthJob, wav: Path) -> float:
     # -G: sox lowers the gain where resampling or pitch shifting would clip.
     command = [SOX, "-G", str(wav), "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16"]
     _run([*command, "-t", "flac", str(partial), *effects], job.id)
+    return _keep_if_usable(partial, job)
+
+
+def _keep_if_usable(partial: Path, job: SynthJob) -> float:
+    """Move a converted file into place when it holds audio at least as long as the text
+    needs (an engine that failed silently writes less); its duration in seconds."""
     duration = valid_duration(partial)
     min_duration = MIN_SECONDS_PER_WORD * len(job.text.split())
     if duration is None or duration < min_duration:
@@ -260,10 +266,4 @@ def _to_flac_python(job: SynthJob, wav: Path, shift: float) -> float:
     job.out.parent.mkdir(parents=True, exist_ok=True)
     partial = job.out.with_name(job.out.name + ".partial")
     soundfile.write(str(partial), samples, SAMPLE_RATE, subtype="PCM_16", format="FLAC")
-    duration = valid_duration(partial)
-    min_duration = MIN_SECONDS_PER_WORD * len(job.text.split())
-    if duration is None or duration < min_duration:
-        partial.unlink(missing_ok=True)
-        raise MhoError(f"{job.voice.engine} produced no usable audio for {job.id} ({job.text!r})")
-    os.replace(partial, job.out)
-    return duration
+    return _keep_if_usable(partial, job)
