@@ -24,11 +24,13 @@ cells lie around 0.16 (LRS, ~4.5 kOhm) and 0.84 (HRS, ~75 kOhm)).
 
 import importlib.resources
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from mho.errors import ConfigError, MhoError
 from mho.io import atomic_path
@@ -374,13 +376,18 @@ def program_chip(
     read_voltage: float = 0.6,
     current_scale: float | None = 8020.0,
     seed: int = 0,
+    threads: int | None = None,
 ) -> ProgrammedChip:
     """Program the bit planes of [O, I] integer weights onto crossbar tiles.
 
     `read_voltage` and `current_scale` only matter for write-verify, which reads single cells
     at the full-scale voltage in the crossbar's output units (see `CrossbarConfig`).
-    Same arguments and seed: the same chip, bit for bit.
+    `threads` programs chunks of cells in parallel (None: torch's intra-op thread count, so
+    one setting governs all of mho's parallel work). Same arguments and seed: the same chip,
+    bit for bit, whatever the thread count.
     """
+    if threads is not None and threads < 1:
+        raise ConfigError(f"threads must be at least 1, got {threads}")
     check_tile(tile_rows, tile_cols)
     targets = bit_planes(weight, weight_bits)  # [P, 2, I, O]
     planes, _, in_features, out_features = targets.shape
@@ -402,7 +409,8 @@ def program_chip(
     else:
         c = _resolve_current_scale(llrs, hhrs, read_voltage, current_scale)
         r, unverified = _program_cells(
-            flat_bits, padded.shape, params, device, (tile_rows, tile_cols), c, read_voltage, seed
+            flat_bits, padded.shape, params, device, (tile_rows, tile_cols), c, read_voltage, seed,
+            threads or torch.get_num_threads(),
         )
     r = r.reshape(planes, 2, in_pad, out_pad)
     return ProgrammedChip(
@@ -430,8 +438,13 @@ def _program_cells(
     current_scale: float,
     read_voltage: float,
     seed: int,
+    threads: int,
 ) -> tuple[np.ndarray, int]:
-    """Flat bits of [P, 2, I_pad, O_pad] cells -> (flat float32 r, cells failing verify)."""
+    """Flat bits of [P, 2, I_pad, O_pad] cells -> (flat float32 r, cells failing verify).
+
+    Each chunk of cells has its own random stream and its own slice of the output, so chunks
+    run on `threads` threads in any order with the same result (numpy releases the GIL in
+    its random draws and array arithmetic, which are most of the work)."""
     planes, polarities, in_pad, out_pad = shape
     tiles_in, tiles_out = in_pad // tile[0], out_pad // tile[1]
     count = bits.size
@@ -445,11 +458,11 @@ def _program_cells(
     )  # [pulses, crossbars]: SynaptogenML applies one voltage to a whole crossbar
 
     r = np.empty(count, dtype=np.float32)
-    unverified = 0
-    for chunk, stream in enumerate(chunk_streams):  # chunks of cells, not single cells
+
+    def program(chunk: int) -> int:
         start, stop = chunk * CELLS_PER_CHUNK, min(count, (chunk + 1) * CELLS_PER_CHUNK)
         target = bits[start:stop]  # [M]
-        cells = _Cells(params, stop - start, np.random.default_rng(stream))
+        cells = _Cells(params, stop - start, np.random.default_rng(chunk_streams[chunk]))
         if pulses:
             flat = np.arange(start, stop)
             col, row = flat % out_pad, (flat // out_pad) % in_pad
@@ -459,9 +472,17 @@ def _program_cells(
                 cells.apply_voltage(wear[pulse, crossbar])
         cells.apply_voltage(np.full(stop - start, device.reset_voltage))  # RESET all
         cells.apply_voltage(target * device.set_voltage)  # SET where the bit is 1
+        failing = 0
         if device.verify_tolerance is not None:
-            unverified += _write_verify(cells, target, device, current_scale, read_voltage)
+            failing = _write_verify(cells, target, device, current_scale, read_voltage)
         r[start:stop] = cells.r
+        return failing
+
+    if threads == 1 or chunks == 1:
+        unverified = sum(map(program, range(chunks)))
+    else:
+        with ThreadPoolExecutor(min(threads, chunks)) as pool:
+            unverified = sum(pool.map(program, range(chunks)))
     return r, unverified
 
 
