@@ -8,6 +8,7 @@
 # then one markdown table ($TABLE, default docs/sweeps/table1-per-channel.md).
 #   recipes/table1.sh            # per-channel only: ~45 min on 2 cores
 #   COLUMNS="per-channel block-diagonal depthwise-digital" recipes/table1.sh
+#   MODELS="conformer-none-w4 conformer-learnable-w8" recipes/table1.sh   # some models only
 # Finished jobs are reused on a rerun (resumable).
 set -euo pipefail
 MHO=${MHO:-mho}
@@ -17,17 +18,17 @@ OUT=${OUT:-runs/table1}
 WORKERS=${WORKERS:-2}
 COLUMNS=${COLUMNS:-per-channel}
 TABLE=${TABLE:-docs/sweeps/table1-per-channel.md}
+ALL_MODELS=$(for bits in 8 4; do for pe in none sinusoidal-linear learnable-linear sinusoidal \
+  learnable; do echo "conformer-$pe-w$bits"; done; done)
+MODELS=${MODELS:-$ALL_MODELS}
 mkdir -p "$OUT"
 printf 'depthwise = "per-channel"\n' > "$OUT/per-channel.toml"
 printf 'depthwise = "block-diagonal"\n' > "$OUT/block-diagonal.toml"
 printf '[[layers]]\npattern = "*.depthwise"\ndigital = true\n' > "$OUT/depthwise-digital.toml"
-for bits in 8 4; do
-  for pe in none sinusoidal-linear learnable-linear sinusoidal learnable; do
-    model=conformer-$pe-w$bits
-    for column in $COLUMNS; do
-      $MHO sweep "$model" --data "$DATA" -o "$OUT/$model/$column" --adc 4/4 --runs "$RUNS" \
-        --workers "$WORKERS" --memristor "$OUT/$column.toml"
-    done
+for model in $MODELS; do
+  for column in $COLUMNS; do
+    $MHO sweep "$model" --data "$DATA" -o "$OUT/$model/$column" --adc 4/4 --runs "$RUNS" \
+      --workers "$WORKERS" --memristor "$OUT/$column.toml"
   done
 done
 python recipes/table1.py "$OUT" "$DATA" > "$TABLE"
