@@ -5,7 +5,8 @@
 #   per-channel        every layer on crossbars, depthwise convs per channel (the default)
 #   block-diagonal     every layer on crossbars, depthwise convs block-diagonal
 #   depthwise-digital  the depthwise convs kept digital
-# then one markdown table ($TABLE, default docs/sweeps/table1-per-channel.md).
+# then one markdown table ($TABLE, default docs/sweeps/table1-per-channel.md), each sweep's
+# outputs beside it (docs/sweeps/table1-MODEL-DATA-COLUMN.{md,png,json,csv}).
 #   recipes/table1.sh            # per-channel only: ~45 min on 2 cores
 #   COLUMNS="per-channel block-diagonal depthwise-digital" recipes/table1.sh
 #   MODELS="conformer-none-w4 conformer-learnable-w8" recipes/table1.sh   # some models only
@@ -29,6 +30,9 @@ for model in $MODELS; do
   for column in $COLUMNS; do
     $MHO sweep "$model" --data "$DATA" -o "$OUT/$model/$column" --adc 4/4 --runs "$RUNS" \
       --workers "$WORKERS" --memristor "$OUT/$column.toml"
+    for ext in md png json csv; do
+      cp "$OUT/$model/$column/sweep.$ext" "$(dirname "$TABLE")/table1-$model-$DATA-$column.$ext"
+    done
   done
 done
 python recipes/table1.py "$OUT" "$DATA" > "$TABLE"
