@@ -39,7 +39,10 @@ class ServeBenchConfig:
     rounds: int = 3  # per side, alternating between sides
     max_batch: int = 8
     max_wait_ms: float = 10.0
+    max_length_ratio: float = 1.5  # of the batched server; the max_batch=1 one never batches
     workers: int = 2
+    threads: int | None = None  # onnxruntime threads per session, both sides (None: the
+    # server's default, cores / workers)
     decoder: str = "lm"
     compare: bool = True  # also a max_batch=1 server, rounds interleaved
     soak_seconds: float = 0.0  # > 0: the soak instead of the comparison
@@ -50,6 +53,11 @@ class ServeBenchConfig:
         for name in ("concurrency", "requests", "rounds", "max_batch", "workers"):
             if getattr(self, name) < 1:
                 raise MhoError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not self.max_length_ratio >= 1:  # also refuses NaN
+            raise MhoError(f"the max length ratio must be at least 1, got "
+                           f"{self.max_length_ratio}")
+        if self.threads is not None and self.threads < 1:
+            raise MhoError(f"threads must be at least 1, got {self.threads}")
         if not 0 <= self.bad_fraction < 1:
             raise MhoError(f"the bad fraction must be in [0, 1), got {self.bad_fraction}")
 
@@ -155,8 +163,10 @@ class ServerProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "mho", "serve", f"bench={model}", "--port", str(self.port),
              "--max-batch", str(max_batch), "--max-wait-ms", str(config.max_wait_ms),
+             "--max-length-ratio", str(config.max_length_ratio),
              "--workers", str(config.workers), "--decoder", config.decoder,
-             "--max-queue", str(max(64, 4 * config.concurrency))],
+             "--max-queue", str(max(64, 4 * config.concurrency)),
+             *(["--threads", str(config.threads)] if config.threads else [])],
             stdout=self._log, stderr=subprocess.STDOUT)
         self.log = log
 
@@ -347,7 +357,8 @@ def bench_serve(config: ServeBenchConfig, log=lambda message: None) -> dict:
             "model": config.model, "data": list(config.data), "concurrency": config.concurrency,
             **({} if config.soak_seconds else {"requests_per_round": config.requests,
                                                "rounds": config.rounds}),
-            "max_wait_ms": config.max_wait_ms, "workers": config.workers,
+            "max_wait_ms": config.max_wait_ms, "max_length_ratio": config.max_length_ratio,
+            "workers": config.workers, "threads": config.threads,
             "decoder": config.decoder, "cores": len(os.sched_getaffinity(0)),
             "sides": {name: side.summary() for name, side in results.items()},
         }
