@@ -322,9 +322,11 @@ def bench_serve(config: ServeBenchConfig, log=lambda message: None) -> dict:
                 log(f"starting {name} on {server.url}")
                 server.wait_ready(config.startup_timeout)
             results = {name: SideResult(name, max_batch) for name, max_batch in sides}
-            for name, server in servers.items():  # warm-up: first-call allocations
-                asyncio.run(_drive(server.url, items[: config.concurrency],
-                                   config.concurrency))
+            for name, server in servers.items():
+                # warm-up: one untimed pass over every utterance, so onnxruntime has met the
+                # batch shapes a round makes (after a pass over only the first few, the
+                # first timed round of a side often ran at half the speed of the next ones)
+                asyncio.run(_drive(server.url, items, config.concurrency))
                 results[name].rss_mb["start"] = rss_mb(server.process.pid)
             if config.soak_seconds:
                 server, side = servers["batched"], results["batched"]

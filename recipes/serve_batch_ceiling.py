@@ -1,0 +1,112 @@
+"""What batching can gain on this CPU, without the server: onnxruntime (one intra-op thread)
+on an exported waveform-input file.
+
+1. Equal-length clips (the shipped utterances of at least 3.0 s, cut to 3.0 s): ms per
+   utterance at batch 1, 2, 4, 8, 16. No padding, so the best per-utterance time over these
+   sizes against batch 1 bounds what any batching policy can gain.
+2. The shipped utterances in test-set order, in three ways: one at a time; first-come
+   padded batches of 8 (``max_length_ratio`` inf); the batches the server's length windows
+   form (``max_length_ratio`` 1.5, max batch 8) when all are queued at once.
+
+    python recipes/serve_batch_ceiling.py base.onnx [--repeats 3]
+
+Prints JSON; each figure is the median over repeats.
+"""
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from mho.data.audio import load_audio
+from mho.data.datasets import resolve_dataset
+from mho.runtime.speech import SpeechSession
+from mho.serve.batching import DynamicBatcher
+
+SETS = ("flite-slt", "festival-slt")
+CLIP = 48_000  # 3.0 s at 16 kHz
+
+
+def utterances() -> list[np.ndarray]:
+    waveforms = []
+    for spec in SETS:
+        for utterance in resolve_dataset(spec)[1]:
+            waveforms.append(load_audio(utterance.audio, resample=True))
+    return waveforms
+
+
+def window_batches(lengths: list[int], max_batch: int, ratio: float) -> list[list[int]]:
+    """The indices of each batch the server's batcher forms when every request is queued
+    before its first batch (its own code, with a run_batch that only records)."""
+    batches: list[list[int]] = []
+
+    def record(waveforms):
+        batches.append([int(w[0]) for w in waveforms])  # each waveform carries its index
+        return [""] * len(waveforms)
+
+    async def run():
+        executor = ThreadPoolExecutor(1)
+        batcher = DynamicBatcher(record, max_batch=max_batch, max_wait_ms=0, max_queue=10**6,
+                                 executor=executor, slots=asyncio.Semaphore(1),
+                                 max_length_ratio=ratio)
+        futures = [batcher.submit(np.full(n, i, np.float32)) for i, n in enumerate(lengths)]
+        batcher.start()
+        await asyncio.gather(*futures)
+        await batcher.close()
+        executor.shutdown()
+
+    asyncio.run(run())
+    return batches
+
+
+def seconds(session: SpeechSession, batches: list[list[np.ndarray]]) -> float:
+    started = time.perf_counter()
+    for batch in batches:
+        session.run_batch(batch)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    session = SpeechSession.from_file(args.model, "ort", threads=1)
+    waveforms = utterances()
+    clips = [w[:CLIP] for w in waveforms if w.size >= CLIP][:16]
+    session.run_batch(clips)  # warm-up: first-call allocations at the largest shape
+
+    equal = {}
+    for size in (1, 2, 4, 8, 16):
+        batches = [clips[i:i + size] for i in range(0, len(clips), size)]
+        runs = [seconds(session, batches) for _ in range(args.repeats)]
+        equal[size] = round(1000 * statistics.median(runs) / len(clips), 1)
+
+    lengths = [w.size for w in waveforms]
+    groupings = {
+        "one_at_a_time": [[i] for i in range(len(waveforms))],
+        "first_come_8": window_batches(lengths, 8, float("inf")),
+        "length_windows_1.5_8": window_batches(lengths, 8, 1.5),
+    }
+    mixed = {}
+    for name, groups in groupings.items():
+        batches = [[waveforms[i] for i in group] for group in groups]
+        runs = [seconds(session, batches) for _ in range(args.repeats)]
+        padded = sum(len(b) * max(w.size for w in b) for b in batches)
+        mixed[name] = {"ms": round(1000 * statistics.median(runs)), "batches": len(batches),
+                       "padded_over_real_samples": round(padded / sum(lengths), 3)}
+    print(json.dumps({
+        "model": args.model, "threads": 1, "repeats": args.repeats,
+        "equal_length_3s": {"clips": len(clips), "ms_per_utterance": equal,
+                            "best_gain_over_batch_1": round(equal[1] / min(equal.values()), 2)},
+        "shipped_utterances": {"count": len(waveforms),
+                               "audio_seconds": round(sum(lengths) / 16_000, 1), **mixed},
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()
