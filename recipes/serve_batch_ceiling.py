@@ -6,7 +6,9 @@ on an exported waveform-input file.
    sizes against batch 1 bounds what any batching policy can gain.
 2. The shipped utterances in test-set order, in three ways: one at a time; first-come
    padded batches of 8 (``max_length_ratio`` inf); the batches the server's length windows
-   form (``max_length_ratio`` 1.5, max batch 8) when all are queued at once.
+   form (``max_length_ratio`` 1.5, max batch 8) when all are queued at once. Also each
+   utterance transcribed alone with the LM decoder (what a server request runs besides
+   onnxruntime, which batching does not shorten).
 
     python recipes/serve_batch_ceiling.py base.onnx [--repeats 3]
 
@@ -24,6 +26,7 @@ import numpy as np
 
 from mho.data.audio import load_audio
 from mho.data.datasets import resolve_dataset
+from mho.runtime.recognizer import load_recognizer
 from mho.runtime.speech import SpeechSession
 from mho.serve.batching import DynamicBatcher
 
@@ -75,7 +78,8 @@ def main() -> None:
     parser.add_argument("model")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    session = SpeechSession.from_file(args.model, "ort", threads=1)
+    recognizer = load_recognizer(args.model, decoder="lm", threads=1)
+    session: SpeechSession = recognizer.session
     waveforms = utterances()
     clips = [w[:CLIP] for w in waveforms if w.size >= CLIP][:16]
     session.run_batch(clips)  # warm-up: first-call allocations at the largest shape
@@ -99,6 +103,13 @@ def main() -> None:
         padded = sum(len(b) * max(w.size for w in b) for b in batches)
         mixed[name] = {"ms": round(1000 * statistics.median(runs)), "batches": len(batches),
                        "padded_over_real_samples": round(padded / sum(lengths), 3)}
+    runs = []
+    for _ in range(args.repeats):
+        started = time.perf_counter()
+        for waveform in waveforms:
+            recognizer.transcribe(waveform)
+        runs.append(time.perf_counter() - started)
+    mixed["one_at_a_time_with_lm_decoding"] = {"ms": round(1000 * statistics.median(runs))}
     print(json.dumps({
         "model": args.model, "threads": 1, "repeats": args.repeats,
         "equal_length_3s": {"clips": len(clips), "ms_per_utterance": equal,
