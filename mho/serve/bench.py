@@ -101,6 +101,9 @@ class SideResult:
             "transcripts_identical": sum(1 for o in checked if o.text == o.reference),
             "transcripts_checked": len(checked),
             "rss_mb": self.rss_mb,
+            **{key: statistics.median(r[key] for r in self.rounds)
+               for key in ("server_cpu_ms_per_request", "client_cpu_ms_per_request")
+               if self.rounds and key in self.rounds[0]},
         }
 
 
@@ -279,11 +282,26 @@ async def _drive(url: str, jobs: list[dict], concurrency: int,
         return outcomes, time.perf_counter() - started
 
 
-def _round(side: SideResult, url: str, jobs: list[dict], config: ServeBenchConfig) -> None:
-    outcomes, seconds = asyncio.run(_drive(url, jobs, config.concurrency))
-    audio = sum(o.audio_seconds for o in outcomes if o.status == 200)
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process (all its threads) has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def _round(side: SideResult, server: "ServerProcess", jobs: list[dict],
+           config: ServeBenchConfig) -> None:
+    # CPU time per request, besides wall time: on a shared machine the throughput follows
+    # what the other jobs leave, the CPU a request costs much less so
+    server_cpu, client_cpu = cpu_seconds(server.process.pid), time.process_time()
+    outcomes, seconds = asyncio.run(_drive(server.url, jobs, config.concurrency))
+    server_cpu = cpu_seconds(server.process.pid) - server_cpu
+    client_cpu = time.process_time() - client_cpu
+    good = [o for o in outcomes if o.status == 200]
+    audio = sum(o.audio_seconds for o in good)
     side.rounds.append({"seconds": seconds, "audio_seconds": audio,
-                        "audio_seconds_per_second": audio / seconds})
+                        "audio_seconds_per_second": audio / seconds,
+                        "server_cpu_ms_per_request": 1000 * server_cpu / max(1, len(good)),
+                        "client_cpu_ms_per_request": 1000 * client_cpu / max(1, len(good))})
     side.outcomes.extend(outcomes)
 
 
@@ -349,7 +367,7 @@ def bench_serve(config: ServeBenchConfig, log=lambda message: None) -> dict:
                 for number in range(config.rounds):
                     for name, server in servers.items():
                         log(f"round {number + 1}/{config.rounds}: {name}")
-                        _round(results[name], server.url, jobs, config)
+                        _round(results[name], server, jobs, config)
             for name, server in servers.items():
                 results[name].rss_mb["end"] = rss_mb(server.process.pid)
         finally:
