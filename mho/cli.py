@@ -844,7 +844,7 @@ def bench_serve_command(model, data_sets, concurrency, requests, rounds, max_bat
         return
     table = Table(title=f"serve bench: {model}, concurrency {concurrency}")
     for column in ("side", "audio s/s", "p50 ms", "p95 ms", "p99 ms", "batches by size",
-                   "errors", "lost", "same text", "RSS MB start/end"):
+                   "errors", "lost", "same text", "server CPU ms/req", "RSS MB start/end"):
         table.add_column(column, justify="left" if column in ("side", "batches by size")
                          else "right")
     for name, side in summary["sides"].items():
@@ -854,6 +854,8 @@ def bench_serve_command(model, data_sets, concurrency, requests, rounds, max_bat
                       " ".join(f"{k}:{v}" for k, v in side["batch_sizes"].items()),
                       str(side["errors"]), str(side["lost"]),
                       f"{side['transcripts_identical']}/{side['transcripts_checked']}",
+                      (f"{side['server_cpu_ms_per_request']:.1f}"
+                       if "server_cpu_ms_per_request" in side else "-"),
                       f"{side['rss_mb']['start']:.0f}/{side['rss_mb']['end']:.0f}")
     console.print(table)
     if summary.get("speedup"):
