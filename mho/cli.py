@@ -643,6 +643,9 @@ def transcribe_command(model, audio, decoder, runtime, threads, lm) -> None:
               help="Requests per onnxruntime call at most.")
 @click.option("--max-wait-ms", type=click.FloatRange(min=0), default=10.0, show_default=True,
               help="How long a batch waits for more requests after its first.")
+@click.option("--max-length-ratio", type=click.FloatRange(min=1), default=1.5,
+              show_default=True,
+              help="Longest / shortest upload of one batch at most (inf: any mix).")
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
               help="Batches run at once (worker threads).")
 @click.option("--max-queue", type=click.IntRange(min=1), default=64, show_default=True,
@@ -652,8 +655,8 @@ def transcribe_command(model, audio, decoder, runtime, threads, lm) -> None:
 @click.option("--decoder", type=click.Choice(["greedy", "lm"]), default="lm", show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="onnxruntime threads per session (default: cores / workers).")
-def serve_command(models, host, port, max_batch, max_wait_ms, workers, max_queue,
-                  max_audio_seconds, decoder, threads) -> None:
+def serve_command(models, host, port, max_batch, max_wait_ms, max_length_ratio, workers,
+                  max_queue, max_audio_seconds, decoder, threads) -> None:
     """Serve MODELS (exported .onnx files, bundles, shipped model names exported on start;
     NAME=MODEL names one) over an OpenAI-compatible HTTP API until SIGTERM or Ctrl-C."""
     import logging
@@ -663,8 +666,9 @@ def serve_command(models, host, port, max_batch, max_wait_ms, workers, max_queue
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
     serve(ServeConfig(host=host, port=port, max_batch=max_batch, max_wait_ms=max_wait_ms,
-                      workers=workers, max_queue=max_queue, max_audio_seconds=max_audio_seconds,
-                      decoder=decoder, threads=threads), models)
+                      max_length_ratio=max_length_ratio, workers=workers, max_queue=max_queue,
+                      max_audio_seconds=max_audio_seconds, decoder=decoder, threads=threads),
+          models)
 
 
 @main.command("check")
@@ -811,21 +815,27 @@ def bench_runtime_command(model, data_set, utterances, repeats, threads, as_json
 @click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--max-batch", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--max-wait-ms", type=click.FloatRange(min=0), default=10.0, show_default=True)
+@click.option("--max-length-ratio", type=click.FloatRange(min=1), default=1.5, show_default=True,
+              help="Of the batched server (inf: any mix of lengths in a batch).")
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="onnxruntime threads per session of both servers (default: cores / workers).")
 @click.option("--decoder", type=click.Choice(["greedy", "lm"]), default="lm", show_default=True)
 @click.option("--no-compare", is_flag=True, help="Skip the --max-batch 1 server.")
 @click.option("--soak", "soak_seconds", type=click.FloatRange(min=0), default=0.0,
               help="Seconds of soak (good and bad uploads) instead of the comparison.")
 @click.option("--json", "as_json", is_flag=True)
 def bench_serve_command(model, data_sets, concurrency, requests, rounds, max_batch, max_wait_ms,
-                        workers, decoder, no_compare, soak_seconds, as_json) -> None:
+                        max_length_ratio, workers, threads, decoder, no_compare, soak_seconds,
+                        as_json) -> None:
     """Load-test `mho serve` on 127.0.0.1 from concurrent clients: throughput, latency
     percentiles, batch sizes, errors, lost requests; batching against --max-batch 1."""
     from mho.serve.bench import ServeBenchConfig, bench_serve
 
     config = ServeBenchConfig(model=model, data=data_sets, concurrency=concurrency,
                               requests=requests, rounds=rounds, max_batch=max_batch,
-                              max_wait_ms=max_wait_ms, workers=workers, decoder=decoder,
+                              max_wait_ms=max_wait_ms, max_length_ratio=max_length_ratio,
+                              workers=workers, threads=threads, decoder=decoder,
                               compare=not no_compare, soak_seconds=soak_seconds)
     log = (lambda message: None) if as_json else (lambda message: console.print(f"[dim]{message}"))
     summary = bench_serve(config, log=log)
@@ -834,7 +844,7 @@ def bench_serve_command(model, data_sets, concurrency, requests, rounds, max_bat
         return
     table = Table(title=f"serve bench: {model}, concurrency {concurrency}")
     for column in ("side", "audio s/s", "p50 ms", "p95 ms", "p99 ms", "batches by size",
-                   "errors", "lost", "same text", "RSS MB start/end"):
+                   "errors", "lost", "same text", "server CPU ms/req", "RSS MB start/end"):
         table.add_column(column, justify="left" if column in ("side", "batches by size")
                          else "right")
     for name, side in summary["sides"].items():
@@ -844,6 +854,8 @@ def bench_serve_command(model, data_sets, concurrency, requests, rounds, max_bat
                       " ".join(f"{k}:{v}" for k, v in side["batch_sizes"].items()),
                       str(side["errors"]), str(side["lost"]),
                       f"{side['transcripts_identical']}/{side['transcripts_checked']}",
+                      (f"{side['server_cpu_ms_per_request']:.1f}"
+                       if "server_cpu_ms_per_request" in side else "-"),
                       f"{side['rss_mb']['start']:.0f}/{side['rss_mb']['end']:.0f}")
     console.print(table)
     if summary.get("speedup"):

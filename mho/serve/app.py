@@ -179,7 +179,8 @@ async def _load(state: ServerState, workdir: Path, executor: ThreadPoolExecutor,
         batcher = DynamicBatcher(
             served.transcribe_batch, max_batch=config.max_batch,
             max_wait_ms=config.max_wait_ms, max_queue=config.max_queue, executor=executor,
-            slots=slots, observer=_observer(state.metrics, name))
+            slots=slots, observer=_observer(state.metrics, name),
+            max_length_ratio=config.max_length_ratio)
         batcher.start()
         state.batchers[name] = batcher
     state.ready = True

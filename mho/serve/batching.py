@@ -6,6 +6,12 @@ the event loop, which keeps accepting requests meanwhile). At most ``workers`` b
 once over all models; while every worker is busy, requests queue and the next batch takes
 them without further waiting.
 
+Length windows: a batch is padded to its longest row, so mixing a 1.6 s clip with a 5.9 s one
+makes the short one cost as much as the long one. A batch therefore only takes requests whose
+lengths keep its longest / shortest within ``max_length_ratio``; the others wait for a later
+batch. The oldest waiting request always leads the next batch, so none waits for ever;
+``max_length_ratio=inf`` is plain first-come batching.
+
 A request whose client went away is dropped from the queue, or, when its batch already runs,
 its result is thrown away: it never fails the other rows. A batch that fails as a whole is
 run again row by row, so one bad input fails only its own request.
@@ -54,21 +60,46 @@ class BatchObserver:
     dropped: Callable[[], None] = lambda: None  # a request whose client left before its batch
 
 
+class _Window:
+    """The lengths a batch spans: a request fits when the batch's longest / shortest stays
+    within ``ratio`` with it."""
+
+    def __init__(self, first: Pending, ratio: float):
+        self.ratio = ratio
+        self.shortest = self.longest = first.waveform.size
+
+    def fits(self, pending: Pending) -> bool:
+        size = pending.waveform.size
+        # max(size, 1): an empty waveform never reaches the batcher, but must not divide by 0
+        return max(self.longest, size) <= self.ratio * max(1, min(self.shortest, size))
+
+    def add(self, pending: Pending) -> None:
+        size = pending.waveform.size
+        self.shortest, self.longest = min(self.shortest, size), max(self.longest, size)
+
+
 class DynamicBatcher:
     """The queue and batching loop of one model; ``run_batch`` (waveforms -> texts) runs in
-    ``executor``, ``slots`` bounds the batches running at once (shared by all models)."""
+    ``executor``, ``slots`` bounds the batches running at once (shared by all models).
+    ``max_length_ratio`` (>= 1) bounds the longest / shortest waveform of one batch."""
 
     def __init__(self, run_batch: Callable[[list[np.ndarray]], list[str]], *, max_batch: int,
                  max_wait_ms: float, max_queue: int, executor: ThreadPoolExecutor,
-                 slots: asyncio.Semaphore, observer: BatchObserver | None = None):
+                 slots: asyncio.Semaphore, observer: BatchObserver | None = None,
+                 max_length_ratio: float = float("inf")):
         self._run_batch = run_batch
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000
         self.max_queue = max_queue
+        self.max_length_ratio = max_length_ratio
         self._executor = executor
         self._slots = slots
         self._observer = observer or BatchObserver()
+        # new arrivals, then (taken from the queue, oldest first) those that did not fit the
+        # length window of an earlier batch: every request in _waiting is older than any in
+        # _queue, so the head of _waiting is the oldest request not yet run
         self._queue: asyncio.Queue[Pending] = asyncio.Queue()
+        self._waiting: list[Pending] = []
         self._running: set[asyncio.Task] = set()
         self._loop_task: asyncio.Task | None = None
         self._closing = False
@@ -80,7 +111,8 @@ class DynamicBatcher:
 
     @property
     def depth(self) -> int:
-        return self._queue.qsize()
+        """Accepted requests not yet in a batch."""
+        return self._queue.qsize() + len(self._waiting)
 
     def start(self) -> None:
         self._loop_task = asyncio.create_task(self._loop())
@@ -90,19 +122,19 @@ class DynamicBatcher:
         QueueFull or ShuttingDown instead of queueing."""
         if self._closing:
             raise ShuttingDown("the server is shutting down")
-        if self._queue.qsize() >= self.max_queue:
+        if self.depth >= self.max_queue:
             raise QueueFull(f"the queue holds {self.max_queue} requests; retry shortly")
         pending = Pending(waveform, asyncio.get_running_loop().create_future())
         self.in_flight += 1
         pending.future.add_done_callback(self._answered)
         self._queue.put_nowait(pending)
-        self._observer.queued(self._queue.qsize())
+        self._observer.queued(self.depth)
         return pending.future
 
     async def close(self) -> None:
         """Take no new requests, finish the queued and running ones, then stop."""
         self._closing = True
-        while self._queue.qsize() or self._forming or self._running:
+        while self.depth or self._forming or self._running:
             await asyncio.sleep(0.01)
         if self._loop_task is not None:
             self._loop_task.cancel()
@@ -111,46 +143,87 @@ class DynamicBatcher:
             except asyncio.CancelledError:
                 pass
 
+    def _live(self, pending: Pending) -> bool:
+        """False (and counted as dropped) when the request's client already left."""
+        if pending.future.done():  # cancelled: its client disconnected
+            self._observer.dropped()
+            return False
+        return True
+
     def _take(self) -> Pending | None:
-        """The next request whose client still waits (None: the queue is empty)."""
+        """The next arrival whose client still waits (None: the queue is empty)."""
         while True:
             try:
                 pending = self._queue.get_nowait()
             except asyncio.QueueEmpty:
                 return None
-            if not pending.future.done():  # cancelled: its client disconnected
+            if self._live(pending):
                 return pending
-            self._observer.dropped()
+
+    async def _leader(self) -> Pending:
+        """The oldest request not yet run: it leads the next batch, so a request that kept
+        missing length windows is not passed over for ever."""
+        while self._waiting:
+            pending = self._waiting.pop(0)
+            if self._live(pending):
+                return pending
+        while True:
+            pending = await self._queue.get()
+            if self._live(pending):
+                return pending
 
     async def _loop(self) -> None:
         while True:
-            first = await self._queue.get()
-            if first.future.done():  # its client left while it queued
-                self._observer.dropped()
-                continue
+            first = await self._leader()
             self._forming = True
             # wait for a free worker holding only this request, so an idle model never
             # keeps a worker from the others; requests arriving meanwhile join below
             await self._slots.acquire()
             try:
-                batch = await self._fill([first])
+                batch = await self._fill(first)
             except BaseException:
                 self._slots.release()
                 raise
-            self._observer.queued(self._queue.qsize())
+            self._observer.queued(self.depth)
             task = asyncio.create_task(self._run(batch))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
             self._forming = False
 
-    async def _fill(self, batch: list[Pending]) -> list[Pending]:
-        """Add queued requests up to max_batch, waiting until the first one has waited
-        max_wait (not at all when it already has, e.g. while the workers were busy)."""
-        deadline = batch[0].queued_at + self.max_wait
+    def _offer(self, batch: list[Pending], window: _Window, pending: Pending) -> None:
+        """Put ``pending`` in the batch when it fits the length window, else make it wait
+        (at the end of _waiting: it is younger than everything there)."""
+        if window.fits(pending):
+            window.add(pending)
+            batch.append(pending)
+        else:
+            self._waiting.append(pending)
+
+    def _from_waiting(self, batch: list[Pending], window: _Window) -> None:
+        """Move the waiting requests that fit into the batch, oldest first, up to max_batch;
+        the rest keep their places."""
+        kept = []
+        for pending in self._waiting:
+            if pending.future.done():
+                self._observer.dropped()
+            elif len(batch) < self.max_batch and window.fits(pending):
+                window.add(pending)
+                batch.append(pending)
+            else:
+                kept.append(pending)
+        self._waiting = kept
+
+    async def _fill(self, first: Pending) -> list[Pending]:
+        """``first`` and the requests that fit its length window, up to max_batch: waiting
+        ones first, then queued ones, then arrivals until ``first`` has waited max_wait (not
+        at all when it already has, e.g. while the workers were busy)."""
+        batch, window = [first], _Window(first, self.max_length_ratio)
+        self._from_waiting(batch, window)
+        deadline = first.queued_at + self.max_wait
         while len(batch) < self.max_batch:
             pending = self._take()
             if pending is not None:
-                batch.append(pending)
+                self._offer(batch, window, pending)
                 continue
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
@@ -159,10 +232,8 @@ class DynamicBatcher:
                 pending = await asyncio.wait_for(self._queue.get(), remaining)
             except TimeoutError:
                 break
-            if pending.future.done():
-                self._observer.dropped()
-            else:
-                batch.append(pending)
+            if self._live(pending):
+                self._offer(batch, window, pending)
         return batch
 
     async def _run(self, batch: list[Pending]) -> None:

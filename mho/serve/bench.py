@@ -39,7 +39,10 @@ class ServeBenchConfig:
     rounds: int = 3  # per side, alternating between sides
     max_batch: int = 8
     max_wait_ms: float = 10.0
+    max_length_ratio: float = 1.5  # of the batched server; the max_batch=1 one never batches
     workers: int = 2
+    threads: int | None = None  # onnxruntime threads per session, both sides (None: the
+    # server's default, cores / workers)
     decoder: str = "lm"
     compare: bool = True  # also a max_batch=1 server, rounds interleaved
     soak_seconds: float = 0.0  # > 0: the soak instead of the comparison
@@ -50,6 +53,11 @@ class ServeBenchConfig:
         for name in ("concurrency", "requests", "rounds", "max_batch", "workers"):
             if getattr(self, name) < 1:
                 raise MhoError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not self.max_length_ratio >= 1:  # also refuses NaN
+            raise MhoError(f"the max length ratio must be at least 1, got "
+                           f"{self.max_length_ratio}")
+        if self.threads is not None and self.threads < 1:
+            raise MhoError(f"threads must be at least 1, got {self.threads}")
         if not 0 <= self.bad_fraction < 1:
             raise MhoError(f"the bad fraction must be in [0, 1), got {self.bad_fraction}")
 
@@ -93,6 +101,9 @@ class SideResult:
             "transcripts_identical": sum(1 for o in checked if o.text == o.reference),
             "transcripts_checked": len(checked),
             "rss_mb": self.rss_mb,
+            **{key: statistics.median(r[key] for r in self.rounds)
+               for key in ("server_cpu_ms_per_request", "client_cpu_ms_per_request")
+               if self.rounds and key in self.rounds[0]},
         }
 
 
@@ -155,8 +166,10 @@ class ServerProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "mho", "serve", f"bench={model}", "--port", str(self.port),
              "--max-batch", str(max_batch), "--max-wait-ms", str(config.max_wait_ms),
+             "--max-length-ratio", str(config.max_length_ratio),
              "--workers", str(config.workers), "--decoder", config.decoder,
-             "--max-queue", str(max(64, 4 * config.concurrency))],
+             "--max-queue", str(max(64, 4 * config.concurrency)),
+             *(["--threads", str(config.threads)] if config.threads else [])],
             stdout=self._log, stderr=subprocess.STDOUT)
         self.log = log
 
@@ -269,11 +282,26 @@ async def _drive(url: str, jobs: list[dict], concurrency: int,
         return outcomes, time.perf_counter() - started
 
 
-def _round(side: SideResult, url: str, jobs: list[dict], config: ServeBenchConfig) -> None:
-    outcomes, seconds = asyncio.run(_drive(url, jobs, config.concurrency))
-    audio = sum(o.audio_seconds for o in outcomes if o.status == 200)
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process (all its threads) has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def _round(side: SideResult, server: "ServerProcess", jobs: list[dict],
+           config: ServeBenchConfig) -> None:
+    # CPU time per request, besides wall time: on a shared machine the throughput follows
+    # what the other jobs leave, the CPU a request costs much less so
+    server_cpu, client_cpu = cpu_seconds(server.process.pid), time.process_time()
+    outcomes, seconds = asyncio.run(_drive(server.url, jobs, config.concurrency))
+    server_cpu = cpu_seconds(server.process.pid) - server_cpu
+    client_cpu = time.process_time() - client_cpu
+    good = [o for o in outcomes if o.status == 200]
+    audio = sum(o.audio_seconds for o in good)
     side.rounds.append({"seconds": seconds, "audio_seconds": audio,
-                        "audio_seconds_per_second": audio / seconds})
+                        "audio_seconds_per_second": audio / seconds,
+                        "server_cpu_ms_per_request": 1000 * server_cpu / max(1, len(good)),
+                        "client_cpu_ms_per_request": 1000 * client_cpu / max(1, len(good))})
     side.outcomes.extend(outcomes)
 
 
@@ -312,9 +340,11 @@ def bench_serve(config: ServeBenchConfig, log=lambda message: None) -> dict:
                 log(f"starting {name} on {server.url}")
                 server.wait_ready(config.startup_timeout)
             results = {name: SideResult(name, max_batch) for name, max_batch in sides}
-            for name, server in servers.items():  # warm-up: first-call allocations
-                asyncio.run(_drive(server.url, items[: config.concurrency],
-                                   config.concurrency))
+            for name, server in servers.items():
+                # warm-up: one untimed pass over every utterance, so onnxruntime has met the
+                # batch shapes a round makes (after a pass over only the first few, the
+                # first timed round of a side often ran at half the speed of the next ones)
+                asyncio.run(_drive(server.url, items, config.concurrency))
                 results[name].rss_mb["start"] = rss_mb(server.process.pid)
             if config.soak_seconds:
                 server, side = servers["batched"], results["batched"]
@@ -337,7 +367,7 @@ def bench_serve(config: ServeBenchConfig, log=lambda message: None) -> dict:
                 for number in range(config.rounds):
                     for name, server in servers.items():
                         log(f"round {number + 1}/{config.rounds}: {name}")
-                        _round(results[name], server.url, jobs, config)
+                        _round(results[name], server, jobs, config)
             for name, server in servers.items():
                 results[name].rss_mb["end"] = rss_mb(server.process.pid)
         finally:
@@ -347,7 +377,8 @@ def bench_serve(config: ServeBenchConfig, log=lambda message: None) -> dict:
             "model": config.model, "data": list(config.data), "concurrency": config.concurrency,
             **({} if config.soak_seconds else {"requests_per_round": config.requests,
                                                "rounds": config.rounds}),
-            "max_wait_ms": config.max_wait_ms, "workers": config.workers,
+            "max_wait_ms": config.max_wait_ms, "max_length_ratio": config.max_length_ratio,
+            "workers": config.workers, "threads": config.threads,
             "decoder": config.decoder, "cores": len(os.sched_getaffinity(0)),
             "sides": {name: side.summary() for name, side in results.items()},
         }

@@ -15,6 +15,9 @@ class ServeConfig:
     max_batch: int = 8
     # ...or until the first of them has waited this long.
     max_wait_ms: float = 10.0
+    # A batch is padded to its longest row: it only takes requests that keep its longest /
+    # shortest waveform within this ratio, the others wait for a later batch (inf: any mix).
+    max_length_ratio: float = 1.5
     # Batches run at the same time, each in its own worker thread (onnxruntime and the
     # decoder release the event loop); sessions get cores / workers intra-op threads each.
     workers: int = 2
@@ -39,6 +42,9 @@ class ServeConfig:
                                   f"got {getattr(self, name)}")
         if self.max_wait_ms < 0:
             raise ConfigError(f"--max-wait-ms must be >= 0, got {self.max_wait_ms}")
+        if not self.max_length_ratio >= 1:  # also refuses NaN
+            raise ConfigError(f"--max-length-ratio must be at least 1, got "
+                              f"{self.max_length_ratio}")
         if self.max_audio_seconds <= 0:
             raise ConfigError(f"--max-audio-seconds must be positive, got "
                               f"{self.max_audio_seconds}")

@@ -13,8 +13,11 @@ from mho.serve.server import ServerThread
 from tests.serve.synthetic import synthetic_model
 
 NAME = "synthetic"
-CONFIG = ServeConfig(port=0, max_batch=16, max_wait_ms=30, workers=1, max_queue=8,
-                     max_audio_seconds=10, max_body_bytes=2 * 2**20, decoder="greedy")
+# max_length_ratio inf: the batching tests here queue clips of any length and expect them in
+# one batch (length windows are tested on the batcher itself, tests/serve/test_batching.py)
+CONFIG = ServeConfig(port=0, max_batch=16, max_wait_ms=30, max_length_ratio=float("inf"),
+                     workers=1, max_queue=8, max_audio_seconds=10, max_body_bytes=2 * 2**20,
+                     decoder="greedy")
 
 
 @pytest.fixture(scope="session")

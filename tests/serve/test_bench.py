@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from mho.cli import main
-from mho.serve.bench import Outcome, SideResult, _percentile
+from mho.serve.bench import Outcome, SideResult, _percentile, cpu_seconds
 
 
 def test_percentiles_are_numpys_nearest_rank():
@@ -34,6 +34,19 @@ def test_side_summary_counts():
     assert summary["latency_ms"]["p50"] == pytest.approx(100.0)
 
 
+def test_cpu_seconds_agree_with_os_times():
+    import os
+    import time
+
+    deadline = time.process_time() + 0.2
+    while time.process_time() < deadline:  # use some CPU
+        pass
+    times = os.times()
+    # the same kernel counters read two ways: they differ by the clock ticks between reads
+    assert cpu_seconds(os.getpid()) == pytest.approx(times.user + times.system,
+                                                     abs=3 / os.sysconf("SC_CLK_TCK"))
+
+
 @pytest.mark.slow
 def test_bench_serve_runs_end_to_end(model_file):
     result = CliRunner().invoke(main, [
@@ -48,7 +61,9 @@ def test_bench_serve_runs_end_to_end(model_file):
         assert side["transcripts_identical"] == side["transcripts_checked"] == 24
         assert sum(int(k) * v for k, v in side["batch_sizes"].items()) == 24
         assert max(map(int, side["batch_sizes"])) <= max_batch
+        assert side["server_cpu_ms_per_request"] > 0
     assert summary["speedup"] > 0
+    assert summary["max_length_ratio"] == 1.5
 
 
 @pytest.mark.slow

@@ -297,6 +297,7 @@ def test_serve_command_errors_are_one_line(model_file, tmp_path):
         (("no-such-model",), "cannot serve 'no-such-model': give an exported .onnx file"),
         ((model_file, f"synthetic={model_file}"), "two models are named synthetic"),
         ((model_file, "--max-batch", "0"), "Invalid value for '--max-batch'"),
+        ((model_file, "--max-length-ratio", "0.5"), "Invalid value for '--max-length-ratio'"),
     ]
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
