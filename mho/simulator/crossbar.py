@@ -211,12 +211,13 @@ class CrossbarLinear(nn.Module):
 
         r_plus, r_minus = chip.r_plus.astype(np.float64), chip.r_minus.astype(np.float64)
         self.register_buffer("signal_matrix", to_tiles(r_plus - r_minus))  # [T_in, R, P*O_pad]
-        # a bound on the float32 matmul's error of each column read, in ADC steps: gamma_R
-        # max|table| sum_r |g_r| (u = 2^-24; it holds for any summation order, FMA or not).
-        # Reads this close to a rounding boundary are recomputed in float64 (kernels.convert).
-        gamma = tile_rows * 2.0**-24 / (1 - tile_rows * 2.0**-24)
-        largest = float(self._signal_steps.abs().max())
-        self._read_bound = (gamma * largest * self.signal_matrix.double().abs().sum(1)).numpy()
+        # what bounds the float32 matmul's error of a read (kernels.convert): gamma_R and each
+        # column's sum |g_r| and ||g||_2. Reads within the bound of a rounding boundary are
+        # recomputed in float64 (gamma 0: never).
+        self._tie_gamma = tile_rows * 2.0**-24 / (1 - tile_rows * 2.0**-24)
+        columns = self.signal_matrix.double()  # [T_in, R, P*O_pad]
+        self._column_abs_sums = columns.abs().sum(1).numpy()  # [T_in, P*O_pad]
+        self._column_norms = columns.square().sum(1).sqrt().numpy()  # [T_in, P*O_pad]
         # [T_in, P*O_pad, R]: each column's conductances contiguous for those recomputes
         self._signal_columns = self.signal_matrix.transpose(1, 2).contiguous().numpy()
 
@@ -445,7 +446,8 @@ class CrossbarLinear(nn.Module):
             else:
                 kernels.convert(reads.view(codes_shape).numpy(), limit, self._plane_weights,
                                 totals, clipped, index.numpy(), self._signal_steps.numpy(),
-                                self._signal_columns, self._read_bound)
+                                self._signal_columns, self._tie_gamma,
+                                self._column_abs_sums, self._column_norms)
             y[start : start + n] = torch.from_numpy(totals[:, : self.out_features]
                                                     * self.output_factor)  # [n, O]
         self._count_conversions(torch.from_numpy(clipped), flat.shape[0])

@@ -13,11 +13,27 @@ import numba
 import numpy as np
 
 
+# (1 + 2^-30): room for the float64 rounding of the bound's own norms and sums (relative
+# errors near R x 2^-53), so the bound stays an upper bound of the float32 error
+_BOUND_MARGIN = 1.0 + 2.0**-30
+
+
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def _dot64(levels, column):  # pragma: no cover (compiled)
+    """sum_r levels[r] x column[r] in float64. The products of float32 values are exact, so
+    the order of the sum (free here, so that it vectorizes) moves the result by a few float64
+    ulps at most: far below a rounding tie's float32 width."""
+    total = 0.0
+    for r in range(levels.shape[0]):
+        total += levels[r] * np.float64(column[r])
+    return total
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def convert(reads, limit, plane_weights, totals, clipped, index, table, matrix,
-            bound):  # pragma: no cover (compiled)
-    """ADC codes of noiseless reads, shifted and added; a read within `bound` of a rounding
-    boundary is recomputed in float64 before it is rounded.
+def convert(reads, limit, plane_weights, totals, clipped, index, table, matrix, gamma,
+            column_abs_sums, column_norms):  # pragma: no cover (compiled)
+    """ADC codes of noiseless reads, shifted and added; a read within the float32 matmul's
+    error bound of a rounding boundary is recomputed in float64 before it is rounded.
 
     reads: [T_in, n, P, O_pad] float32, in ADC steps (u x 2^p), from a float32 matmul
     limit: float32, the largest code magnitude 2^(p+r-1)
@@ -28,7 +44,15 @@ def convert(reads, limit, plane_weights, totals, clipped, index, table, matrix,
     table: [L] float32, the signal table in ADC steps
     matrix: [T_in, P * O_pad, R] float32, each column's conductances contiguous (the
         signal matrix transposed: a recompute reads one cache-friendly row)
-    bound: [T_in, P * O_pad] float64, a bound on the float32 matmul's error of that column
+    gamma: gamma_R = R u / (1 - R u), u = 2^-24 (0 turns the recompute off)
+    column_abs_sums, column_norms: [T_in, P * O_pad] float64, sum_r |g_r| and ||g||_2 of each
+        column
+
+    The bound: any float32 sum of R products, in any order, FMA or not, is within
+    gamma_R sum_r |a_r g_r| of the exact sum, and sum_r |a_r g_r| is at most both
+    max_r |a_r| sum_r |g_r| and ||a||_2 ||g||_2 (Cauchy-Schwarz); the smaller of the two,
+    from the row's own levels, recomputes about four times fewer reads than the global
+    max |a| x sum |g| on Gaussian inputs.
 
     Why: a float32 sum's rounding depends on its order (BLAS blocking, another runtime), and
     a read that lands near k + 1/2 rounds to either code. Products of float32 values are
@@ -37,20 +61,28 @@ def convert(reads, limit, plane_weights, totals, clipped, index, table, matrix,
     """
     tiles, rows, planes, columns = reads.shape
     tile_rows = index.shape[2]
+    levels = np.empty(tile_rows)  # the row's DAC levels in ADC steps, float64
     for t in range(tiles):
         for n in range(rows):
+            largest = 0.0
+            squares = 0.0
+            for r in range(tile_rows):
+                level = np.float64(table[index[t, n, r]])
+                levels[r] = level
+                largest = max(largest, abs(level))
+                squares += level * level
+            scale_max = gamma * _BOUND_MARGIN * largest
+            scale_norm = gamma * _BOUND_MARGIN * np.sqrt(squares)
             for p in range(planes):
                 weight = plane_weights[p]
                 for o in range(columns):
+                    column = p * columns + o
                     read = reads[t, n, p, o]
                     code = np.rint(read)
-                    if abs(abs(read - code) - 0.5) <= bound[t, p * columns + o]:
-                        exact = 0.0
-                        column = p * columns + o
-                        for r in range(tile_rows):
-                            exact += np.float64(table[index[t, n, r]]) * np.float64(
-                                matrix[t, column, r])
-                        code = np.rint(exact)
+                    bound = min(scale_max * column_abs_sums[t, column],
+                                scale_norm * column_norms[t, column])
+                    if abs(abs(read - code) - 0.5) <= bound:
+                        code = np.rint(_dot64(levels, matrix[t, column]))
                     kept = min(max(code, -limit), limit)
                     clipped[t, o] += kept != code
                     totals[n, o] += weight * kept
