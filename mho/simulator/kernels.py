@@ -12,7 +12,6 @@ sum over planes and tiles. The loops are plain enough for LLVM to vectorize the 
 import numba
 import numpy as np
 
-
 # (1 + 2^-30): room for the float64 rounding of the bound's own norms and sums (relative
 # errors near R x 2^-53), so the bound stays an upper bound of the float32 error
 _BOUND_MARGIN = 1.0 + 2.0**-30
