@@ -1,15 +1,23 @@
 """Export a digital mho model to a Core ML ML program (.mlpackage) for phones.
 
-    report = export_coreml(model, "model.mlpackage", metadata)
+    report = export_coreml(model, "model.mlpackage", metadata, input="waveform",
+                           weights="auto", compute_units="CPU_AND_NE")
 
 torch.jit.trace -> coremltools `convert` (mlprogram, FP16 compute by default, iOS 17), with
 enumerated input lengths: Core ML plans memory per shape, and a model whose outputs ignore
 padding (every mho model masks it) runs any shorter utterance padded to the next length, with
-its true length as the second input. Inputs: (waveform [1, S] float32, samples [1] int32) for
-wav2vec2-style models, (features [1, T, 80] log-mels, lengths [1] int32) for Conformers, whose
-log-mel front-end the app computes (the metadata has its settings); outputs log_probs [1, T', V]
-and frames [1]. The file carries mho's ONNX metadata as Core ML user-defined metadata, plus the
-enumerated lengths.
+its true length as the second input. Inputs: (waveform [1, S] float32, samples [1] int32) by
+default, the log-mel front end inside the program for Conformers too (as in the ONNX export),
+or (features [1, T, 80] log-mels, lengths [1] int32) with input="features"; outputs
+log_probs [1, T', V] and frames [1].
+
+Weights are then compressed with coremltools.optimize.coreml: `auto` stores a QAT model's
+weights at the bits it was trained with, palettized with the LUT of each tensor's own distinct
+values (a b-bit QAT layer has at most 2^b - 1 of them per tensor: exact), and a float model's
+in FP16 (or FP32 with precision="fp32"). The file carries mho's ONNX metadata as Core ML
+user-defined metadata, plus the enumerated lengths, the weight scheme and the compute units
+Core ML should load it with (compute units are a load-time choice in Core ML, so they travel
+as metadata; mho's Core ML session on macOS reads them).
 
 Memristor models are refused: a crossbar read (bit-planes, per-column ADC, read noise) has no
 Core ML op and no accelerator on a phone to run it; export them to ONNX instead.
@@ -34,21 +42,35 @@ from mho.exporter.metadata import OnnxMetadata
 from mho.exporter.modules import export_twin
 
 LENGTHS_SECONDS = (1, 2, 4, 8, 16, 32)  # enumerated input lengths
-PRECISIONS = ("fp16", "fp32")
+PRECISIONS = ("fp16", "fp32")  # activations (and uncompressed weights)
+WEIGHTS = ("auto", "int8", "int4", "palette8", "palette4", "float")
+COMPUTE_UNITS = ("ALL", "CPU_AND_NE", "CPU_ONLY")
 MEMRISTOR_UNSUPPORTED = (
     "Core ML export of memristor models is not supported: a crossbar read (bit-planes, "
     "per-column ADC, read noise) has no Core ML op; export the digital model here, or the "
     "memristor model with `mho export onnx --memristor`")
 LENGTHS_KEY = "enumerated_lengths"  # user-defined metadata: input lengths (samples or frames)
+WEIGHTS_KEY = "weights"  # user-defined metadata: the weight scheme applied
+COMPUTE_UNITS_KEY = "compute_units"  # user-defined metadata: what Core ML should load it on
+# Weights smaller than this stay uncompressed (biases, norms, the first conv): coremltools'
+# own default threshold; their LUT would cost more than it saves.
+WEIGHT_THRESHOLD = 2048
 
-# Ops that Core ML runs off the Neural Engine (on CPU or GPU) by our reading of Apple's and
-# the community's notes: integer arithmetic, indexing by run-time values, run-time shapes and
-# scans. A heuristic flag for the reader, not a promise about a device.
+# The one table of ops flagged as likely to run off the Neural Engine (on CPU or GPU), op ->
+# why. Apple publishes no list of what the Neural Engine runs; these are our reading of:
+# - coremltools' documentation (Flexible Input Shapes: only enumerated shapes keep a model
+#   eligible for the Neural Engine, so ops whose shapes come from run-time values fall back;
+#   Typed Execution: the Neural Engine computes in FP16, so integer arithmetic leaves it);
+# - Apple's ml-ane-transformers and its article "Deploying Transformers on the Apple Neural
+#   Engine" (2022): keep tensors static and 4-D channels-first, express work as convs and
+#   matmuls, avoid indexing by computed indices (gathers) and data-dependent reshapes.
+# A flag for the reader, not a promise about a device: Core ML decides per op at load time.
 OFF_NEURAL_ENGINE = {
     "gather": "indexing by run-time values",
     "gather_along_axis": "indexing by run-time values",
     "gather_nd": "indexing by run-time values",
     "scatter": "indexing by run-time values",
+    "scatter_along_axis": "indexing by run-time values",
     "cumsum": "scan along an axis",
     "shape": "run-time shape",
     "fill": "run-time shape",
@@ -64,10 +86,13 @@ OFF_NEURAL_ENGINE = {
 class CoreMLReport:
     path: Path
     bytes: int  # the whole .mlpackage
-    seconds: float  # tracing and conversion
+    seconds: float  # tracing, conversion and compression
     ops: dict[str, int]  # the program's ops per type (constants left out)
     off_neural_engine: dict[str, str]  # op type -> why it is flagged, for ops it contains
     lengths: list[int]  # enumerated input lengths (samples or feature frames)
+    input: str = "waveform"  # "waveform" or "features"
+    weights: str = "float"  # the scheme applied ("auto" resolved)
+    compute_units: str = "ALL"
 
 
 class _Traced(torch.nn.Module):
@@ -82,15 +107,35 @@ class _Traced(torch.nn.Module):
         return log_probs, frames.int()
 
 
-def _input_lengths(model: torch.nn.Module, seconds: tuple[float, ...]) -> tuple[str, list[int]]:
+class _WaveformFrontEnd(torch.nn.Module):
+    """A features model behind the log-mel front end, (waveform [B, S], samples [B]) ->
+    (log_probs [B, T', V], out_lengths [B]). The frame count is an integer floor division
+    (`//` on an integer tensor stays `floor_div` on int32 in Core ML): `torch.div(...,
+    rounding_mode="floor")` converts to a float division and floor, which an FP16 program
+    computes in FP16, wrong past 2048 frames' worth of samples."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        from mho.data.features import FeatureConfig, LogMel
+
+        self.features = FeatureConfig()
+        self.log_mel = LogMel(self.features)
+        self.model = model
+
+    def forward(self, waveform: torch.Tensor, samples: torch.Tensor):
+        frames = samples // self.features.shift_samples + 1  # FeatureConfig.num_frames
+        return self.model(self.log_mel(waveform), frames)
+
+
+def _input_lengths(kind: str, seconds: tuple[float, ...]) -> list[int]:
     from mho.data.audio import SAMPLE_RATE
     from mho.data.features import FeatureConfig
 
-    if model.input_kind == "waveform":
-        return "waveform", [int(s * SAMPLE_RATE) for s in seconds]
+    if kind == "waveform":
+        return [int(s * SAMPLE_RATE) for s in seconds]
     features = FeatureConfig()
-    return "features", [int(features.num_frames(np.array([s * features.sample_rate]))[0])
-                        for s in seconds]
+    return [int(features.num_frames(np.array([s * features.sample_rate]))[0])
+            for s in seconds]
 
 
 def off_neural_engine(ops: dict[str, int]) -> dict[str, str]:
@@ -99,7 +144,8 @@ def off_neural_engine(ops: dict[str, int]) -> dict[str, str]:
 
 def count_ops(operations) -> dict[str, int]:
     """A MIL function's ops per type, most common first (constants left out)."""
-    counts = Counter(op.op_type for op in operations if op.op_type != "const")
+    counts = Counter(op.op_type for op in operations
+                     if op.op_type != "const" and not op.op_type.startswith("constexpr_"))
     return dict(counts.most_common())
 
 
@@ -114,10 +160,28 @@ def import_coremltools():
     return coremltools
 
 
+def resolve_weights(weights: str, weight_bits: int | None) -> str:
+    """The scheme `weights` stands for: "auto" is "unique<bits>" (each tensor palettized with
+    its own distinct values, exact) for a QAT model of `weight_bits`, "float" otherwise."""
+    if weights not in WEIGHTS:
+        raise MhoError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
+    if weights != "auto":
+        return weights
+    return "float" if weight_bits is None else f"unique{weight_bits}"
+
+
 def export_coreml(model: torch.nn.Module, path: str | Path, metadata: OnnxMetadata, *,
-                  lengths: tuple[float, ...] = LENGTHS_SECONDS, precision: str = "fp16"
-                  ) -> CoreMLReport:
-    """Write `model` (eval mode, digital) to the .mlpackage `path`; `lengths` in seconds."""
+                  input: str = "waveform", weights: str = "auto",
+                  compute_units: str = "ALL", lengths: tuple[float, ...] = LENGTHS_SECONDS,
+                  precision: str = "fp16") -> CoreMLReport:
+    """Write `model` (eval mode, digital) to the .mlpackage `path`; `lengths` in seconds.
+
+    input: "waveform" (16 kHz samples; a features model gets the log-mel front end in the
+    program) or "features" (log-mels, Conformers only). weights: "auto" (a QAT model's
+    trained bits, exact; float models as `precision`), "int8" / "int4" (linear symmetric,
+    per channel / per block of 32), "palette8" / "palette4" (k-means LUT per tensor), or
+    "float". compute_units: recorded for Core ML to load the package with. precision: of
+    the activations ("fp16": what the Neural Engine computes in)."""
     from mho.simulator.layers import CrossbarLayer
 
     ct = import_coremltools()
@@ -126,52 +190,112 @@ def export_coreml(model: torch.nn.Module, path: str | Path, metadata: OnnxMetada
         raise MhoError(MEMRISTOR_UNSUPPORTED)
     if precision not in PRECISIONS:
         raise MhoError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if input not in ("waveform", "features"):
+        raise MhoError(f"input must be waveform or features, got {input!r}")
+    if compute_units not in COMPUTE_UNITS:
+        raise MhoError(f"compute units must be one of {', '.join(COMPUTE_UNITS)}, "
+                       f"got {compute_units!r}")
+    scheme = resolve_weights(weights, metadata.weight_bits)
+    if model.input_kind == "waveform" and input != "waveform":
+        raise MhoError("this model reads the waveform itself (wav2vec2-style): it has no "
+                       "log-mel input to export; use --input waveform")
     if not lengths or min(lengths) <= 0:
         raise MhoError("enumerated lengths must be positive seconds")
     path = Path(path)
     if path.suffix != ".mlpackage":
         raise MhoError(f"the output should end in .mlpackage: {path}")
     started = time.perf_counter()
-    kind, sizes = _input_lengths(model, tuple(sorted(set(lengths))))
+    sizes = _input_lengths(input, tuple(sorted(set(lengths))))
     example_length = sizes[0]
-    if kind == "waveform":
+    if input == "waveform":
         example = torch.zeros(1, example_length)
         shapes = [[1, n] for n in sizes]
     else:
         example = torch.zeros(1, example_length, 80)
         shapes = [[1, n, 80] for n in sizes]
-    length_name = "samples" if kind == "waveform" else "lengths"
+    length_name = "samples" if input == "waveform" else "lengths"
     twin = export_twin(model)  # QAT layers as plain ops (no autograd Functions to trace)
+    from mho.exporter.ane_lpa import ane_twin
+
+    twin = ane_twin(twin)  # LPA layers without cumsum and gathers
+    if model.input_kind == "features" and input == "waveform":
+        twin = _WaveformFrontEnd(twin)
+    target = ct.target.iOS18 if scheme == "int4" else ct.target.iOS17  # int4 needs iOS 18
     with _quiet():
         traced = torch.jit.trace(_Traced(twin).eval(),
                                  (example, torch.tensor([example_length], dtype=torch.int32)))
         try:
             mlmodel = ct.convert(
                 traced,
-                inputs=[ct.TensorType(kind, shape=ct.EnumeratedShapes(shapes, default=shapes[0]),
+                inputs=[ct.TensorType(input, shape=ct.EnumeratedShapes(shapes, default=shapes[0]),
                                       dtype=np.float32),
                         ct.TensorType(length_name, shape=(1,), dtype=np.int32)],
                 outputs=[ct.TensorType("log_probs"), ct.TensorType("frames")],
                 convert_to="mlprogram",
                 compute_precision=(ct.precision.FLOAT16 if precision == "fp16"
                                    else ct.precision.FLOAT32),
-                minimum_deployment_target=ct.target.iOS17,
+                minimum_deployment_target=target,
                 pass_pipeline=_pass_pipeline(ct),
                 skip_model_load=True,  # Core ML itself only loads on macOS
             )
+            mlmodel = _compress_weights(ct, mlmodel, scheme)
+        except MhoError:
+            raise
         except Exception as error:
             raise MhoError(f"Core ML conversion failed: {str(error).splitlines()[0]}") from error
-    props = dataclasses.replace(metadata, input=kind).to_props()
+    props = dataclasses.replace(metadata, input=input).to_props()
     mlmodel.user_defined_metadata.update({**props, LENGTHS_KEY: json.dumps(sizes),
-                                          "precision": precision})
+                                          "precision": precision, WEIGHTS_KEY: scheme,
+                                          COMPUTE_UNITS_KEY: compute_units})
     mlmodel.author = "mho"
     mlmodel.short_description = (f"{metadata.model_name}: CTC log-probs over "
-                                 f"{len(metadata.vocabulary)} tokens, {precision}")
+                                 f"{len(metadata.vocabulary)} tokens, {precision} activations, "
+                                 f"{scheme} weights")
     ops = count_ops(mlmodel._mil_program.functions["main"].operations)
     _save_atomically(mlmodel, path)
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     return CoreMLReport(path, size, time.perf_counter() - started, ops, off_neural_engine(ops),
-                        sizes)
+                        sizes, input, scheme, compute_units)
+
+
+def _compress_weights(ct, mlmodel, scheme: str):
+    """mlmodel with its weights (of WEIGHT_THRESHOLD elements or more) stored as `scheme`."""
+    from coremltools.optimize import coreml as cto
+
+    if scheme == "float":
+        return mlmodel
+    if scheme.startswith("unique"):
+        # The LUT is the tensor's own distinct values: nbits follows from their count
+        # (<= 2^b - 1 for a b-bit QAT layer, its symmetric grid), so nothing is rounded.
+        op_config = cto.OpPalettizerConfig(mode="unique", weight_threshold=WEIGHT_THRESHOLD)
+        compressed = cto.palettize_weights(mlmodel, cto.OptimizationConfig(op_config))
+        _check_all_palettized(compressed, scheme)
+        return compressed
+    if scheme in ("int8", "int4"):
+        granularity = ({"granularity": "per_channel"} if scheme == "int8"
+                       else {"granularity": "per_block", "block_size": 32})
+        op_config = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype=scheme,
+                                                weight_threshold=WEIGHT_THRESHOLD, **granularity)
+        return cto.linear_quantize_weights(mlmodel, cto.OptimizationConfig(op_config))
+    op_config = cto.OpPalettizerConfig(mode="kmeans", nbits=int(scheme[-1]),
+                                       granularity="per_tensor",
+                                       weight_threshold=WEIGHT_THRESHOLD)
+    return cto.palettize_weights(mlmodel, cto.OptimizationConfig(op_config))
+
+
+def _check_all_palettized(mlmodel, scheme: str) -> None:
+    """coremltools skips, silently, a tensor with more than 256 distinct values: that means
+    the model's weights are not on a QAT grid, and the package would be float after all."""
+    operations = mlmodel._mil_program.functions["main"].operations
+    large = [op for op in operations if op.op_type == "const" and op.outputs[0].val is not None
+             and np.asarray(op.outputs[0].val).dtype.kind == "f"
+             and np.asarray(op.outputs[0].val).size >= WEIGHT_THRESHOLD
+             and any(child.op_type in ("linear", "conv", "matmul")
+                     for child in op.outputs[0].child_ops)]
+    if large:
+        raise MhoError(f"weights {scheme!r}: {len(large)} weight tensors have more than "
+                       f"{2 ** int(scheme[len('unique'):])} distinct values (not a QAT grid); "
+                       "choose --weights palette8 or int8")
 
 
 def _pass_pipeline(ct):
