@@ -213,6 +213,9 @@ def export_coreml(model: torch.nn.Module, path: str | Path, metadata: OnnxMetada
     else:
         example = torch.zeros(1, example_length, 80)
         shapes = [[1, n, 80] for n in sizes]
+    # One length: a static shape, so every shape computation folds into constants at
+    # conversion (no shape, fill or range ops left); several: enumerated shapes.
+    shape = shapes[0] if len(shapes) == 1 else ct.EnumeratedShapes(shapes, default=shapes[0])
     length_name = "samples" if input == "waveform" else "lengths"
     twin = export_twin(model)  # QAT layers as plain ops (no autograd Functions to trace)
     from mho.exporter.ane_lpa import ane_twin
@@ -221,14 +224,14 @@ def export_coreml(model: torch.nn.Module, path: str | Path, metadata: OnnxMetada
     if model.input_kind == "features" and input == "waveform":
         twin = _WaveformFrontEnd(twin)
     target = ct.target.iOS18 if scheme == "int4" else ct.target.iOS17  # int4 needs iOS 18
+    _fold_int_of_constants()
     with _quiet():
         traced = torch.jit.trace(_Traced(twin).eval(),
                                  (example, torch.tensor([example_length], dtype=torch.int32)))
         try:
             mlmodel = ct.convert(
                 traced,
-                inputs=[ct.TensorType(input, shape=ct.EnumeratedShapes(shapes, default=shapes[0]),
-                                      dtype=np.float32),
+                inputs=[ct.TensorType(input, shape=shape, dtype=np.float32),
                         ct.TensorType(length_name, shape=(1,), dtype=np.int32)],
                 outputs=[ct.TensorType("log_probs"), ct.TensorType("frames")],
                 convert_to="mlprogram",
@@ -296,6 +299,29 @@ def _check_all_palettized(mlmodel, scheme: str) -> None:
         raise MhoError(f"weights {scheme!r}: {len(large)} weight tensors have more than "
                        f"{2 ** int(scheme[len('unique'):])} distinct values (not a QAT grid); "
                        "choose --weights palette8 or int8")
+
+
+def _fold_int_of_constants() -> None:
+    """coremltools' converter of torch's `int` (aten::Int) calls Python's int() on a constant
+    of shape [1], which numpy 2 refuses; static-shape programs have such constants (a traced
+    sequence length). Registered over the original: constants folded here, the rest to it."""
+    from coremltools.converters.mil import Builder as mb
+    from coremltools.converters.mil.frontend.torch import ops
+    from coremltools.converters.mil.frontend.torch.torch_op_registry import register_torch_op
+
+    if getattr(ops, "_mho_int_fixed", False):
+        return
+
+    @register_torch_op(torch_alias=["int"], override=True)
+    def _int(context, node):
+        x = ops._get_inputs(context, node, expected=1)[0]
+        if x.can_be_folded_to_const() and np.size(x.val) == 1:
+            context.add(mb.const(val=np.int32(np.asarray(x.val).reshape(-1)[0]),
+                                 name=node.name), node.name)
+        else:
+            ops._cast(context, node, int, "int32")
+
+    ops._mho_int_fixed = True
 
 
 def _pass_pipeline(ct):
