@@ -603,7 +603,8 @@ def export_coreml_command(model, out, lengths, input_kind, weights, compute_unit
                            compute_units=compute_units, lengths=seconds, precision=precision)
     summary = {"path": str(report.path), "bytes": report.bytes, "seconds": report.seconds,
                "input": report.input, "weights": report.weights,
-               "compute_units": report.compute_units, "lengths": report.lengths, "ops": report.ops,
+               "compute_units": report.compute_units, "uncompressed": report.uncompressed,
+               "lengths": report.lengths, "ops": report.ops,
                "off_neural_engine": report.off_neural_engine}
     if as_json:
         click.echo(json.dumps(summary, indent=2))
@@ -612,6 +613,9 @@ def export_coreml_command(model, out, lengths, input_kind, weights, compute_unit
                   f"activations, {report.compute_units}) -> {report.path}: "
                   f"{report.bytes / 1e6:.2f} MB in {report.seconds:.1f} s; input lengths "
                   f"{report.lengths}")
+    if report.uncompressed:
+        console.print("weights left float (not on a QAT grid): " + ", ".join(
+            f"{name} ({elements:,})" for name, elements in report.uncompressed.items()))
     _print_ops(report.ops, report.off_neural_engine)
 
 

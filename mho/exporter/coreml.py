@@ -93,6 +93,7 @@ class CoreMLReport:
     input: str = "waveform"  # "waveform" or "features"
     weights: str = "float"  # the scheme applied ("auto" resolved)
     compute_units: str = "ALL"
+    uncompressed: dict[str, int] = dataclasses.field(default_factory=dict)  # float weights
 
 
 class _Traced(torch.nn.Module):
@@ -255,10 +256,11 @@ def export_coreml(model: torch.nn.Module, path: str | Path, metadata: OnnxMetada
                                  f"{len(metadata.vocabulary)} tokens, {precision} activations, "
                                  f"{scheme} weights")
     ops = count_ops(mlmodel._mil_program.functions["main"].operations)
+    left = uncompressed_weights(mlmodel) if scheme != "float" else {}
     _save_atomically(mlmodel, path)
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     return CoreMLReport(path, size, time.perf_counter() - started, ops, off_neural_engine(ops),
-                        sizes, input, scheme, compute_units)
+                        sizes, input, scheme, compute_units, left)
 
 
 def _compress_weights(ct, mlmodel, scheme: str):
@@ -270,10 +272,15 @@ def _compress_weights(ct, mlmodel, scheme: str):
     if scheme.startswith("unique"):
         # The LUT is the tensor's own distinct values: nbits follows from their count
         # (<= 2^b - 1 for a b-bit QAT layer, its symmetric grid), so nothing is rounded.
-        op_config = cto.OpPalettizerConfig(mode="unique", weight_threshold=WEIGHT_THRESHOLD)
-        compressed = cto.palettize_weights(mlmodel, cto.OptimizationConfig(op_config))
-        _check_all_palettized(compressed, scheme)
-        return compressed
+        # Our own LUT ("custom" mode) rather than coremltools' "unique": that one runs
+        # np.unique on FP16 weights, which with numpy 2.4 counted 266 distinct values in a
+        # tensor holding 220 (so it skipped the tensor, or could build a wrong table).
+        names = [name for name in _weight_names(mlmodel)
+                 if _lut_and_indices(_weight_value(mlmodel, name)) is not None]
+        op_config = cto.OpPalettizerConfig(mode="custom", lut_function=_unique_lut,
+                                           weight_threshold=WEIGHT_THRESHOLD)
+        config = cto.OptimizationConfig(op_name_configs={name: op_config for name in names})
+        return cto.palettize_weights(mlmodel, config)
     if scheme in ("int8", "int4"):
         granularity = ({"granularity": "per_channel"} if scheme == "int8"
                        else {"granularity": "per_block", "block_size": 32})
@@ -286,19 +293,48 @@ def _compress_weights(ct, mlmodel, scheme: str):
     return cto.palettize_weights(mlmodel, cto.OptimizationConfig(op_config))
 
 
-def _check_all_palettized(mlmodel, scheme: str) -> None:
-    """coremltools skips, silently, a tensor with more than 256 distinct values: that means
-    the model's weights are not on a QAT grid, and the package would be float after all."""
+LUT_BITS = (1, 2, 4, 6, 8)  # the table sizes Core ML's constexpr_lut_to_dense (iOS 16) takes
+
+
+def _lut_and_indices(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(lut [2^b], indices [N] uint8) holding `weight` exactly, or None when it has more than
+    256 distinct values. Distinct values found in float32 (exact for FP16 values)."""
+    values, indices = np.unique(np.asarray(weight, dtype=np.float32).reshape(-1),
+                                return_inverse=True)
+    bits = next((b for b in LUT_BITS if len(values) <= 1 << b), None)
+    if bits is None:
+        return None
+    lut = np.zeros(1 << bits, dtype=weight.dtype)
+    lut[: len(values)] = values
+    return lut, indices.astype(np.uint8)
+
+
+def _unique_lut(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """coremltools' custom LUT function: only called for tensors that fit (see callers)."""
+    return _lut_and_indices(weight)
+
+
+def _weight_names(mlmodel) -> list[str]:
+    return list(uncompressed_weights(mlmodel))
+
+
+def _weight_value(mlmodel, name: str) -> np.ndarray:
     operations = mlmodel._mil_program.functions["main"].operations
-    large = [op for op in operations if op.op_type == "const" and op.outputs[0].val is not None
-             and np.asarray(op.outputs[0].val).dtype.kind == "f"
-             and np.asarray(op.outputs[0].val).size >= WEIGHT_THRESHOLD
-             and any(child.op_type in ("linear", "conv", "matmul")
-                     for child in op.outputs[0].child_ops)]
-    if large:
-        raise MhoError(f"weights {scheme!r}: {len(large)} weight tensors have more than "
-                       f"{2 ** int(scheme[len('unique'):])} distinct values (not a QAT grid); "
-                       "choose --weights palette8 or int8")
+    return next(np.asarray(op.outputs[0].val) for op in operations if op.name == name)
+
+
+def uncompressed_weights(mlmodel) -> dict[str, int]:
+    """The program's float weights of WEIGHT_THRESHOLD elements or more that feed a linear,
+    conv or matmul: name -> elements. Under "unique" those are the tensors with more distinct
+    values than a QAT grid (coremltools leaves them float), e.g. the log-mel front end's DFT
+    basis and filterbank, float in the torch model too."""
+    operations = mlmodel._mil_program.functions["main"].operations
+    return {op.name: int(np.asarray(op.outputs[0].val).size) for op in operations
+            if op.op_type == "const" and op.outputs[0].val is not None
+            and np.asarray(op.outputs[0].val).dtype.kind == "f"
+            and np.asarray(op.outputs[0].val).size >= WEIGHT_THRESHOLD
+            and any(child.op_type in ("linear", "conv", "matmul")
+                    for child in op.outputs[0].child_ops)}
 
 
 def _fold_int_of_constants() -> None:

@@ -35,8 +35,8 @@ def load_recognizer(
     runtime: "torch" for models and checkpoints; "ort" (default) or "onnx-ref" for .onnx
     files and bundles; "coreml" (Core ML, macOS only) or "coreml-mil" (its ML program on
     numpy, anywhere) for .mlpackage, by default the one the platform has. threads: intra-op
-    threads (default: onnxruntime one per core, torch's own setting). lm: a directory from `mho data lm` (default: the shipped LM; a bundle brings
-    its own)."""
+    threads (default: onnxruntime one per core, torch's own setting). lm: a directory from
+    `mho data lm` (default: the shipped LM; a bundle brings its own)."""
     from mho.decoding.decoders import load_decoder
     from mho.exporter.bundle import Bundle, is_bundle
     from mho.runtime.speech import Recognizer, SpeechSession
