@@ -583,8 +583,10 @@ def export_onnx_command(model, out, bundle, input_kind, memristor, adc, layer_ru
 @click.option("--compute-units", type=click.Choice(["ALL", "CPU_AND_NE", "CPU_ONLY"]),
               default="ALL", show_default=True,
               help="Recorded in the package: what Core ML loads it on (macOS).")
-@click.option("--precision", type=click.Choice(["fp16", "fp32"]), default="fp16",
-              show_default=True, help="Of the activations (and of uncompressed weights).")
+@click.option("--precision", type=click.Choice(["fp16", "fp32", "mixed"]), default="fp16",
+              show_default=True,
+              help="Of the activations (and of uncompressed weights); mixed: the log-mel "
+                   "front end FP16, the model FP32.")
 @click.option("--memristor", is_flag=True, help="Not supported: says why.")
 @click.option("--json", "as_json", is_flag=True)
 def export_coreml_command(model, out, lengths, input_kind, weights, compute_units, precision,

@@ -42,7 +42,10 @@ from mho.exporter.metadata import OnnxMetadata
 from mho.exporter.modules import export_twin
 
 LENGTHS_SECONDS = (1, 2, 4, 8, 16, 32)  # enumerated input lengths
-PRECISIONS = ("fp16", "fp32")  # activations (and uncompressed weights)
+# Of the activations (and of uncompressed weights). "mixed": the log-mel front end in FP16
+# (its DFT basis stored in FP16, the Neural Engine's precision), the model behind it in FP32:
+# 8-bit QAT models amplify FP16 rounding across their activation grids (mho.workflows.check).
+PRECISIONS = ("fp16", "fp32", "mixed")
 WEIGHTS = ("auto", "int8", "int4", "palette8", "palette4", "float")
 COMPUTE_UNITS = ("ALL", "CPU_AND_NE", "CPU_ONLY")
 MEMRISTOR_UNSUPPORTED = (
@@ -197,6 +200,9 @@ def export_coreml(model: torch.nn.Module, path: str | Path, metadata: OnnxMetada
         raise MhoError(f"compute units must be one of {', '.join(COMPUTE_UNITS)}, "
                        f"got {compute_units!r}")
     scheme = resolve_weights(weights, metadata.weight_bits)
+    if precision == "mixed" and not (model.input_kind == "features" and input == "waveform"):
+        raise MhoError("precision mixed (log-mel front end FP16, model FP32) is for a "
+                       "features model (Conformer) exported with waveform input")
     if model.input_kind == "waveform" and input != "waveform":
         raise MhoError("this model reads the waveform itself (wav2vec2-style): it has no "
                        "log-mel input to export; use --input waveform")
@@ -236,8 +242,10 @@ def export_coreml(model: torch.nn.Module, path: str | Path, metadata: OnnxMetada
                         ct.TensorType(length_name, shape=(1,), dtype=np.int32)],
                 outputs=[ct.TensorType("log_probs"), ct.TensorType("frames")],
                 convert_to="mlprogram",
-                compute_precision=(ct.precision.FLOAT16 if precision == "fp16"
-                                   else ct.precision.FLOAT32),
+                compute_precision={
+                    "fp16": ct.precision.FLOAT16, "fp32": ct.precision.FLOAT32,
+                    "mixed": ct.transform.FP16ComputePrecision(op_selector=_in_front_end),
+                }[precision],
                 minimum_deployment_target=target,
                 pass_pipeline=_pass_pipeline(ct),
                 skip_model_load=True,  # Core ML itself only loads on macOS
@@ -335,6 +343,14 @@ def uncompressed_weights(mlmodel) -> dict[str, int]:
             and np.asarray(op.outputs[0].val).size >= WEIGHT_THRESHOLD
             and any(child.op_type in ("linear", "conv", "matmul")
                     for child in op.outputs[0].child_ops)}
+
+
+def _in_front_end(op) -> bool:
+    """Whether `op` belongs to the log-mel front end: it comes no later than the program's
+    first log (the front end's; the model's own log is in its log-softmax, at the end)."""
+    operations = list(op.enclosing_block.operations)
+    first_log = next((i for i, o in enumerate(operations) if o.op_type == "log"), -1)
+    return any(o is op for o in operations[: first_log + 1])
 
 
 def _fold_int_of_constants() -> None:
