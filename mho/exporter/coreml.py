@@ -114,9 +114,9 @@ class _Traced(torch.nn.Module):
 class _WaveformFrontEnd(torch.nn.Module):
     """A features model behind the log-mel front end, (waveform [B, S], samples [B]) ->
     (log_probs [B, T', V], out_lengths [B]). The frame count is an integer floor division
-    (`//` on an integer tensor stays `floor_div` on int32 in Core ML): `torch.div(...,
-    rounding_mode="floor")` converts to a float division and floor, which an FP16 program
-    computes in FP16, wrong past 2048 frames' worth of samples."""
+    (`//` on integer tensors, kept int32 by `_patch_converters`; `torch.div(...,
+    rounding_mode="floor")` converts to a float division and floor), since an FP16 program
+    computes floats in FP16, which lose a frame past 2048 frames (20.5 s)."""
 
     def __init__(self, model: torch.nn.Module):
         super().__init__()
@@ -231,7 +231,7 @@ def export_coreml(model: torch.nn.Module, path: str | Path, metadata: OnnxMetada
     if model.input_kind == "features" and input == "waveform":
         twin = _WaveformFrontEnd(twin)
     target = ct.target.iOS18 if scheme == "int4" else ct.target.iOS17  # int4 needs iOS 18
-    _fold_int_of_constants()
+    _patch_converters()
     with _quiet():
         traced = torch.jit.trace(_Traced(twin).eval(),
                                  (example, torch.tensor([example_length], dtype=torch.int32)))
@@ -353,16 +353,30 @@ def _in_front_end(op) -> bool:
     return any(o is op for o in operations[: first_log + 1])
 
 
-def _fold_int_of_constants() -> None:
-    """coremltools' converter of torch's `int` (aten::Int) calls Python's int() on a constant
-    of shape [1], which numpy 2 refuses; static-shape programs have such constants (a traced
-    sequence length). Registered over the original: constants folded here, the rest to it."""
+def _patch_converters() -> None:
+    """Two of coremltools' torch converters, registered over the originals (once):
+
+    - `floor_divide` casts its result to fp32 ("PyTorch's floor_divide always returns
+      fp32", not so for integers), which an FP16 program then computes in FP16: a frame count
+      past 2048 (20.5 s of 10 ms frames) lost a frame. Integer inputs stay integer here.
+    - `int` (aten::Int) calls Python's int() on a constant of shape [1], which numpy 2
+      refuses; static-shape programs have such constants (a traced sequence length)."""
     from coremltools.converters.mil import Builder as mb
+    from coremltools.converters.mil.mil import types
     from coremltools.converters.mil.frontend.torch import ops
     from coremltools.converters.mil.frontend.torch.torch_op_registry import register_torch_op
 
-    if getattr(ops, "_mho_int_fixed", False):
+    if getattr(ops, "_mho_patched", False):
         return
+    original_floor_divide = ops.floor_divide
+
+    @register_torch_op(override=True)
+    def floor_divide(context, node):
+        x, y = ops.promote_input_dtypes(ops._get_inputs(context, node, expected=2))
+        if types.is_int(x.dtype) and types.is_int(y.dtype):
+            context.add(mb.floor_div(x=x, y=y, name=node.name))
+        else:
+            original_floor_divide(context, node)
 
     @register_torch_op(torch_alias=["int"], override=True)
     def _int(context, node):
@@ -373,7 +387,7 @@ def _fold_int_of_constants() -> None:
         else:
             ops._cast(context, node, int, "int32")
 
-    ops._mho_int_fixed = True
+    ops._mho_patched = True
 
 
 def _pass_pipeline(ct):
