@@ -1,6 +1,7 @@
 """An LPA formulation for Core ML's Neural Engine: content windows without cumsum or gathers.
 
-    twin = ane_twin(model)   # every PulseAccumulator (eval mode) as an AnePulseAccumulator
+    twin = ane_twin(model)   # every PulseAccumulator (eval mode) as an AnePulseAccumulator,
+                             # every Conformer attention's rel-shift without its gather
 
 The torch module (mho.models.lpa) reads a content window [t - a, t + 1 + b) as the difference
 of two prefix sums gathered at run-time indices: a cumsum and a gather per layer, both ops the
@@ -25,7 +26,9 @@ periodic and position-basis families are the torch module's own (matmuls, cos, c
 import torch
 from torch import nn
 
+from mho.models.attention import RelPosSelfAttention
 from mho.models.lpa import EPSILON, PulseAccumulator
+from mho.models.positional import rel_shift_by_reshape
 
 
 class AnePulseAccumulator(PulseAccumulator):
@@ -69,9 +72,13 @@ def _shifted(x: torch.Tensor, reach: int) -> torch.Tensor:
 
 def ane_twin(model: nn.Module) -> nn.Module:
     """`model` with each PulseAccumulator (itself included) turned, in place, into an
-    AnePulseAccumulator: the same parameters and buffers, the ANE content windows. Returns
-    `model`; deep-copy it first to keep the original."""
+    AnePulseAccumulator (the same parameters and buffers, the ANE content windows), and each
+    Conformer relative-position attention's rel-shift done by pad and reshape instead of a
+    gather (mho.models.positional.rel_shift_by_reshape: the same values). Returns `model`;
+    deep-copy it first to keep the original."""
     for module in model.modules():
         if type(module) is PulseAccumulator:
             module.__class__ = AnePulseAccumulator
+        elif isinstance(module, RelPosSelfAttention):
+            module.rel_shift = rel_shift_by_reshape
     return model

@@ -51,3 +51,24 @@ def test_ane_twin_replaces_nested_modules_and_keeps_training_mode():
     got = model[0](x, mask)
     torch.manual_seed(0)
     torch.testing.assert_close(got, reference(x, mask))
+
+
+@pytest.mark.parametrize("num_frames", [1, 2, 7, 30])
+def test_rel_shift_by_reshape_equals_the_gather(num_frames):
+    from mho.models.positional import rel_shift, rel_shift_by_reshape
+
+    scores = torch.randn(2, 3, num_frames, 2 * num_frames - 1)
+    assert torch.equal(rel_shift_by_reshape(scores), rel_shift(scores))
+
+
+def test_ane_twin_conformer_equals_the_model():
+    from mho.models import ConformerCTC, conformer_config
+
+    torch.manual_seed(0)
+    model = ConformerCTC(conformer_config("tiny", pe="sinusoidal+linear")).eval()
+    twin = ane_twin(copy.deepcopy(model))
+    features, lengths = torch.randn(2, 37, 80), torch.tensor([37, 21])
+    with torch.no_grad():
+        (expected, frames), (got, got_frames) = model(features, lengths), twin(features, lengths)
+    assert torch.equal(frames, got_frames)
+    torch.testing.assert_close(got, expected)  # the same values moved: equal up to fusion
