@@ -362,9 +362,9 @@ def _patch_converters() -> None:
     - `int` (aten::Int) calls Python's int() on a constant of shape [1], which numpy 2
       refuses; static-shape programs have such constants (a traced sequence length)."""
     from coremltools.converters.mil import Builder as mb
-    from coremltools.converters.mil.mil import types
     from coremltools.converters.mil.frontend.torch import ops
     from coremltools.converters.mil.frontend.torch.torch_op_registry import register_torch_op
+    from coremltools.converters.mil.mil import types
 
     if getattr(ops, "_mho_patched", False):
         return
