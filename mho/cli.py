@@ -578,8 +578,9 @@ def export_onnx_command(model, out, bundle, input_kind, memristor, adc, layer_ru
 @click.option("--weights", type=click.Choice(["auto", "int8", "int4", "palette8", "palette4",
                                               "float"]),
               default="auto", show_default=True,
-              help="auto: a QAT model's weights at its trained bits (exact LUT), float models "
-                   "as --precision.")
+              help="auto: a QAT model's weights at its trained bits (exact LUT); float models "
+                   "int8 when their weights are on an int8 grid per channel, else as "
+                   "--precision.")
 @click.option("--compute-units", type=click.Choice(["ALL", "CPU_AND_NE", "CPU_ONLY"]),
               default="ALL", show_default=True,
               help="Recorded in the package: what Core ML loads it on (macOS).")

@@ -164,14 +164,35 @@ def import_coremltools():
     return coremltools
 
 
-def resolve_weights(weights: str, weight_bits: int | None) -> str:
-    """The scheme `weights` stands for: "auto" is "unique<bits>" (each tensor palettized with
-    its own distinct values, exact) for a QAT model of `weight_bits`, "float" otherwise."""
+def resolve_weights(weights: str, weight_bits: int | None,
+                    model: torch.nn.Module | None = None) -> str:
+    """The scheme `weights` stands for. "auto": "unique<bits>" (each tensor palettized with
+    its own distinct values, exact) for a QAT model of `weight_bits`; "int8" for a float
+    model whose weight matrices all lie on a symmetric int8 grid per output channel (mho's
+    shipped float models are stored so, mho.models.zoo), which int8 holds to FP16 rounding;
+    "float" otherwise."""
     if weights not in WEIGHTS:
         raise MhoError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
     if weights != "auto":
         return weights
-    return "float" if weight_bits is None else f"unique{weight_bits}"
+    if weight_bits is not None:
+        return f"unique{weight_bits}"
+    return "int8" if model is not None and on_int8_channel_grid(model) else "float"
+
+
+def on_int8_channel_grid(model: torch.nn.Module) -> bool:
+    """Whether every weight of 2+ dimensions and WEIGHT_THRESHOLD+ elements is k s_c, k an
+    integer in -127..127, s_c = max |w_c| / 127 per output channel. The tolerance, 1e-3 of a
+    step, is far above float32 rounding of w / s_c (~1e-5 at 127) and far below what weights
+    off a grid show (uniform in -0.5..0.5 of a step)."""
+    weights = [p.detach() for name, p in model.named_parameters()
+               if name.endswith("weight") and p.dim() >= 2 and p.numel() >= WEIGHT_THRESHOLD]
+    for w in weights:
+        step = w.abs().amax(dim=tuple(range(1, w.dim())), keepdim=True) / 127
+        steps = w / step.clamp(min=1e-30)
+        if (steps - steps.round()).abs().max() > 1e-3:
+            return False
+    return bool(weights)
 
 
 def export_coreml(model: torch.nn.Module, path: str | Path, metadata: OnnxMetadata, *,
@@ -199,7 +220,7 @@ def export_coreml(model: torch.nn.Module, path: str | Path, metadata: OnnxMetada
     if compute_units not in COMPUTE_UNITS:
         raise MhoError(f"compute units must be one of {', '.join(COMPUTE_UNITS)}, "
                        f"got {compute_units!r}")
-    scheme = resolve_weights(weights, metadata.weight_bits)
+    scheme = resolve_weights(weights, metadata.weight_bits, model)
     if precision == "mixed" and not (model.input_kind == "features" and input == "waveform"):
         raise MhoError("precision mixed (log-mel front end FP16, model FP32) is for a "
                        "features model (Conformer) exported with waveform input")

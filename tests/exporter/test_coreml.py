@@ -368,3 +368,24 @@ def test_shipped_lpa_model_check_on_coreml_fp16():
     coreml = json.loads(result.output)["runtimes"][1]
     assert coreml["runtime"] == "coreml-mil" and coreml["frames_agree"] > 0.99
     assert abs(coreml["wer_delta"]) < 1.0
+
+
+def test_auto_weights_are_int8_for_float_models_on_a_channel_grid():
+    """mho's shipped float models hold each weight matrix as int8 times a scale per output
+    channel: `auto` stores them as int8; a model off that grid stays float; QAT models
+    get their exact tables."""
+    from mho.exporter.coreml import resolve_weights
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 48), torch.nn.Conv1d(8, 16, 31))
+    assert resolve_weights("auto", None, model) == "float"
+    with torch.no_grad():
+        for layer in model:
+            w = layer.weight
+            step = w.abs().amax(dim=tuple(range(1, w.dim())), keepdim=True) / 127
+            w.copy_(torch.round(w / step) * step)
+    assert resolve_weights("auto", None, model) == "int8"
+    assert resolve_weights("auto", 4, model) == "unique4"
+    assert resolve_weights("palette8", None, model) == "palette8"
+    with pytest.raises(MhoError, match="weights must be one of"):
+        resolve_weights("int3", None, model)
