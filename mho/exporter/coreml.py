@@ -13,8 +13,9 @@ log_probs [1, T', V] and frames [1].
 
 Weights are then compressed with coremltools.optimize.coreml: `auto` stores a QAT model's
 weights at the bits it was trained with, palettized with the LUT of each tensor's own distinct
-values (a b-bit QAT layer has at most 2^b - 1 of them per tensor: exact), and a float model's
-in FP16 (or FP32 with precision="fp32"). The file carries mho's ONNX metadata as Core ML
+values (a b-bit QAT layer has at most 2^b - 1 of them per tensor: exact), a float model's
+as int8 per channel when its matrices lie on that grid (mho's shipped float models), and
+other float models' in FP16 (or FP32 with precision="fp32"); see `resolve_weights`. The file carries mho's ONNX metadata as Core ML
 user-defined metadata, plus the enumerated lengths, the weight scheme and the compute units
 Core ML should load it with (compute units are a load-time choice in Core ML, so they travel
 as metadata; mho's Core ML session on macOS reads them).
@@ -203,10 +204,11 @@ def export_coreml(model: torch.nn.Module, path: str | Path, metadata: OnnxMetada
 
     input: "waveform" (16 kHz samples; a features model gets the log-mel front end in the
     program) or "features" (log-mels, Conformers only). weights: "auto" (a QAT model's
-    trained bits, exact; float models as `precision`), "int8" / "int4" (linear symmetric,
+    trained bits, exact; see `resolve_weights` for float models), "int8" / "int4" (linear symmetric,
     per channel / per block of 32), "palette8" / "palette4" (k-means LUT per tensor), or
     "float". compute_units: recorded for Core ML to load the package with. precision: of
-    the activations ("fp16": what the Neural Engine computes in)."""
+    the activations ("fp16": what the Neural Engine computes in; "mixed": the log-mel front
+    end FP16, the model FP32)."""
     from mho.simulator.layers import CrossbarLayer
 
     ct = import_coremltools()
