@@ -17,8 +17,9 @@ values (a b-bit QAT layer has at most 2^b - 1 of them per tensor: exact), a floa
 as int8 per channel when its matrices lie on that grid (mho's shipped float models), and
 other float models' in FP16 (or FP32 with precision="fp32"); see `resolve_weights`.
 The file carries mho's ONNX metadata as Core ML user-defined metadata, plus the enumerated
-lengths, the weight scheme and the compute units Core ML should load it with (compute units are a load-time choice in Core ML, so they travel
-as metadata; mho's Core ML session on macOS reads them).
+lengths, the weight scheme and the compute units Core ML should load it with (compute units
+are a load-time choice in Core ML, so they travel as metadata; mho's Core ML session on
+macOS reads them).
 
 Memristor models are refused: a crossbar read (bit-planes, per-column ADC, read noise) has no
 Core ML op and no accelerator on a phone to run it; export them to ONNX instead.
