@@ -12,6 +12,8 @@ from mho.errors import MhoError
 
 # Rich assumes 80 columns when stdout is not a terminal (make, CI logs); tables need more.
 console = Console(width=None if sys.stdout.isatty() else 120)
+# mho.runtime.session.RUNTIMES, spelled out: importing it here would load torch for --help
+RUNTIME_CHOICES = ["torch", "ort", "onnx-ref", "coreml", "coreml-mil"]
 
 
 class MhoGroup(click.Group):
@@ -208,9 +210,10 @@ def run_options(command):
               help="Shipped set name, manifest (.jsonl) or LibriSpeech directory; repeatable.")
 @click.option("--decoder", type=click.Choice(["greedy", "lm"]), default="lm", show_default=True)
 @memristor_options
-@click.option("--runtime", type=click.Choice(["torch", "ort", "onnx-ref", "coreml"]),
+@click.option("--runtime", type=click.Choice(RUNTIME_CHOICES),
               default=None,
-              help="For .onnx files: ort (default) or onnx-ref; .mlpackage: coreml; models "
+              help="For .onnx files: ort (default) or onnx-ref; .mlpackage: coreml (macOS) or "
+                   "coreml-mil (its ML program on numpy, the default off macOS); models "
                    "run in torch.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
               help="Utterances per call, padded (server-style batching; results may differ "
@@ -568,11 +571,27 @@ def export_onnx_command(model, out, bundle, input_kind, memristor, adc, layer_ru
               help="The .mlpackage to write.")
 @click.option("--lengths", default="1,2,4,8,16,32", show_default=True,
               help="Enumerated input lengths in seconds (shorter inputs are padded up).")
-@click.option("--precision", type=click.Choice(["fp16", "fp32"]), default="fp16",
-              show_default=True)
+@click.option("--input", "input_kind", type=click.Choice(["waveform", "features"]),
+              default="waveform", show_default=True,
+              help="waveform: 16 kHz samples, the log-mel front end inside the program; "
+                   "features: log-mels (Conformers only).")
+@click.option("--weights", type=click.Choice(["auto", "int8", "int4", "palette8", "palette4",
+                                              "float"]),
+              default="auto", show_default=True,
+              help="auto: a QAT model's weights at its trained bits (exact LUT); float models "
+                   "int8 when their weights are on an int8 grid per channel, else as "
+                   "--precision.")
+@click.option("--compute-units", type=click.Choice(["ALL", "CPU_AND_NE", "CPU_ONLY"]),
+              default="ALL", show_default=True,
+              help="Recorded in the package: what Core ML loads it on (macOS).")
+@click.option("--precision", type=click.Choice(["fp16", "fp32", "mixed"]), default="fp16",
+              show_default=True,
+              help="Of the activations (and of uncompressed weights); mixed: the log-mel "
+                   "front end FP16, the model FP32.")
 @click.option("--memristor", is_flag=True, help="Not supported: says why.")
 @click.option("--json", "as_json", is_flag=True)
-def export_coreml_command(model, out, lengths, precision, memristor, as_json) -> None:
+def export_coreml_command(model, out, lengths, input_kind, weights, compute_units, precision,
+                          memristor, as_json) -> None:
     """Export MODEL (digital Conformer, wav2vec2 or LPA model) to a Core ML ML program."""
     from mho.exporter.coreml import MEMRISTOR_UNSUPPORTED, export_coreml
     from mho.exporter.onnx import load_for_export
@@ -583,15 +602,23 @@ def export_coreml_command(model, out, lengths, precision, memristor, as_json) ->
         raise MhoError(f"the output should end in .mlpackage: {out}")
     seconds = _seconds_list(lengths, "--lengths")
     torch_model, metadata = load_for_export(model)
-    report = export_coreml(torch_model, out, metadata, lengths=seconds, precision=precision)
+    report = export_coreml(torch_model, out, metadata, input=input_kind, weights=weights,
+                           compute_units=compute_units, lengths=seconds, precision=precision)
     summary = {"path": str(report.path), "bytes": report.bytes, "seconds": report.seconds,
+               "input": report.input, "weights": report.weights,
+               "compute_units": report.compute_units, "uncompressed": report.uncompressed,
                "lengths": report.lengths, "ops": report.ops,
                "off_neural_engine": report.off_neural_engine}
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
-    console.print(f"{model} ({precision}) -> {report.path}: {report.bytes / 1e6:.1f} MB in "
-                  f"{report.seconds:.1f} s; input lengths {report.lengths}")
+    console.print(f"{model} ({report.input} input, {report.weights} weights, {precision} "
+                  f"activations, {report.compute_units}) -> {report.path}: "
+                  f"{report.bytes / 1e6:.2f} MB in {report.seconds:.1f} s; input lengths "
+                  f"{report.lengths}")
+    if report.uncompressed:
+        console.print("weights left float (not on a QAT grid): " + ", ".join(
+            f"{name} ({elements:,})" for name, elements in report.uncompressed.items()))
     _print_ops(report.ops, report.off_neural_engine)
 
 
@@ -621,9 +648,10 @@ def _seconds_list(text: str, option: str) -> tuple[float, ...]:
 @click.argument("audio", nargs=-1, required=True,
                 type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--decoder", type=click.Choice(["greedy", "lm"]), default="lm", show_default=True)
-@click.option("--runtime", type=click.Choice(["torch", "ort", "onnx-ref", "coreml"]),
+@click.option("--runtime", type=click.Choice(RUNTIME_CHOICES),
               default=None,
-              help="For .onnx files and bundles: ort (default) or onnx-ref; .mlpackage: coreml.")
+              help="For .onnx files and bundles: ort (default) or onnx-ref; .mlpackage: coreml "
+                   "(macOS) or coreml-mil (its ML program on numpy).")
 @run_options
 def transcribe_command(model, audio, decoder, runtime, threads, lm) -> None:
     """Print one line per AUDIO file: its name and MODEL's transcript (any sample rate).
@@ -679,7 +707,8 @@ def serve_command(models, host, port, max_batch, max_wait_ms, max_length_ratio, 
               default=None, help="An exported .mlpackage of MODEL (default: export one now).")
 @click.option("--data", "data_set", required=True, help="Shipped set name or manifest.")
 @click.option("--runtimes", default="torch,ort,onnx-ref", show_default=True,
-              help="Comma-separated from torch, ort, onnx-ref, coreml; torch is the reference.")
+              help="Comma-separated from torch, ort, onnx-ref, coreml (Core ML, macOS only), "
+                   "coreml-mil (the package's ML program on numpy); torch is the reference.")
 @click.option("--decoder", type=click.Choice(["greedy", "lm"]), default="greedy",
               show_default=True)
 @click.option("--limit", type=click.IntRange(min=1), default=None,
@@ -741,7 +770,7 @@ def _print_parity(report) -> None:
                       "yes" if r.passed else "NO: " + "; ".join(r.failures))
     console.print(table)
     if report.coreml is not None:
-        console.print(f"coreml ran as: {report.coreml['executor']}")
+        console.print(f"Core ML package ran as: {report.coreml['executor']}")
         _print_ops(report.coreml["ops"], report.coreml["off_neural_engine"])
 
 

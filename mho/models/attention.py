@@ -50,6 +50,9 @@ class RelPosAttentionConfig:
 class RelPosSelfAttention(nn.Module):
     """LayerNorm -> relative-position MHSA -> dropout. [B, T, D] -> [B, T, D] (no residual)."""
 
+    # [..., T, 2T-1] -> [..., T, T]; the Core ML export swaps in rel_shift_by_reshape
+    rel_shift = staticmethod(rel_shift)
+
     def __init__(self, cfg: RelPosAttentionConfig):
         super().__init__()
         self.cfg = cfg
@@ -111,7 +114,7 @@ class RelPosSelfAttention(nn.Module):
             query_v = query + self.pos_bias_v[:, None, :]
             content = query_u @ key.transpose(-2, -1)  # [B, H, T, T]
             encodings = self.relative_encodings(num_frames)  # [H|1, 2T-1, d_k]
-            position = rel_shift(query_v @ encodings.transpose(-2, -1))  # [B, H, T, T]
+            position = self.rel_shift(query_v @ encodings.transpose(-2, -1))  # [B, H, T, T]
             scores = content + position
         scores = scores * self.cfg.head_dim**-0.5
         # Padded keys get no weight. Every row keeps >= 1 valid key (lengths >= 1), so the

@@ -44,6 +44,18 @@ def rel_shift(scores: torch.Tensor) -> torch.Tensor:
     return scores.gather(-1, columns.expand(*scores.shape[:-1], num_frames))  # [..., T, T]
 
 
+def rel_shift_by_reshape(scores: torch.Tensor) -> torch.Tensor:
+    """`rel_shift` without a gather, for Core ML's Neural Engine (mho.exporter.ane_lpa):
+    with a zero column appended, row i of the flattened [T, 2T] scores starts at 2T i, so
+    out[i, j] = scores[i, (T-1) - i + j] sits at flat index (T-1) + (2T-1) i + j: drop the
+    first T-1 entries, view as rows of 2T-1, keep the first T columns. [..., T, 2T-1] ->
+    [..., T, T], the same values (never reads the zero column)."""
+    *lead, num_frames, width = scores.shape
+    flat = nn.functional.pad(scores, (0, 1)).reshape(*lead, num_frames * (width + 1))
+    rows = flat[..., num_frames - 1: num_frames - 1 + num_frames * width]
+    return rows.reshape(*lead, num_frames, width)[..., :num_frames]
+
+
 class SinusoidalRelativeEncoding(nn.Module):
     """p(r) = [sin(r w_k), cos(r w_k)] for w_k = 10000^(-2k/D), k < D/2. No parameters."""
 

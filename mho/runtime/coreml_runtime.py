@@ -1,5 +1,12 @@
-"""Session over an exported .mlpackage ("coreml"): real Core ML prediction on macOS, the
-ML program evaluated with numpy elsewhere (mho.runtime.mil_numpy).
+"""Session over an exported .mlpackage, on one of two runtimes:
+
+- "coreml": Core ML's own prediction, macOS only, on the compute units recorded in the
+  package (`mho export coreml --compute-units`); asked for elsewhere, a clear error.
+- "coreml-mil": the package's ML program evaluated with numpy (mho.runtime.mil_numpy), on any
+  platform: Core ML's numerics (FP16 activations, compressed weights decompressed as Core ML
+  does), not its speed; a real-time factor measured on it is numpy's.
+
+The default is "coreml" on macOS, "coreml-mil" elsewhere.
 
 mho's Core ML packages take (input [1, L, ...], length [1]) and return (log_probs [1, T', V],
 frames [1]) at enumerated input lengths L. The session hides both: it takes a padded batch
@@ -17,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from mho.errors import MhoError
-from mho.exporter.coreml import LENGTHS_KEY, import_coremltools
+from mho.exporter.coreml import COMPUTE_UNITS_KEY, LENGTHS_KEY, import_coremltools
 from mho.exporter.metadata import OnnxMetadata
 
 # The speech input names by the package's input kind (mho.runtime.speech.SPEECH_INPUTS).
@@ -27,11 +34,20 @@ _INPUT_NAMES = {"waveform": ["waveform", "samples"], "features": ["features", "l
 class CoreMLSession:
     """An mho .mlpackage as a session: speech inputs in, (log_probs, out_lengths) out."""
 
-    runtime = "coreml"
     output_names = ["log_probs", "out_lengths"]
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, runtime: str | None = None):
         path = Path(path)
+        on_macos = sys.platform == "darwin"
+        runtime = runtime or ("coreml" if on_macos else "coreml-mil")
+        if runtime not in ("coreml", "coreml-mil"):
+            raise MhoError(f"a Core ML package runs on runtime coreml or coreml-mil, not "
+                           f"{runtime}")
+        if runtime == "coreml" and not on_macos:
+            raise MhoError("runtime coreml is Core ML's own prediction, which runs only on "
+                           "macOS; here use coreml-mil (the package's ML program evaluated "
+                           "with numpy: Core ML's numerics, not its speed)")
+        self.runtime = runtime
         if not (path / "Manifest.json").is_file():
             raise MhoError(f"no such Core ML package: {path}")
         ct = import_coremltools()
@@ -45,10 +61,12 @@ class CoreMLSession:
         self.lengths = sorted(json.loads(props[LENGTHS_KEY]))
         self.input_names = list(_INPUT_NAMES[self.metadata.input])
         self._package_inputs = [i.name for i in spec.description.input]
-        if sys.platform == "darwin":  # the real runtime
-            model = ct.models.MLModel(str(path))
+        self.compute_units = props.get(COMPUTE_UNITS_KEY, "ALL")
+        if runtime == "coreml":  # the real runtime, on the units the package asks for
+            model = ct.models.MLModel(str(path),
+                                      compute_units=ct.ComputeUnit[self.compute_units])
             self._predict = model.predict
-            self.executor = "Core ML"
+            self.executor = f"Core ML ({self.compute_units})"
         else:
             from mho.runtime.mil_numpy import MilProgram
 

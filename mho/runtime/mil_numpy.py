@@ -154,6 +154,68 @@ def _conv(x, weight, bias=None, strides=None, pad_type="valid", pad=None, dilati
     return y if bias is None else y + _f32(bias).reshape(-1, *[1] * spatial)
 
 
+def _unpack_bits(packed: np.ndarray, nbits: int, count: int) -> np.ndarray:
+    """uint8 bytes holding n-bit unsigned integers, least significant bit first (Core ML's
+    packing) -> [count] int64."""
+    bits = np.unpackbits(np.asarray(packed).view(np.uint8), bitorder="little")
+    bits = bits[: count * nbits].reshape(count, nbits).astype(np.int64)
+    return bits @ (1 << np.arange(nbits, dtype=np.int64))
+
+
+@kernel("constexpr_lut_to_dense")
+def _lut_to_dense(indices, lut, shape=None, vector_axis=None):
+    """Palettized weights. iOS 16: `indices` bit-packed bytes, `lut` [2^n] for the whole
+    tensor, `shape` the output's. iOS 18: `indices` [*shape] unpacked, `lut` [*groups, 2^n,
+    1]: one table per block of the output (groups divide each axis)."""
+    lut = np.asarray(lut)
+    if shape is not None:  # iOS 16
+        shape = [int(s) for s in shape]
+        nbits = int(np.log2(lut.size))
+        return lut[_unpack_bits(indices, nbits, int(np.prod(shape)))].reshape(shape)
+    if vector_axis is not None or lut.shape[-1] != 1:
+        raise MhoError("vector palettization (constexpr_lut_to_dense with vector_axis) is "
+                       "not evaluated here")
+    indices = np.asarray(indices).astype(np.int64)
+    tables = lut[..., 0]  # [*groups, 2^n]
+    groups = [np.arange(size) // (size // count)  # which table each row of each axis reads
+              for size, count in zip(indices.shape, tables.shape[:-1], strict=True)]
+    return tables[(*np.ix_(*groups), indices)]
+
+
+@kernel("constexpr_affine_dequantize")
+def _affine_dequantize(quantized_data, zero_point, scale, axis):
+    """iOS 16 linear quantization: (q - zero_point) * scale, scale and zero point scalars or
+    vectors along `axis`."""
+    q = np.asarray(quantized_data)
+    shape = [1] * q.ndim
+    shape[int(axis)] = -1
+    scale, zero_point = np.asarray(scale), np.asarray(zero_point)
+    if scale.ndim:
+        scale = scale.reshape(shape)
+    if zero_point.ndim:
+        zero_point = zero_point.reshape(shape)
+    return ((q.astype(np.float32) - zero_point.astype(np.float32)) * scale).astype(scale.dtype)
+
+
+@kernel("constexpr_blockwise_shift_scale")
+def _blockwise_shift_scale(data, scale, offset=None):
+    """iOS 18 linear quantization: scale * (data - offset), scale and offset one per block
+    (scale's shape divides data's on every axis)."""
+    data, scale = np.asarray(data), np.asarray(scale)
+    blocks = [size // count for size, count in zip(data.shape, scale.shape, strict=True)]
+    out = data.astype(np.float32)
+    if offset is not None:
+        out = out - _repeat_blocks(np.asarray(offset).astype(np.float32), blocks)
+    return (out * _repeat_blocks(scale.astype(np.float32), blocks)).astype(scale.dtype)
+
+
+def _repeat_blocks(x: np.ndarray, blocks: list[int]) -> np.ndarray:
+    for axis, block in enumerate(blocks):
+        if block > 1:
+            x = np.repeat(x, block, axis)
+    return x
+
+
 class MilProgram:
     """A loaded ML program: `run(feeds)` -> {output name: array}; `op_counts` its ops."""
 
@@ -162,6 +224,7 @@ class MilProgram:
         logging.getLogger("coremltools").setLevel(logging.ERROR)
         self.function = program.functions["main"]
         self.operations = list(self.function.operations)
+        self._weights: dict[str, np.ndarray] = {}  # decompressed constexpr outputs
 
     @classmethod
     def load(cls, package: str | Path) -> "MilProgram":
@@ -204,6 +267,13 @@ class MilProgram:
         for op in self.operations:
             if op.op_type == "const":
                 values[op.outputs[0].name] = op.outputs[0].val
+                continue
+            if op.op_type.startswith("constexpr_"):  # compressed weights: decompressed once
+                name = op.outputs[0].name
+                if name not in self._weights:
+                    self._weights[name] = self._run_op(op, values)[0].astype(
+                        types.nptype_from_builtin(op.outputs[0].dtype), copy=False)
+                values[name] = self._weights[name]
                 continue
             outputs = self._run_op(op, values)
             for var, value in zip(op.outputs, outputs, strict=True):

@@ -13,7 +13,8 @@ from mho.errors import MhoError
 
 class Transcriber(Protocol):
     name: str  # model name as the user gave it
-    runtime: str  # what executes it: "torch", "ort", "onnx-ref", "coreml", "pocketsphinx"
+    runtime: str  # what executes it: "torch", "ort", "onnx-ref", "coreml", "coreml-mil",
+    # "pocketsphinx"
     decoder: str  # "greedy", "lm", or the recognizer's own search
 
     def transcribe(self, waveform: np.ndarray) -> str:
@@ -32,10 +33,10 @@ def load_recognizer(
     model directory, an exported .onnx file, a deployment bundle (its own lexicon, LM and
     settings) or .mlpackage, with the chosen decoder (character models: greedy only).
     runtime: "torch" for models and checkpoints; "ort" (default) or "onnx-ref" for .onnx
-    files and bundles; "coreml" for .mlpackage (Core ML on macOS, its ML program on numpy
-    elsewhere). threads: intra-op threads (default: onnxruntime one per core, torch's own
-    setting). lm: a directory from `mho data lm` (default: the shipped LM; a bundle brings
-    its own)."""
+    files and bundles; "coreml" (Core ML, macOS only) or "coreml-mil" (its ML program on
+    numpy, anywhere) for .mlpackage, by default the one the platform has. threads: intra-op
+    threads (default: onnxruntime one per core, torch's own setting). lm: a directory from
+    `mho data lm` (default: the shipped LM; a bundle brings its own)."""
     from mho.decoding.decoders import load_decoder
     from mho.exporter.bundle import Bundle, is_bundle
     from mho.runtime.speech import Recognizer, SpeechSession

@@ -23,7 +23,10 @@ from mho.errors import MhoError
 from mho.timing import torch_threads
 
 ONNX_RUNTIMES = ("ort", "onnx-ref")
-RUNTIMES = ("torch", *ONNX_RUNTIMES, "coreml")
+# "coreml": Core ML's own prediction (macOS only); "coreml-mil": the package's ML program
+# evaluated with numpy (mho.runtime.mil_numpy), anywhere: Core ML's numerics, not its speed.
+COREML_RUNTIMES = ("coreml", "coreml-mil")
+RUNTIMES = ("torch", *ONNX_RUNTIMES, *COREML_RUNTIMES)
 
 
 @runtime_checkable
@@ -31,7 +34,7 @@ class Session(Protocol):
     """A model on one runtime. ``run`` takes every input by name and returns every output by
     name, numpy on every runtime."""
 
-    runtime: str  # "torch", "ort", "onnx-ref" or "coreml"
+    runtime: str  # "torch", "ort", "onnx-ref", "coreml" or "coreml-mil"
     input_names: list[str]
     output_names: list[str]
 
@@ -141,7 +144,8 @@ def open_session(
     threads: int | None = None,
 ) -> Session:
     """A session for a torch module (runtime "torch"; name its inputs and outputs), an .onnx
-    file (runtime "ort", the default, or "onnx-ref") or a Core ML .mlpackage ("coreml")."""
+    file (runtime "ort", the default, or "onnx-ref") or a Core ML .mlpackage ("coreml" on
+    macOS, the default there; "coreml-mil", the default elsewhere)."""
     if isinstance(source, torch.nn.Module):
         if runtime not in (None, "torch"):
             raise MhoError(f"a torch module runs on runtime torch, not {runtime}")
@@ -152,10 +156,11 @@ def open_session(
     if path.suffix == ".onnx":
         return OnnxFileSession(path, runtime or "ort", threads=threads)
     if path.suffix == ".mlpackage":
-        if runtime not in (None, "coreml"):
-            raise MhoError(f"{path} is a Core ML package: it runs on runtime coreml")
+        if runtime not in (None, *COREML_RUNTIMES):
+            raise MhoError(f"{path} is a Core ML package: it runs on runtime coreml (macOS) "
+                           f"or coreml-mil")
         from mho.runtime.coreml_runtime import CoreMLSession
 
-        return CoreMLSession(path)
+        return CoreMLSession(path, runtime)
     raise MhoError(f"cannot open {source}: expected a torch module, an .onnx file or an "
                    f".mlpackage")

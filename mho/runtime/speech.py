@@ -87,14 +87,17 @@ class SpeechSession:
     def from_file(cls, path: str | Path, runtime: str | None = None, *,
                   threads: int | None = None) -> "SpeechSession":
         """An exported .onnx file (runtime "ort", the default, or "onnx-ref") or .mlpackage
-        ("coreml"), with the mho metadata it carries."""
+        ("coreml" on macOS, "coreml-mil" anywhere; see mho.runtime.coreml_runtime), with the
+        mho metadata it carries."""
         path = Path(path)
         if path.suffix == ".mlpackage":
-            if runtime not in (None, "coreml"):
-                raise MhoError(f"{path} is a Core ML package: it runs on runtime coreml")
             from mho.runtime.coreml_runtime import CoreMLSession
+            from mho.runtime.session import COREML_RUNTIMES
 
-            session = CoreMLSession(path)
+            if runtime not in (None, *COREML_RUNTIMES):
+                raise MhoError(f"{path} is a Core ML package: it runs on runtime coreml "
+                               f"(macOS) or coreml-mil")
+            session = CoreMLSession(path, runtime)
             return cls(session, session.metadata)
         if path.suffix != ".onnx":
             raise MhoError(f"{path}: expected an exported .onnx file or .mlpackage")

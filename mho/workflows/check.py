@@ -29,6 +29,7 @@ from mho.data.text import normalize_transcript
 from mho.decoding.decoders import Decoder, load_decoder
 from mho.decoding.scoring import error_rates
 from mho.errors import MhoError
+from mho.runtime.session import COREML_RUNTIMES
 from mho.runtime.speech import SpeechSession
 
 
@@ -217,7 +218,8 @@ class CheckReport:
                         "wer_std": r.wer_std, "wer_delta": r.wer_delta, "allowed": r.allowed,
                         "passed": r.passed, "failures": r.failures} for r in self.results]
             return {**head, "runs": len(torch_wers), "runtimes": [torch, *entries]}
-        entries = [{**dataclasses.asdict(r), **(self.coreml if r.runtime == "coreml" else {})}
+        entries = [{**dataclasses.asdict(r),
+                    **(self.coreml if r.runtime in COREML_RUNTIMES else {})}
                    for r in self.results]
         return {**head, "runtimes": [{"runtime": "torch", "wer": self.torch_wer,
                                       "passed": True}, *entries]}
@@ -277,10 +279,11 @@ def check_model(
         torch_wer, results = check_parity(reference, others, utterances, search, tolerances,
                                           progress=progress)
         coreml = None
-        if "coreml" in others:  # what the program holds, and what may leave the Neural Engine
+        coreml_runtimes = [r for r in others if r in COREML_RUNTIMES]
+        if coreml_runtimes:  # what the program holds, and what may leave the Neural Engine
             from mho.exporter.coreml import off_neural_engine
 
-            session = others["coreml"].session
+            session = others[coreml_runtimes[0]].session
             ops = session.op_counts()
             coreml = {"executor": session.executor, "ops": ops,
                       "off_neural_engine": off_neural_engine(ops)}

@@ -10,7 +10,7 @@ from pathlib import Path
 from mho.decoding.decoders import Decoder, load_decoder
 from mho.errors import MhoError
 from mho.exporter.metadata import read_metadata
-from mho.runtime.session import ONNX_RUNTIMES, RUNTIMES
+from mho.runtime.session import COREML_RUNTIMES, ONNX_RUNTIMES, RUNTIMES
 from mho.runtime.speech import SpeechSession
 
 
@@ -55,7 +55,8 @@ def parity_sessions(
     from mho.exporter.onnx import export_onnx, load_for_export
 
     onnx_runtimes = [r for r in runtimes if r in ONNX_RUNTIMES]
-    if "coreml" in runtimes and (simulator is not None or chip is not None):
+    coreml_runtimes = [r for r in runtimes if r in COREML_RUNTIMES]
+    if coreml_runtimes and (simulator is not None or chip is not None):
         from mho.exporter.coreml import MEMRISTOR_UNSUPPORTED
 
         raise MhoError(MEMRISTOR_UNSUPPORTED)
@@ -73,11 +74,12 @@ def parity_sessions(
     reference = SpeechSession.from_model(torch_model, metadata, threads=threads)
     others = {runtime: SpeechSession.from_file(onnx_file, runtime, threads=threads)
               for runtime in onnx_runtimes}
-    if "coreml" in runtimes:
+    if coreml_runtimes:
         from mho.exporter.coreml import export_coreml
 
         if coreml_file is None:
             coreml_file = scratch / "model.mlpackage"
             export_coreml(torch_model, coreml_file, metadata)
-        others["coreml"] = SpeechSession.from_file(coreml_file, "coreml")
+        for runtime in coreml_runtimes:  # one package, on each Core ML runtime asked for
+            others[runtime] = SpeechSession.from_file(coreml_file, runtime)
     return reference, others, search
