@@ -34,14 +34,17 @@ def plot_sweep(fits: list[LayerFit], path: Path, *, title: str) -> None:
 
 
 def conversion_rows(cards: list[dict]) -> list[dict]:
-    """One row per wav2vec2-family model card: its conversion order ("naive" when the
-    replaced layers are 0..k-1 in that order, "mse" otherwise; the teacher, with none
-    replaced, starts both), depth and WER per (set, decoder)."""
+    """One row per model card of an LPA host (wav2vec2 family or Conformer): its conversion
+    order ("naive" when the replaced layers are 0..k-1 in that order, "mse" otherwise; the
+    teacher, with none replaced, starts both), depth and WER per (set, decoder). A Conformer
+    card packed before LPAs existed is a teacher."""
     rows = []
     for card in cards:
         order = card.get("lpa_order", card.get("lpa_layers"))
+        if order is None and card.get("family") == "conformer-ctc":
+            order = []
         if order is None:
-            raise MhoError(f"{card['name']} is not a wav2vec2-family model card")
+            raise MhoError(f"{card['name']} is not the card of an LPA host model")
         wer = {f"{r['data']} {r['decoder']}": r["wer"] for r in card.get("results", [])}
         kinds = ["mse", "naive"] if not order else [
             "naive" if order == list(range(len(order))) else "mse"]

@@ -34,7 +34,7 @@ def pack_and_score(
         "architecture": payload["model_config"],
         **training_summary(payload),
     }
-    if hasattr(model.config, "lpa_layers"):  # wav2vec2 family: which layers hold an LPA
+    if hasattr(model.config, "lpa_layers"):  # LPA hosts: which layers hold an LPA
         card["lpa_layers"] = list(model.config.lpa_layers)
         card["lpa_order"] = payload["metadata"].get("lpa_order", [])  # as converted
         if "conversion_seconds" in payload["metadata"]:
