@@ -859,7 +859,8 @@ def bench_serve_command(model, data_sets, concurrency, requests, rounds, max_bat
 
 @bench.command("lpa")
 @click.option("--model", default="wav2vec2-small", show_default=True,
-              help="A wav2vec2-style model: its size is benchmarked with attention and with LPA.")
+              help="A wav2vec2-style model or Conformer: its size is benchmarked with attention "
+                   "and with LPA.")
 @click.option("--lengths", default="10,30,60,120", show_default=True,
               help="Comma-separated seconds of audio (batch 1).")
 @click.option("--runtime", type=click.Choice(["ort", "torch"]), default="ort", show_default=True)
