@@ -209,3 +209,20 @@ def test_combined_file_lpa_standard_ops_and_memristor_nodes(lpa_qat_model, tmp_p
         # ideal chip: exact integer reads; float32 rounding in the digital ops only (the
         # bound of the attention model's test)
         assert np.abs(got - expected).max() < 1e-5
+
+
+def test_report_rows_take_conformer_cards():
+    """A shipped Conformer card (packed before LPAs, no lpa keys) starts both orders."""
+    from mho.lpa.report import conversion_rows
+
+    result = [{"data": "flite-slt", "decoder": "lm", "wer": 27.0}]
+    cards = [{"name": "base", "family": MODEL_TYPE, "results": result},
+             {"name": "mse1", "family": MODEL_TYPE, "lpa_layers": [2], "lpa_order": [2],
+              "results": result},
+             {"name": "naive1", "family": MODEL_TYPE, "lpa_layers": [0], "lpa_order": [0],
+              "results": result}]
+    rows = conversion_rows(cards)
+    assert [(r["order"], r["depth"], r["name"]) for r in rows] == [
+        ("mse", 0, "base"), ("mse", 1, "mse1"), ("naive", 0, "base"), ("naive", 1, "naive1")]
+    with pytest.raises(MhoError, match="LPA host"):
+        conversion_rows([{"name": "x", "family": "other"}])
