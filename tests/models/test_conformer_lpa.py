@@ -216,7 +216,8 @@ def test_report_rows_take_conformer_cards():
     from mho.lpa.report import conversion_rows
 
     result = [{"data": "flite-slt", "decoder": "lm", "wer": 27.0}]
-    cards = [{"name": "base", "family": MODEL_TYPE, "results": result},
+    other = [{"data": "test-flite-slt", "decoder": "lm", "wer": 28.0}]  # the base's only
+    cards = [{"name": "base", "architecture": {"num_blocks": 6}, "results": result + other},
              {"name": "mse1", "family": MODEL_TYPE, "lpa_layers": [2], "lpa_order": [2],
               "results": result},
              {"name": "naive1", "family": MODEL_TYPE, "lpa_layers": [0], "lpa_order": [0],
@@ -224,5 +225,6 @@ def test_report_rows_take_conformer_cards():
     rows = conversion_rows(cards)
     assert [(r["order"], r["depth"], r["name"]) for r in rows] == [
         ("mse", 0, "base"), ("mse", 1, "mse1"), ("naive", 0, "base"), ("naive", 1, "naive1")]
+    assert all(set(r["wer"]) == {"flite-slt lm"} for r in rows)
     with pytest.raises(MhoError, match="LPA host"):
-        conversion_rows([{"name": "x", "family": "other"}])
+        conversion_rows([{"name": "x", "architecture": {"num_layers": 9}}])
