@@ -35,7 +35,8 @@ def plot_sweep(fits: list[LayerFit], path: Path, *, title: str) -> None:
 
 def conversion_rows(cards: list[dict]) -> list[dict]:
     """One row per model card of an LPA host (wav2vec2 family or Conformer): its conversion
-    order ("naive" when the replaced layers are 0..k-1 in that order, "mse" otherwise; the
+    order (the card's ``lpa_order_kind`` if set, else "naive" when the replaced layers are
+    0..k-1 in that order, "mse" otherwise; the
     teacher, with none replaced, starts both), depth and WER per (set, decoder), only for the
     (set, decoder) pairs every card was scored on. A Conformer card packed before LPAs
     existed (no LPA keys; its architecture has num_blocks) is a teacher."""
@@ -47,8 +48,9 @@ def conversion_rows(cards: list[dict]) -> list[dict]:
         if order is None:
             raise MhoError(f"{card['name']} is not the card of an LPA host model")
         wer = {f"{r['data']} {r['decoder']}": r["wer"] for r in card.get("results", [])}
-        kinds = ["mse", "naive"] if not order else [
-            "naive" if order == list(range(len(order))) else "mse"]
+        recorded = card.get("lpa_order_kind")  # `mho lpa convert --order`, when it was used
+        kinds = ["mse", "naive"] if not order else [recorded] if recorded in ("mse", "naive") \
+            else ["naive" if order == list(range(len(order))) else "mse"]
         rows += [{"name": card["name"], "order": kind, "depth": len(order), "layers": order,
                   "wer": wer} for kind in kinds]
     shared = set.intersection(*(set(row["wer"]) for row in rows)) if rows else set()

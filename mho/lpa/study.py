@@ -112,6 +112,10 @@ def run_conversion(model: str, layers: str, data_path: Path, out: Path,
     host = host_of(teacher)
     chosen = layer_order(layers, order, ranking, host.num_layers(teacher),
                          teacher.config.lpa_layers)
+    # the order's name goes into every depth's metadata (and `mho models pack`'s card): the
+    # first MSE-ranked layers can be 0, 1, ..., which the layers alone would call naive
+    kind = order if "," not in layers and layers.isdigit() else "list"
+    payload = {**payload, "metadata": {**payload.get("metadata", {}), "lpa_order_kind": kind}}
     converter = Converter(payload, teacher, chosen, host.load_data(data_path), config, out,
                           device, log=log, progress=progress)
     return converter.run(resume=resume)

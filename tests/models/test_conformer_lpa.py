@@ -220,11 +220,15 @@ def test_report_rows_take_conformer_cards():
     cards = [{"name": "base", "architecture": {"num_blocks": 6}, "results": result + other},
              {"name": "mse1", "family": MODEL_TYPE, "lpa_layers": [2], "lpa_order": [2],
               "results": result},
+             # MSE-ranked layers that happen to be 0, 1: the recorded order kind decides
+             {"name": "mse2", "family": MODEL_TYPE, "lpa_layers": [0, 1], "lpa_order": [0, 1],
+              "lpa_order_kind": "mse", "results": result},
              {"name": "naive1", "family": MODEL_TYPE, "lpa_layers": [0], "lpa_order": [0],
               "results": result}]
     rows = conversion_rows(cards)
     assert [(r["order"], r["depth"], r["name"]) for r in rows] == [
-        ("mse", 0, "base"), ("mse", 1, "mse1"), ("naive", 0, "base"), ("naive", 1, "naive1")]
+        ("mse", 0, "base"), ("mse", 1, "mse1"), ("mse", 2, "mse2"), ("naive", 0, "base"),
+        ("naive", 1, "naive1")]
     assert all(set(r["wer"]) == {"flite-slt lm"} for r in rows)
     with pytest.raises(MhoError, match="LPA host"):
         conversion_rows([{"name": "x", "architecture": {"num_layers": 9}}])
