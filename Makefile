@@ -17,7 +17,7 @@ CORPUS := data/corpus
 HOURS := 20
 
 .PHONY: setup demo test test-slow browser lint debian debian-text corpus features waveforms \
-	lpa-models kenlm lm lm-general lm-report testsets models models-diverse clean
+	lpa-models lpa-conformer kenlm lm lm-general lm-report testsets models models-diverse clean
 
 # Evaluating, simulating and exporting need only the Python environment.
 setup: $(VENV)/.installed
@@ -134,6 +134,11 @@ lpa-models: waveforms
 	MHO="$(MHO)" recipes/lpa.sh train
 	MHO="$(MHO)" recipes/lpa.sh convert
 	MHO="$(MHO)" recipes/lpa.sh report
+
+# LPA inside the Conformer (docs/lpa.md): features, sweep, conversions in both orders, scores.
+lpa-conformer: corpus
+	for stage in data sweep convert eval; do \
+	  MHO="$(MHO)" CORPUS="$(CORPUS)" recipes/lpa_conformer.sh $$stage || exit 1; done
 
 # Issue 18: diverse voices + augmentation, an ablation of data recipes side by side, then
 # QAT of the full recipe (recipes/gpu/lanes.py; docs/diverse-training.md). GPU: MODE=full

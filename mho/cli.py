@@ -334,10 +334,12 @@ def models_group(ctx: click.Context, as_json: bool, markdown: bool) -> None:
     for card in cards:
         wer = {(r["data"], r["decoder"]): r["wer"] for r in card.get("results", [])}
         lpa_layers = card.get("lpa_layers")
+        architecture = card["architecture"]  # wav2vec2 family: num_layers; Conformer: num_blocks
+        layers = architecture.get("num_layers", architecture.get("num_blocks"))
         rows.append([
             card["name"], card["pe"], str(card["weight_bits"] or "float"),
             "-" if lpa_layers is None
-            else f"{len(lpa_layers)} of {card['architecture']['num_layers']}",
+            else f"{len(lpa_layers)} of {layers}",
             f"{card['params'] / 1e6:.2f} M",
             f"{card['train_hours']:.1f}", f"{card['train_minutes']:.0f}",
             f"{card['history'][-1]['dev_wer']:.2f}" if card["history"] else "-",
@@ -898,7 +900,8 @@ def bench_serve_command(model, data_sets, concurrency, requests, rounds, max_bat
 
 @bench.command("lpa")
 @click.option("--model", default="wav2vec2-small", show_default=True,
-              help="A wav2vec2-style model: its size is benchmarked with attention and with LPA.")
+              help="A wav2vec2-style model or Conformer: its size is benchmarked with attention "
+                   "and with LPA.")
 @click.option("--lengths", default="10,30,60,120", show_default=True,
               help="Comma-separated seconds of audio (batch 1).")
 @click.option("--runtime", type=click.Choice(["ort", "torch"]), default="ort", show_default=True)
@@ -960,7 +963,7 @@ def train_command(config: str, out: Path, resume: bool, overrides: tuple[str, ..
 
 @main.group()
 def lpa() -> None:
-    """Learnable Pulse Accumulator: rank layers, convert a wav2vec2-style model."""
+    """Learnable Pulse Accumulator: rank layers, convert a wav2vec2-style model or Conformer."""
 
 
 def _fit_options(command):
@@ -982,7 +985,8 @@ def _fit_options(command):
 @lpa.command("sweep")
 @click.argument("model")
 @click.option("--data", "data_path", type=click.Path(exists=True, path_type=Path), required=True,
-              help="Waveform archive (.pt) or manifest to fit on; every 10th item is held out.")
+              help="Archive (.pt: waveforms for wav2vec2-style models, features for Conformers) "
+                   "or manifest to fit on; every 10th item is held out.")
 @click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder for sweep.json and sweep.png.")
 @_fit_options
@@ -992,12 +996,13 @@ def lpa_sweep(model: str, data_path: Path, out: Path, steps: int, batch_seconds:
     """The MSE diagnostic: fit an LPA to each layer's attention, rank layers by difficulty."""
     from tqdm import tqdm
 
+    from mho.lpa.host import host_of
     from mho.lpa.study import fit_config, load_teacher, run_sweep
     from mho.train.trainer import training_device
 
     config = fit_config(steps, batch_seconds, lpa_settings, seed)
     teacher, _ = load_teacher(model)  # fails fast on a wrong model, before the data loads
-    bar = tqdm(total=teacher.config.num_layers * steps, desc="fitting", unit="step",
+    bar = tqdm(total=host_of(teacher).num_layers(teacher) * steps, desc="fitting", unit="step",
                disable=as_json)
     report = run_sweep(model, data_path, out, config, training_device(device),
                        progress=lambda layer, step: bar.update())
@@ -1028,7 +1033,8 @@ def lpa_sweep(model: str, data_path: Path, out: Path, steps: int, batch_seconds:
 @click.option("--ranking", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="sweep.json of `mho lpa sweep` for --order mse.")
 @click.option("--data", "data_path", type=click.Path(exists=True, path_type=Path), required=True,
-              help="Waveform archive (.pt) or manifest to train on.")
+              help="Archive (.pt: waveforms for wav2vec2-style models, features for "
+                   "Conformers) or manifest to train on.")
 @click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder for depth-<k>.pt checkpoints and state.pt.")
 @click.option("--coadapt-steps", type=click.IntRange(min=0), default=200, show_default=True)
@@ -1082,7 +1088,8 @@ def lpa_report(models: tuple[str, ...], out: Path) -> None:
     table = conversion_markdown(rows)
     out.mkdir(parents=True, exist_ok=True)
     (out / "conversion.md").write_text(table)
+    architecture = cards[0]["architecture"]
     plot_conversion(rows, out / "conversion.png",
-                    num_layers=cards[0]["architecture"]["num_layers"])
+                    num_layers=architecture.get("num_layers", architecture.get("num_blocks")))
     click.echo(table, nl=False)
     console.print(f"-> {out / 'conversion.md'}, {out / 'conversion.png'}")

@@ -17,7 +17,6 @@ last finished stage, and Ctrl-C writes the stage in progress (optimizer included
 """
 
 import copy
-import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -25,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from mho.data.lexicon import PHONE_VOCABULARY
-from mho.data.waveform_set import WaveformSet
 from mho.errors import MhoError
 from mho.lpa.fitting import (
     FitConfig,
@@ -39,10 +38,8 @@ from mho.lpa.fitting import (
     set_temperature,
     warmup_constant,
 )
+from mho.lpa.host import host_of
 from mho.models.checkpoint import load_checkpoint, save_checkpoint
-from mho.models.lpa import PulseAccumulator
-from mho.models.transformer import Wav2Vec2CTC
-from mho.models.zoo import WAV2VEC2_TYPE
 from mho.train.trainer import StopRequest
 
 STATE = "state.pt"
@@ -75,16 +72,17 @@ class ConversionState:
 class Converter:
     """Runs (and resumes) one progressive conversion into `out_dir`."""
 
-    def __init__(self, teacher_payload: dict, teacher: Wav2Vec2CTC, order: list[int],
-                 train: WaveformSet, config: ConversionConfig, out_dir: Path,
+    def __init__(self, teacher_payload: dict, teacher: nn.Module, order: list[int],
+                 train, config: ConversionConfig, out_dir: Path,
                  device: torch.device, *, log: Callable[[str], None] = lambda m: None,
                  progress: Callable[[str, int, int], None] = lambda stage, step, total: None):
         self.payload, self.config, self.out_dir = teacher_payload, config, Path(out_dir)
         self.train, self.device, self.log, self.progress = train, device, log, progress
+        self.host = host_of(teacher)  # wav2vec2-style or Conformer; `train` is its data
         # the teacher's own attention modules, kept before any is replaced: co-adaptation
         # targets are the teacher's layer outputs
         self.teacher_attention = {i: copy.deepcopy(layer.attention).cpu()
-                                  for i, layer in enumerate(teacher.layers)}
+                                  for i, layer in enumerate(self.host.layers(teacher))}
         self.model = teacher.to(device)
         self.state = ConversionState(order=list(order))
         self.optimizer_state: dict | None = None
@@ -93,7 +91,7 @@ class Converter:
 
     def _model_payload(self, metadata: dict) -> dict:
         return {
-            "model_type": WAV2VEC2_TYPE,
+            "model_type": self.host.model_type,
             "model_config": self.model.config.to_dict(),
             "vocabulary": self.payload["vocabulary"],
             "state_dict": self.model.state_dict(),
@@ -113,7 +111,7 @@ class Converter:
         path = self.out_dir / STATE
         if not path.is_file():
             return False
-        stored = load_checkpoint(path, model_type=WAV2VEC2_TYPE)
+        stored = load_checkpoint(path, model_type=self.host.model_type)
         conversion = stored["conversion"]
         if conversion["config"] != self.config.to_dict() or \
                 conversion["order"] != self.state.order:
@@ -194,11 +192,11 @@ class Converter:
         return True
 
     def _fit(self, layer: int, stop) -> bool:
-        attention = self.model.layers[layer].attention
+        attention = self.host.attention(self.model, layer)
         if not hasattr(self, "_lpa"):  # else resumed mid-fit: the LPA came with the state
             self._lpa = new_lpa(self.model, layer, self.config.fit, self.device)
         self.model.eval()
-        self._lpa.train()
+        self.host.train_for_fit(self._lpa)
 
         def loss_fn(batch, step):
             return fit_loss(self.model, attention, self._lpa, batch, step, self.config.fit,
@@ -211,17 +209,15 @@ class Converter:
             del self._lpa
         return finished
 
-    def _install(self, layer: int, lpa: PulseAccumulator) -> None:
-        config = self.model.config
-        self.model.config = dataclasses.replace(
-            config, lpa_layers=(*config.lpa_layers, layer), lpa=self.config.fit.lpa)
-        self.model.layers[layer].attention = lpa
+    def _install(self, layer: int, lpa: nn.Module) -> None:
+        self.host.install(self.model, layer, lpa, self.config.fit.lpa)
         set_temperature(self.model, self.config.fit.temperature_end)
 
     def _coadapt(self, layer: int, stop) -> bool:
-        target_layer = copy.deepcopy(self.model.layers[layer])  # LPA in; restore attention
+        # LPA in; restore attention
+        target_layer = copy.deepcopy(self.host.layers(self.model)[layer])
         target_layer.attention = self._teacher_attention(layer)
-        block = self.model.layers[layer]
+        block = self.host.layers(self.model)[layer]
         self.model.eval()
         block.train()
 

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
+from torch import nn
 
-from mho.data.waveform_set import WaveformSet
 from mho.lpa.fitting import (
     FitConfig,
     batch_stream,
@@ -23,8 +23,7 @@ from mho.lpa.fitting import (
     set_temperature,
     warmup_constant,
 )
-from mho.models.lpa import PulseAccumulator
-from mho.models.transformer import Wav2Vec2CTC
+from mho.lpa.host import host_of
 
 
 @dataclass(frozen=True)
@@ -35,17 +34,19 @@ class LayerFit:
     seconds: float
 
 
-def fit_lpa(model: Wav2Vec2CTC, layer: int, train: WaveformSet, config: FitConfig,
+def fit_lpa(model: nn.Module, layer: int, train, config: FitConfig,
             device: torch.device, *, progress: Callable[[int], None] = lambda step: None
-            ) -> PulseAccumulator:
-    """A PulseAccumulator fitted to layer `layer`'s attention (model unchanged)."""
-    attention = model.layers[layer].attention
+            ) -> nn.Module:
+    """An LPA fitted to layer `layer`'s attention (model unchanged); `train`: a
+    WaveformSet or FeatureSet, as the host reads."""
+    host = host_of(model)
+    attention = host.attention(model, layer)
     lpa = new_lpa(model, layer, config, device)
     optimizer = torch.optim.AdamW(lpa.parameters(), lr=config.lr, weight_decay=0.0)
     scheduler = warmup_constant(optimizer, config.steps)
     batches = batch_stream(train, config, stream=layer)
     model.eval()
-    lpa.train()
+    host.train_for_fit(lpa)
     for step in range(config.steps):
         loss = fit_loss(model, attention, lpa, next(batches), step, config, device)
         optimizer.zero_grad(set_to_none=True)
@@ -57,10 +58,11 @@ def fit_lpa(model: Wav2Vec2CTC, layer: int, train: WaveformSet, config: FitConfi
 
 
 @torch.no_grad()
-def score_lpa(model: Wav2Vec2CTC, layer: int, lpa: PulseAccumulator, held_out: WaveformSet,
-              config: FitConfig, device: torch.device, *, batches: int = 4) -> tuple[float, float]:
+def score_lpa(model: nn.Module, layer: int, lpa: nn.Module, held_out, config: FitConfig,
+              device: torch.device, *, batches: int = 4) -> tuple[float, float]:
     """(hard, soft) relative MSE of `lpa` against layer `layer`'s attention."""
-    attention = model.layers[layer].attention
+    host = host_of(model)
+    attention = host.attention(model, layer)
     stream = batch_stream(held_out, config, stream=10_000)
     totals = {True: [0.0, 0.0], False: [0.0, 0.0]}
     for _ in range(min(batches, max(1, len(held_out) // 4))):
@@ -68,7 +70,7 @@ def score_lpa(model: Wav2Vec2CTC, layer: int, lpa: PulseAccumulator, held_out: W
         target = attention(x, mask)
         weight = mask[..., None].float()
         for hard in (True, False):
-            lpa.train(not hard)
+            host.train_for_fit(lpa, not hard)
             error = ((lpa(x, mask) - target) ** 2 * weight).sum().item()
             totals[hard][0] += error
             totals[hard][1] += (target**2 * weight).sum().item()
@@ -76,7 +78,7 @@ def score_lpa(model: Wav2Vec2CTC, layer: int, lpa: PulseAccumulator, held_out: W
     return totals[True][0] / totals[True][1], totals[False][0] / totals[False][1]
 
 
-def diagnose(model: Wav2Vec2CTC, train: WaveformSet, held_out: WaveformSet, config: FitConfig,
+def diagnose(model: nn.Module, train, held_out, config: FitConfig,
              device: torch.device, *, layers: list[int] | None = None,
              progress: Callable[[int, int], None] = lambda layer, step: None) -> list[LayerFit]:
     """LayerFit for every layer (or `layers`), in layer order."""
@@ -86,7 +88,7 @@ def diagnose(model: Wav2Vec2CTC, train: WaveformSet, held_out: WaveformSet, conf
     # LPA dropout off while fitting: the diagnostic measures fit, not regularization.
     config = FitConfig(**{**asdict(config), "lpa": {**config.lpa, "dropout": 0.0}})
     results = []
-    for layer in layers if layers is not None else range(model.config.num_layers):
+    for layer in layers if layers is not None else range(host_of(model).num_layers(model)):
         started = time.perf_counter()
         lpa = fit_lpa(model, layer, train, config, device,
                       progress=lambda step, layer=layer: progress(layer, step))

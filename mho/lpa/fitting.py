@@ -1,6 +1,7 @@
 """Shared pieces of the LPA diagnostic and conversion: data, a layer's inputs, the fit.
 
-An LPA replaces the attention of one layer of a wav2vec2-style model. It is fitted to
+An LPA replaces the attention of one layer of a wav2vec2-style model or a Conformer (the
+host, see host.py). It is fitted to
 what that attention outputs on the same inputs (MSE over valid frames), with the gate
 temperature rising geometrically from `temperature_start` to `temperature_end` (soft
 gates first, so gradients reach every frame; near-binary at the end, so the hard gates
@@ -8,17 +9,18 @@ used at inference change little).
 """
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from mho.data.feature_set import FeatureSet
 from mho.data.lexicon import PHONE_VOCABULARY, Lexicon
 from mho.data.waveform_set import WaveformSet
 from mho.models.lpa import PulseAccumulator
-from mho.models.transformer import RECEPTIVE_FIELD_SAMPLES, Wav2Vec2CTC
+from mho.models.transformer import RECEPTIVE_FIELD_SAMPLES
 from mho.train.batching import bucketed_batches
 
 
@@ -47,7 +49,7 @@ def load_waveform_set(path: Path, *, count: int | None = None) -> WaveformSet:
                              progress=False)
 
 
-def batch_stream(data: WaveformSet, config: FitConfig, stream: int):
+def batch_stream(data: "WaveformSet | FeatureSet", config: FitConfig, stream: int):
     """Endless seeded batches (dicts of CPU tensors); `stream` separates independent uses."""
     epoch = 0
     while True:
@@ -63,7 +65,7 @@ class _Captured(Exception):
 
 
 @torch.no_grad()
-def module_inputs(model: Wav2Vec2CTC, module: nn.Module, batch: dict[str, torch.Tensor],
+def module_inputs(model: nn.Module, module: nn.Module, batch: dict[str, torch.Tensor],
                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """What `module` (a layer, or a layer's attention) receives on `batch`: (x [B, T, D],
     mask [B, T]). The forward stops there (an exception from a pre-hook), so later layers
@@ -109,17 +111,17 @@ def warmup_constant(optimizer: torch.optim.Optimizer, steps: int):
 
 
 
-def new_lpa(model: Wav2Vec2CTC, layer: int, config: FitConfig,
-            device: torch.device) -> PulseAccumulator:
+def new_lpa(model: nn.Module, layer: int, config: FitConfig,
+            device: torch.device) -> nn.Module:
     """The LPA to fit in place of layer `layer`'s attention: seeded per layer, initialized
-    from that attention (selective initialization)."""
+    from that attention (selective initialization); its kind is the host's (see host.py)."""
+    from mho.lpa.host import host_of
+
     torch.manual_seed(config.seed * 1009 + layer)
-    lpa = PulseAccumulator(replace(model.config, lpa=config.lpa).lpa_config()).to(device)
-    lpa.initialize_from_attention(model.layers[layer].attention)
-    return lpa
+    return host_of(model).new_lpa(model, layer, config.lpa).to(device)
 
 
-def fit_loss(model: Wav2Vec2CTC, attention: nn.Module, lpa: PulseAccumulator,
+def fit_loss(model: nn.Module, attention: nn.Module, lpa: nn.Module,
              batch: dict[str, torch.Tensor], step: int, config: FitConfig,
              device: torch.device) -> torch.Tensor:
     """One fitting step's loss: `lpa` at the step's temperature against `attention` on the

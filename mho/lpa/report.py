@@ -34,19 +34,28 @@ def plot_sweep(fits: list[LayerFit], path: Path, *, title: str) -> None:
 
 
 def conversion_rows(cards: list[dict]) -> list[dict]:
-    """One row per wav2vec2-family model card: its conversion order ("naive" when the
-    replaced layers are 0..k-1 in that order, "mse" otherwise; the teacher, with none
-    replaced, starts both), depth and WER per (set, decoder)."""
+    """One row per model card of an LPA host (wav2vec2 family or Conformer): its conversion
+    order (the card's ``lpa_order_kind`` if set, else "naive" when the replaced layers are
+    0..k-1 in that order, "mse" otherwise; the
+    teacher, with none replaced, starts both), depth and WER per (set, decoder), only for the
+    (set, decoder) pairs every card was scored on. A Conformer card packed before LPAs
+    existed (no LPA keys; its architecture has num_blocks) is a teacher."""
     rows = []
     for card in cards:
         order = card.get("lpa_order", card.get("lpa_layers"))
+        if order is None and "num_blocks" in card.get("architecture", {}):
+            order = []
         if order is None:
-            raise MhoError(f"{card['name']} is not a wav2vec2-family model card")
+            raise MhoError(f"{card['name']} is not the card of an LPA host model")
         wer = {f"{r['data']} {r['decoder']}": r["wer"] for r in card.get("results", [])}
-        kinds = ["mse", "naive"] if not order else [
-            "naive" if order == list(range(len(order))) else "mse"]
+        recorded = card.get("lpa_order_kind")  # `mho lpa convert --order`, when it was used
+        kinds = ["mse", "naive"] if not order else [recorded] if recorded in ("mse", "naive") \
+            else ["naive" if order == list(range(len(order))) else "mse"]
         rows += [{"name": card["name"], "order": kind, "depth": len(order), "layers": order,
                   "wer": wer} for kind in kinds]
+    shared = set.intersection(*(set(row["wer"]) for row in rows)) if rows else set()
+    for row in rows:
+        row["wer"] = {key: value for key, value in row["wer"].items() if key in shared}
     return sorted(rows, key=lambda r: (r["order"], r["depth"]))
 
 

@@ -1,5 +1,6 @@
 """The LPA study as library calls (`mho lpa sweep`, `mho lpa convert`, `mho lpa report`): load
-the teacher, split the data, run the diagnostic or the conversion, collect model cards."""
+the teacher (wav2vec2-style or Conformer, see host.py), split the data, run the diagnostic
+or the conversion, collect model cards."""
 
 import dataclasses
 import json
@@ -12,9 +13,9 @@ import torch
 from mho.errors import MhoError
 from mho.lpa.convert import ConversionConfig, ConversionState, Converter
 from mho.lpa.diagnostic import diagnose, mse_order
-from mho.lpa.fitting import FitConfig, load_waveform_set
+from mho.lpa.fitting import FitConfig
+from mho.lpa.host import host_of
 from mho.lpa.report import plot_sweep
-from mho.models.transformer import Wav2Vec2CTC
 
 HELD_OUT_EVERY = 10  # every 10th utterance of the data scores the diagnostic's fits
 
@@ -31,8 +32,9 @@ def fit_config(steps: int = 300, batch_seconds: float = 160.0,
     return FitConfig(steps=steps, max_batch_seconds=batch_seconds, seed=seed, lpa=settings)
 
 
-def load_teacher(model: str) -> tuple[Wav2Vec2CTC, dict[str, Any]]:
-    """The wav2vec2-style model ``model`` names (shipped, checkpoint or Hugging Face folder)."""
+def load_teacher(model: str) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The wav2vec2-style model or Conformer ``model`` names (shipped, checkpoint or Hugging
+    Face folder)."""
     from mho.models.zoo import checkpoint_path, load_model
 
     path = checkpoint_path(model)
@@ -40,8 +42,10 @@ def load_teacher(model: str) -> tuple[Wav2Vec2CTC, dict[str, Any]]:
         raise MhoError(f"unknown model {model!r}: give a shipped name, a checkpoint path or "
                        f"a Hugging Face model folder")
     teacher, payload = load_model(path)
-    if not isinstance(teacher, Wav2Vec2CTC):
-        raise MhoError(f"{model} is not a wav2vec2-style model (LPA replaces its attention)")
+    try:
+        host_of(teacher)
+    except MhoError as error:
+        raise MhoError(f"{model}: {error}") from None
     return teacher, payload
 
 
@@ -52,7 +56,7 @@ def run_sweep(model: str, data_path: Path, out: Path, config: FitConfig,
     HELD_OUT_EVERY-th utterance held out to score it), rank the layers; writes
     ``out/sweep.json`` and ``out/sweep.png`` and returns the report."""
     teacher, _ = load_teacher(model)
-    data = load_waveform_set(data_path)
+    data = host_of(teacher).load_data(data_path)
     ids = [u.id for u in data.utterances]
     held_out_ids = set(ids[::HELD_OUT_EVERY])
     fits = diagnose(teacher, data.select(set(ids) - held_out_ids), data.select(held_out_ids),
@@ -105,9 +109,14 @@ def run_conversion(model: str, layers: str, data_path: Path, out: Path,
         raise MhoError(f"{model} outputs another vocabulary than mho's phones (a Hugging Face "
                        "character model?): CTC fine-tuning needs phone targets; pass "
                        "--finetune-steps 0 to convert with fitting and co-adaptation only")
-    chosen = layer_order(layers, order, ranking, teacher.config.num_layers,
+    host = host_of(teacher)
+    chosen = layer_order(layers, order, ranking, host.num_layers(teacher),
                          teacher.config.lpa_layers)
-    converter = Converter(payload, teacher, chosen, load_waveform_set(data_path), config, out,
+    # the order's name goes into every depth's metadata (and `mho models pack`'s card): the
+    # first MSE-ranked layers can be 0, 1, ..., which the layers alone would call naive
+    kind = order if "," not in layers and layers.isdigit() else "list"
+    payload = {**payload, "metadata": {**payload.get("metadata", {}), "lpa_order_kind": kind}}
+    converter = Converter(payload, teacher, chosen, host.load_data(data_path), config, out,
                           device, log=log, progress=progress)
     return converter.run(resume=resume)
 

@@ -7,13 +7,19 @@
 model derives one config per module from it. Sizes keep the model dim, FF dim and 2 D (the
 conv module's pointwise_in) at multiples of 128, so matrices fill 128 x 128 crossbar tiles.
 
+LPA: `lpa_layers` names the blocks whose relative-position MHSA is a
+`NormedPulseAccumulator` (pre-norm + Learnable Pulse Accumulator, same forward contract;
+`lpa` holds PulseAccumulatorConfig overrides); the rest of each block is unchanged, so a
+converted model keeps the teacher's other weights. With QAT, the LPA's projections are
+quantized at the model's bits like every other Linear / Conv.
+
 QAT: build in float, train, then `model.enable_quantization(weight_bits=4)` and fine-tune;
 `model.config.quant` records it, so `ConformerCTC(model.config)` rebuilds a model that loads
 the QAT state dict (observer statistics included).
 """
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -36,6 +42,7 @@ from mho.models.frontend import (
     sequence_mask,
     subsampled_lengths,
 )
+from mho.models.lpa import PulseAccumulatorConfig
 from mho.models.positional import PE_VARIANTS
 from mho.models.quant import QuantConfig, QuantLayer
 from mho.models.statistics import log_softmax
@@ -59,6 +66,8 @@ class ConformerCTCConfig:
     dropout: float = 0.1  # after every module and the front-end
     attention_dropout: float = 0.1  # on attention weights
     quant: QuantConfig | None = None  # None: float model; set: QAT layers
+    lpa_layers: tuple[int, ...] = ()  # blocks whose MHSA is a NormedPulseAccumulator
+    lpa: dict[str, Any] = field(default_factory=dict)  # PulseAccumulatorConfig overrides
 
     subsampling = SUBSAMPLING  # feature frames per output frame (10 ms -> 40 ms); not a field
 
@@ -71,14 +80,29 @@ class ConformerCTCConfig:
             raise ConfigError(f"conv_kernel must be odd, got {self.conv_kernel}")
         if isinstance(self.quant, dict):  # from `to_dict` / TOML
             object.__setattr__(self, "quant", QuantConfig(**self.quant))
+        # a list when read from a checkpoint or TOML
+        object.__setattr__(self, "lpa_layers", tuple(sorted(set(self.lpa_layers))))
+        if any(not 0 <= i < self.num_blocks for i in self.lpa_layers):
+            raise ConfigError(
+                f"lpa_layers {list(self.lpa_layers)} outside 0..{self.num_blocks - 1}")
+        self.lpa_config()  # validate the overrides now
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        values = dataclasses.asdict(self)
+        values["lpa_layers"] = list(self.lpa_layers)
+        return values
+
+    def lpa_config(self) -> PulseAccumulatorConfig:
+        try:
+            return PulseAccumulatorConfig(self.dim, self.num_heads, **self.lpa)
+        except TypeError as error:
+            raise ConfigError(f"lpa settings: {error}") from None
 
     def frontend_config(self) -> ConvSubsamplingConfig:
         return ConvSubsamplingConfig(self.num_features, self.frontend_channels, self.dim)
 
-    def block_config(self) -> ConformerBlockConfig:
+    def block_config(self, lpa: bool = False) -> ConformerBlockConfig:
+        """The config of a block; `lpa`: its MHSA is a NormedPulseAccumulator."""
         return ConformerBlockConfig(
             feed_forward=FeedForwardConfig(self.dim, self.ff_dim, self.dropout),
             attention=RelPosAttentionConfig(
@@ -90,6 +114,7 @@ class ConformerCTCConfig:
                 self.dropout,
             ),
             convolution=ConvModuleConfig(self.dim, self.conv_kernel, self.dropout),
+            lpa=self.lpa_config() if lpa else None,
         )
 
 
@@ -125,8 +150,8 @@ class ConformerCTC(nn.Module):
         self.normalization = FeatureNormalization(config.num_features)
         self.frontend = ConvSubsampling(config.frontend_config())
         self.frontend_dropout = nn.Dropout(config.dropout)
-        block_config = config.block_config()
-        self.blocks = nn.ModuleList(ConformerBlock(block_config) for _ in range(config.num_blocks))
+        self.blocks = nn.ModuleList(ConformerBlock(config.block_config(i in config.lpa_layers))
+                                    for i in range(config.num_blocks))
         self.ctc_head = nn.Linear(config.dim, config.vocab_size)
         if config.quant is not None:
             quant.enable_quantization(self, config.quant)
@@ -163,6 +188,10 @@ class ConformerCTC(nn.Module):
 
     def quantized_layers(self) -> dict[str, QuantLayer]:
         return quant.quantized_layers(self)
+
+    def attention_modules(self) -> dict[int, nn.Module]:
+        """Each block's MHSA (or LPA) module by block index."""
+        return {i: block.attention for i, block in enumerate(self.blocks)}
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -1,7 +1,8 @@
 """The Conformer block (Gulati et al., 2020) and its feed-forward and convolution modules.
 
     x = x + 1/2 FF(x)          macaron half-step
-    x = x + MHSA(x, mask)      relative positional encoding, see attention.py
+    x = x + MHSA(x, mask)      relative positional encoding, see attention.py (or an LPA:
+                               NormedPulseAccumulator, see lpa.py)
     x = x + Conv(x, mask)
     x = x + 1/2 FF(x)
     x = LayerNorm(x)
@@ -18,6 +19,7 @@ from torch import nn
 
 from mho.errors import ConfigError
 from mho.models.attention import RelPosAttentionConfig, RelPosSelfAttention
+from mho.models.lpa import NormedPulseAccumulator, PulseAccumulatorConfig
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,7 @@ class ConformerBlockConfig:
     feed_forward: FeedForwardConfig
     attention: RelPosAttentionConfig
     convolution: ConvModuleConfig
+    lpa: PulseAccumulatorConfig | None = None  # set: an LPA in place of the MHSA
 
 
 class ConformerBlock(nn.Module):
@@ -100,7 +103,8 @@ class ConformerBlock(nn.Module):
     def __init__(self, cfg: ConformerBlockConfig):
         super().__init__()
         self.feed_forward_1 = FeedForward(cfg.feed_forward)
-        self.attention = RelPosSelfAttention(cfg.attention)
+        self.attention = (RelPosSelfAttention(cfg.attention) if cfg.lpa is None else
+                          NormedPulseAccumulator(cfg.lpa, cfg.attention.dropout))
         self.convolution = ConvModule(cfg.convolution)
         self.feed_forward_2 = FeedForward(cfg.feed_forward)
         self.final_norm = nn.LayerNorm(cfg.attention.dim)

@@ -226,3 +226,37 @@ def _interpolate(prefix: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
     fraction = (position - below)[..., None]  # [B, H, T, P, 1]
     lower = _read_rows(prefix, below)
     return lower + fraction * (_read_rows(prefix, below + 1) - lower)
+
+
+class NormedPulseAccumulator(nn.Module):
+    """LayerNorm -> PulseAccumulator -> dropout, [B, T, D] -> [B, T, D] (no residual): the
+    drop-in for a Conformer block's relative-position MHSA module, which normalizes its own
+    input (pre-norm) and ends with dropout; same `forward(x, mask)` contract.
+
+    `value` and `out_proj` are the LPA's, so selective initialization and the export code
+    see the same names as on an attention module."""
+
+    def __init__(self, cfg: PulseAccumulatorConfig, dropout: float = 0.1):
+        super().__init__()
+        self.cfg = cfg
+        self.layer_norm = nn.LayerNorm(cfg.dim)
+        self.lpa = PulseAccumulator(cfg)
+        self.dropout = nn.Dropout(dropout)
+
+    @property
+    def value(self) -> nn.Module:
+        return self.lpa.value
+
+    @property
+    def out_proj(self) -> nn.Module:
+        return self.lpa.out_proj
+
+    def initialize_from_attention(self, attention: nn.Module) -> None:
+        """Selective initialization from a RelPosSelfAttention: its pre-norm, value and
+        output projections (with their QAT observers when both are quantized)."""
+        self.layer_norm.load_state_dict(attention.layer_norm.state_dict())
+        self.lpa.initialize_from_attention(attention)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x: [B, T, D]; mask: [B, T] bool, True on valid frames -> [B, T, D]"""
+        return self.dropout(self.lpa(self.layer_norm(x), mask))

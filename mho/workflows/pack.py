@@ -34,9 +34,11 @@ def pack_and_score(
         "architecture": payload["model_config"],
         **training_summary(payload),
     }
-    if hasattr(model.config, "lpa_layers"):  # wav2vec2 family: which layers hold an LPA
+    if hasattr(model.config, "lpa_layers"):  # LPA hosts: which layers hold an LPA
         card["lpa_layers"] = list(model.config.lpa_layers)
         card["lpa_order"] = payload["metadata"].get("lpa_order", [])  # as converted
+        if "lpa_order_kind" in payload["metadata"]:  # mse, naive or list (`mho lpa convert`)
+            card["lpa_order_kind"] = payload["metadata"]["lpa_order_kind"]
         if "conversion_seconds" in payload["metadata"]:
             card["conversion_minutes"] = payload["metadata"]["conversion_seconds"] / 60
     target = out_dir / f"{name}.pt"

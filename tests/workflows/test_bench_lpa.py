@@ -91,3 +91,26 @@ def test_bench_on_onnxruntime_lpa_grows_linearly_and_wins_at_long_audio():
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
     assert summary["scaling_120_60"] <= 2.2 and summary["speedup"]["120"] > 2
+
+
+@pytest.mark.slow
+def test_qat_conformer_modules_export_for_the_bench(tmp_path):
+    """The bench's single-module export of a QAT Conformer's MHSA and LPA (it failed at
+    "step 3/3": the QAT weight scale's amax over all axes has no ONNX conversion); the
+    files run on onnxruntime like the torch modules at a length unlike the trace's."""
+    import onnxruntime
+
+    from mho.workflows.bench.lpa import export_layer
+    from tests.conftest import tiny_qat_model
+
+    attention, lpa = model_pair(tiny_qat_model())
+    x, mask = torch.randn(1, 53, 64), torch.ones(1, 53, dtype=torch.bool)
+    for name, module in (("attention", attention.blocks[0].attention),
+                         ("lpa", lpa.blocks[0].attention)):
+        export_layer(module, tmp_path / f"{name}.onnx", 64)
+        session = onnxruntime.InferenceSession(str(tmp_path / f"{name}.onnx"))
+        (got,) = session.run(None, {"x": x.numpy(), "mask": mask.numpy()})
+        with torch.no_grad():
+            expected = module(x, mask).numpy()
+        # same integer weights and grids; float32 order may move a value one 8-bit step
+        assert np.mean(np.abs(got - expected) < 1e-4) > 0.99, name

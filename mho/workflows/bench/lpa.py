@@ -3,10 +3,12 @@ PulseAccumulator, and one attention layer against one LPA layer, at several audi
 batch 1, on torch or onnxruntime; ratios measured in one run.
 
 Both models have the size of MODEL (a wav2vec2-style checkpoint, by default the shipped
-teacher): the attention model is MODEL with every layer's attention, the LPA model the same
-weights with an LPA in every layer (selective initialization; its timing does not depend on
-what it learned: the hard gates cost the same whatever they select). On onnxruntime each is
-exported first (`mho export onnx`'s path) and run through the file, as a server would.
+teacher, or a Conformer): the attention model is MODEL with every layer's attention, the
+LPA model the same weights with an LPA in every layer (selective initialization; its timing
+does not depend on what it learned: the hard gates cost the same whatever they select). On
+onnxruntime each is exported first (`mho export onnx`'s path, waveform input: a Conformer's
+log-mel front-end is in the graph) and run through the file, as a server would; a QAT
+Conformer's layers through their export twins, as `mho export onnx` writes them.
 
 Times are medians over `repeats` passes after one warm-up pass.
 """
@@ -22,7 +24,9 @@ import torch
 from torch import nn
 
 from mho.errors import MhoError
-from mho.models.transformer import SAMPLE_RATE, Wav2Vec2CTC
+from mho.lpa.host import host_of
+from mho.lpa.host import model_pair as host_model_pair
+from mho.models.transformer import SAMPLE_RATE
 from mho.timing import median_ms, torch_threads
 
 RUNTIMES = ("ort", "torch")
@@ -30,7 +34,7 @@ RUNTIMES = ("ort", "torch")
 
 @dataclass(frozen=True)
 class LpaBenchConfig:
-    model: str = "wav2vec2-small"  # shipped name or checkpoint of a wav2vec2-style model
+    model: str = "wav2vec2-small"  # shipped name or checkpoint: wav2vec2-style or Conformer
     lengths: tuple[float, ...] = (10, 30, 60, 120)  # seconds of audio, batch 1
     runtime: str = "ort"  # "ort" (exported files) or "torch" (eager)
     repeats: int = 3
@@ -77,18 +81,10 @@ class LpaBenchResult:
         }
 
 
-def model_pair(model: Wav2Vec2CTC) -> tuple[Wav2Vec2CTC, Wav2Vec2CTC]:
-    """(all-attention, all-LPA) models of `model`'s size, with its weights, in eval mode."""
-    config = model.config
-    attention = Wav2Vec2CTC(dataclasses.replace(config, lpa_layers=()))
-    lpa = Wav2Vec2CTC(dataclasses.replace(config, lpa_layers=tuple(range(config.num_layers))))
-    for target in (attention, lpa):
-        own = target.state_dict()
-        target.load_state_dict({k: v for k, v in model.state_dict().items()
-                                if k in own and own[k].shape == v.shape}, strict=False)
-    for layer, lpa_layer in zip(attention.layers, lpa.layers, strict=True):
-        lpa_layer.attention.initialize_from_attention(layer.attention)
-    return attention.eval(), lpa.eval()
+def model_pair(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """(all-attention, all-LPA) models of `model`'s size and family, with its weights, in
+    eval mode (mho.lpa.host.model_pair)."""
+    return host_model_pair(model)
 
 
 class _Layer(nn.Module):
@@ -102,31 +98,40 @@ class _Layer(nn.Module):
         return self.module(x, mask)
 
 
-def export_layer(module: nn.Module, path: Path) -> None:
-    """An attention or LPA module as an ONNX file: (x [1, T, D], mask [1, T]) -> [1, T, D]."""
+def export_layer(module: nn.Module, path: Path, dim: int) -> None:
+    """An attention or LPA module of model dim `dim` (float or QAT) as an ONNX file:
+    (x [1, T, D], mask [1, T]) -> [1, T, D]. QAT layers go through their export twins, as
+    in `mho export onnx`: the QAT modules' own straight-through rounding (a custom autograd
+    Function) does not export."""
+    from mho.exporter.modules import export_twin
     from mho.exporter.onnx import OPSET, quiet_export
 
     frames = torch.export.Dim("frames", min=2, max=1_000_000)
-    x, mask = torch.randn(1, 37, module.out_proj.in_features), torch.ones(1, 37, dtype=torch.bool)
+    x, mask = torch.randn(1, 37, dim), torch.ones(1, 37, dtype=torch.bool)
     with quiet_export():
-        torch.onnx.export(_Layer(module).eval(), (x, mask), path, dynamo=True,
+        torch.onnx.export(_Layer(export_twin(module)).eval(), (x, mask), path, dynamo=True,
                           opset_version=OPSET, input_names=["x", "mask"],
                           dynamic_shapes=({1: frames}, {1: frames}), verbose=False)
 
 
 def _runners(config: LpaBenchConfig, scratch: Path, log: Callable[[str], None]):
     """name -> (seconds -> zero-argument pass) for the two models and the two layers."""
+    from mho.exporter.modules import WaveformInput
     from mho.exporter.onnx import export_onnx, load_for_export
     from mho.runtime.session import OnnxFileSession, TorchSession
     from mho.runtime.speech import SPEECH_INPUTS, SPEECH_OUTPUTS
 
     model, metadata = load_for_export(config.model)
-    if not isinstance(model, Wav2Vec2CTC):
-        raise MhoError(f"{config.model} is not a wav2vec2-style model (LPA replaces attention)")
+    try:
+        host = host_of(model)
+    except MhoError as error:
+        raise MhoError(f"{config.model}: {error}") from None
     attention, lpa = model_pair(model)
     modules = {"attention": attention, "lpa": lpa,
-               "attention_layer": attention.layers[0].attention,
-               "lpa_layer": lpa.layers[0].attention}
+               "attention_layer": host.attention(attention, 0),
+               "lpa_layer": host.attention(lpa, 0)}
+    # output frames per second: 50 for the wav2vec2 host (20 ms), 25 for a Conformer (40 ms)
+    frames_per_second = 1000 / (metadata.frame_shift_ms * metadata.subsampling)
     generator = np.random.default_rng(config.seed)
 
     def waveform(seconds: float) -> dict[str, np.ndarray]:
@@ -135,7 +140,7 @@ def _runners(config: LpaBenchConfig, scratch: Path, log: Callable[[str], None]):
                 "samples": np.array([samples])}
 
     def layer_input(seconds: float) -> dict[str, np.ndarray]:
-        frames = int(seconds * SAMPLE_RATE / model.config.hop_samples)  # 50 per second
+        frames = int(seconds * frames_per_second)
         return {"x": generator.standard_normal((1, frames, model.config.dim), dtype=np.float32),
                 "mask": np.ones((1, frames), dtype=bool)}
 
@@ -146,12 +151,14 @@ def _runners(config: LpaBenchConfig, scratch: Path, log: Callable[[str], None]):
         if config.runtime == "torch":
             inputs, outputs = (["x", "mask"], ["y"]) if layer else (SPEECH_INPUTS["waveform"],
                                                                     SPEECH_OUTPUTS)
+            if not layer and module.input_kind == "features":  # the log-mels in the model
+                module = WaveformInput(module).eval()
             session = TorchSession(_Layer(module) if layer else module, inputs, outputs)
         else:
             log(f"exporting the {name.replace('_', ' ')} to ONNX")
             path = scratch / f"{name}.onnx"
             if layer:
-                export_layer(module, path)
+                export_layer(module, path, model.config.dim)
             else:
                 export_onnx(module, path, dataclasses.replace(metadata, model_name=name),
                             input="waveform")

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# LPA inside the Conformer (docs/lpa.md, "LPA inside the Conformer"), stage by stage:
+#   data      feature archives from the corpus (`make corpus`): COUNT training utterances
+#             to fit on and convert with (default 1200, about 1 h)
+#   sweep     the MSE diagnostic: an LPA fitted to each block's MHSA alone, ranked
+#   convert   progressive conversion in MSE order and in naive order, DEPTH blocks each
+#             (default: half of the baseline's 6)
+#   eval      the baseline and every depth of both orders, LM decoder, both shipped test
+#             sets; then `mho lpa report` of the packed models (WER vs replaced blocks)
+# BASE (default conformer-sinusoidal-linear-w8) is the shipped attention Conformer;
+# STEPS / COADAPT / FINETUNE are the steps per block of each conversion stage.
+set -euo pipefail
+MHO=${MHO:-python3 -m mho}
+BASE=${BASE:-conformer-sinusoidal-linear-w8}
+CORPUS=${CORPUS:-data/corpus}; RUNS=${RUNS:-runs/lpa-conformer}
+STEPS=${STEPS:-20}; COADAPT=${COADAPT:-20}; FINETUNE=${FINETUNE:-30}
+SWEEP_STEPS=${SWEEP_STEPS:-$STEPS}; DEPTH=${DEPTH:-3}
+case "${1:?stage: data, sweep, convert or eval}" in
+data)
+  $MHO data features "$CORPUS/train.jsonl" --count "${COUNT:-1200}" -o "$RUNS/train.pt" ;;
+sweep)
+  $MHO lpa sweep "$BASE" --data "$RUNS/train.pt" -o "$RUNS/sweep" --steps "$SWEEP_STEPS" \
+    --json > "$RUNS/sweep.json.log" ;;
+convert)
+  common=(--data "$RUNS/train.pt" --steps "$STEPS" --coadapt-steps "$COADAPT"
+          --finetune-steps "$FINETUNE" --layers "$DEPTH")
+  # --resume: a stopped conversion (Ctrl-C, lost machine) continues where it was
+  resume=(); [ -f "$RUNS/mse/state.pt" ] && resume=(--resume)
+  $MHO lpa convert "$BASE" --order mse --ranking "$RUNS/sweep/sweep.json" -o "$RUNS/mse" \
+    "${common[@]}" "${resume[@]}"
+  resume=(); [ -f "$RUNS/naive/state.pt" ] && resume=(--resume)
+  $MHO lpa convert "$BASE" --order naive -o "$RUNS/naive" "${common[@]}" "${resume[@]}" ;;
+eval)
+  # pack (int8 weights, the card scored greedy and with the LM on both shipped test sets)
+  packed=("$BASE")
+  for order in mse naive; do
+    for depth in $(seq 1 "$DEPTH"); do
+      name="conformer-lpa$depth-$order"
+      $MHO models pack "$RUNS/$order/depth-$depth.pt" --name "$name" --out-dir "$RUNS/packed" \
+        --eval-data flite-slt --eval-data festival-slt
+      packed+=("$RUNS/packed/$name.pt")
+    done
+  done
+  $MHO lpa report "${packed[@]}" -o "$RUNS/report" ;;
+esac
