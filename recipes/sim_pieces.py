@@ -50,7 +50,8 @@ with torch.inference_mode():
             reads, variance, row_variance, draws, limit, plane_weights, totals, clipped),
         "fused ADC pass, noise off": lambda: kernels.convert(
             reads, limit, plane_weights, totals, clipped, index.numpy(),
-            noisy._signal_steps.numpy(), noisy._signal_columns, noisy._read_bound),
+            noisy._signal_steps.numpy(), noisy._signal_columns, noisy._tie_gamma,
+            noisy._column_abs_sums, noisy._column_norms),
     }
     pieces = {name: chunks * median_ms(run, 7) for name, run in per_chunk.items()}
 

@@ -61,6 +61,8 @@ def convert(reads, limit, plane_weights, totals, clipped, index, table, matrix, 
     tiles, rows, planes, columns = reads.shape
     tile_rows = index.shape[2]
     levels = np.empty(tile_rows)  # the row's DAC levels in ADC steps, float64
+    codes = np.empty(columns, dtype=reads.dtype)
+    near = np.empty(columns, dtype=np.bool_)
     for t in range(tiles):
         for n in range(rows):
             largest = 0.0
@@ -74,14 +76,23 @@ def convert(reads, limit, plane_weights, totals, clipped, index, table, matrix, 
             scale_norm = gamma * _BOUND_MARGIN * np.sqrt(squares)
             for p in range(planes):
                 weight = plane_weights[p]
-                for o in range(columns):
-                    column = p * columns + o
-                    read = reads[t, n, p, o]
+                first = p * columns
+                row = reads[t, n, p]  # 1-D views: their loops vectorize
+                sums = column_abs_sums[t, first : first + columns]
+                norms = column_norms[t, first : first + columns]
+                # three loops over the columns instead of one with the recompute inside, so
+                # that the first and the last vectorize
+                for o in range(columns):  # codes and near-tie flags
+                    read = row[o]
                     code = np.rint(read)
-                    bound = min(scale_max * column_abs_sums[t, column],
-                                scale_norm * column_norms[t, column])
-                    if abs(abs(read - code) - 0.5) <= bound:
-                        code = np.rint(_dot64(levels, matrix[t, column]))
+                    codes[o] = code
+                    near[o] = abs(abs(read - code) - 0.5) <= min(scale_max * sums[o],
+                                                                  scale_norm * norms[o])
+                for o in range(columns):  # the few near ties, recomputed in float64
+                    if near[o]:
+                        codes[o] = np.rint(_dot64(levels, matrix[t, first + o]))
+                for o in range(columns):  # clamp, count, shift and add
+                    code = codes[o]
                     kept = min(max(code, -limit), limit)
                     clipped[t, o] += kept != code
                     totals[n, o] += weight * kept
