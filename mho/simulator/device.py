@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from mho.errors import ConfigError, MhoError
 from mho.io import atomic_path
@@ -478,11 +479,14 @@ def _program_cells(
         r[start:stop] = cells.r
         return failing
 
-    if threads == 1 or chunks == 1:
-        unverified = sum(map(program, range(chunks)))
-    else:
-        with ThreadPoolExecutor(min(threads, chunks)) as pool:
-            unverified = sum(pool.map(program, range(chunks)))
+    # one BLAS thread: the chunks' matmuls are tiny ([F, F(p+1)] @ [F(p+1), M]), and BLAS
+    # threads on top of ours spin on the same cores (measured: twice the CPU time, no gain)
+    with threadpool_limits(limits=1, user_api="blas"):
+        if threads == 1 or chunks == 1:
+            unverified = sum(map(program, range(chunks)))
+        else:
+            with ThreadPoolExecutor(min(threads, chunks)) as pool:
+                unverified = sum(pool.map(program, range(chunks)))
     return r, unverified
 
 
