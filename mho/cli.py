@@ -930,7 +930,7 @@ def bench_lpa_command(model, lengths, runtime, repeats, threads, plot, as_json) 
                         f"median of {repeats}")
     for column in ("audio (s)", "attention model ms", "LPA model ms", "speed-up",
                    "attention layer ms", "LPA layer ms", "layer speed-up",
-                   "attention model peak MB", "LPA model peak MB"):
+                   "attention model peak MiB", "LPA model peak MiB"):
         table.add_column(column, justify="right")
     for length in seconds:
         key = f"{length:g}"
