@@ -929,19 +929,26 @@ def bench_lpa_command(model, lengths, runtime, repeats, threads, plot, as_json) 
     table = Table(title=f"LPA bench: {model} on {runtime}, batch 1, {threads} thread(s), "
                         f"median of {repeats}")
     for column in ("audio (s)", "attention model ms", "LPA model ms", "speed-up",
-                   "attention layer ms", "LPA layer ms", "layer speed-up"):
+                   "attention layer ms", "LPA layer ms", "layer speed-up",
+                   "attention model peak MiB", "LPA model peak MiB"):
         table.add_column(column, justify="right")
     for length in seconds:
         key = f"{length:g}"
+        peaks = [summary[what].get(key) for what in ("attention_peak_mb", "lpa_peak_mb")]
         table.add_row(key, f"{summary['attention_ms'][key]:.0f}", f"{summary['lpa_ms'][key]:.0f}",
                       f"{summary['speedup'][key]:.2f}",
                       f"{summary['layer_attention_ms'][key]:.1f}",
                       f"{summary['layer_lpa_ms'][key]:.1f}",
-                      f"{summary['layer_speedup'][key]:.2f}")
+                      f"{summary['layer_speedup'][key]:.2f}",
+                      *("-" if peak is None else f"{peak:.0f}" for peak in peaks))
     console.print(table)
     if summary["scaling_120_60"] is not None:
         console.print(f"time 120 s / 60 s: LPA model {summary['scaling_120_60']:.2f} "
                       f"(target <= 2.2), attention model {summary['attention_scaling_120_60']:.2f}")
+    if summary["memory_scaling_120_60"] is not None:
+        console.print(f"peak memory 120 s / 60 s (2 = linear, 4 = quadratic): LPA model "
+                      f"{summary['memory_scaling_120_60']:.2f}, attention model "
+                      f"{summary['attention_memory_scaling_120_60']:.2f}")
     if plot is not None:
         console.print(f"plot: {plot}")
 

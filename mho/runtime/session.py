@@ -77,11 +77,14 @@ class TorchSession:
         return {name: out.numpy() for name, out in zip(self.output_names, outputs, strict=True)}
 
 
-def ort_session(path: str | Path, threads: int | None = None, fusions: bool = True):
+def ort_session(path: str | Path, threads: int | None = None, fusions: bool = True,
+                arena: bool = True):
     """An onnxruntime CPU session set up for speed: function inlining and constant folding
     (of the chip's tiling, of int8 weights times scales), with `fusions` also the extended
     and layout optimizations (LayerNorm, GELU, MatMul + Add...); `threads` intra-op threads
-    (default: one per core), sequential execution."""
+    (default: one per core), sequential execution. `arena=False` turns off the CPU memory
+    arena, which keeps (and rounds up to powers of two) what earlier runs allocated: without
+    it a run's peak resident memory is what that run itself needs."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -91,6 +94,7 @@ def ort_session(path: str | Path, threads: int | None = None, fusions: bool = Tr
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3  # errors only
+    options.enable_cpu_mem_arena = arena
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
@@ -100,7 +104,7 @@ class OnnxFileSession:
     runtime). Plain onnxruntime runs the memristor ops through their function bodies."""
 
     def __init__(self, path: str | Path, runtime: str = "ort", *, threads: int | None = None,
-                 fusions: bool = True):
+                 fusions: bool = True, arena: bool = True):
         if runtime not in ONNX_RUNTIMES:
             raise MhoError(f"unknown ONNX runtime {runtime!r}; choose from "
                            f"{', '.join(ONNX_RUNTIMES)}")
@@ -110,7 +114,7 @@ class OnnxFileSession:
         self.path, self.runtime = path, runtime
         try:
             if runtime == "ort":
-                session = ort_session(path, threads, fusions)
+                session = ort_session(path, threads, fusions, arena)
                 self.input_names = [i.name for i in session.get_inputs()]
                 self.output_names = [o.name for o in session.get_outputs()]
                 self._run = lambda feeds: session.run(None, feeds)

@@ -256,8 +256,8 @@ def test_unique_lut_is_exact_for_a_qat_grid():
 
 # -- conversions of whole models (slow) ------------------------------------------------------
 
-def tiny_qat_conformer():
-    """A tiny 8-bit QAT Conformer, calibrated on a shipped clip."""
+def tiny_qat_conformer(**overrides):
+    """A tiny 8-bit QAT Conformer (config `overrides`), calibrated on a shipped clip."""
     from mho.data.datasets import resolve_dataset
     from mho.data.features import LogMel
     from mho.data.manifest import load_utterance_audio
@@ -265,7 +265,7 @@ def tiny_qat_conformer():
     from mho.models.quant import QuantConfig, calibrate, quantize
 
     torch.manual_seed(0)
-    model = quantize(ConformerCTC(conformer_config("tiny", pe="sinusoidal+linear")),
+    model = quantize(ConformerCTC(conformer_config("tiny", pe="sinusoidal+linear", **overrides)),
                      QuantConfig(weight_bits=8, activation_bits=8))
     _, utterances = resolve_dataset("flite-slt")
     audio = load_utterance_audio(utterances[0]).astype(np.float32)
@@ -306,6 +306,29 @@ def test_conformer_waveform_package_with_exact_qat_weights(tmp_path):
     assert got.shape == expected.shape
     # 8-bit activations: a float32 sum in another order can move a value across a rounding
     # boundary of its grid (see mho.workflows.check), so the best tokens are the criterion
+    assert (got.argmax(-1) == expected.argmax(-1)).mean() > 0.97
+    assert np.abs(got - expected).mean() < 0.05
+
+
+@pytest.mark.slow
+def test_lpa_conformer_waveform_package_matches_torch(tmp_path):
+    """A QAT Conformer with block 0 an LPA (NormedPulseAccumulator) and block 1 attention,
+    through the ANE twin: the FP32 program on real speech gives torch's best tokens, with no
+    cumsum left, at two enumerated lengths."""
+    from mho.exporter.modules import WaveformInput
+
+    model, audio = tiny_qat_conformer(lpa_layers=(0,))
+    report = export_coreml(model, tmp_path / "l.mlpackage", conformer_metadata(model),
+                           lengths=(1, 4), precision="fp32")
+    assert "cumsum" not in report.ops
+    session = SpeechSession.from_file(report.path, "coreml-mil")
+    with torch.no_grad():
+        log_probs, frames = WaveformInput(model)(torch.from_numpy(audio)[None],
+                                                 torch.tensor([audio.size]))
+    expected = log_probs[0, : int(frames[0])].numpy()
+    got = session.log_probs([audio])[0]
+    assert got.shape == expected.shape
+    # the same criterion as the attention Conformer's above (8-bit activation grids)
     assert (got.argmax(-1) == expected.argmax(-1)).mean() > 0.97
     assert np.abs(got - expected).mean() < 0.05
 

@@ -15,7 +15,7 @@ from mho.exporter.metadata import read_metadata
 from mho.exporter.onnx import export_onnx, load_for_export
 from mho.models.transformer import Wav2Vec2CTC, wav2vec2_config
 from mho.runtime.speech import SpeechSession
-from mho.workflows.bench.lpa import LpaBenchConfig, bench_lpa, model_pair
+from mho.workflows.bench.lpa import LpaBenchConfig, LpaBenchResult, bench_lpa, model_pair
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +75,43 @@ def test_bench_on_torch_reports_every_length_and_key():
         assert set(summary[key]) == {"1", "2"}
         assert all(value > 0 for value in summary[key].values())
     assert summary["scaling_120_60"] is None  # 120 s and 60 s were not run
+    for key in ("lpa_peak_mb", "attention_peak_mb", "layer_lpa_peak_mb",
+                "layer_attention_peak_mb"):
+        assert set(summary[key]) == {"1", "2"} and all(v >= 0 for v in summary[key].values())
+    assert summary["memory_scaling_120_60"] is None
+
+
+def test_memory_scaling_is_the_peak_ratio_of_the_two_lengths():
+    result = LpaBenchResult(LpaBenchConfig(lengths=(60, 120)))
+    result.peak_bytes["lpa"] = {60: 100 * 2**20, 120: 210 * 2**20}
+    assert result.memory_scaling("lpa") == pytest.approx(2.1)
+    assert result.memory_scaling("attention") is None  # not measured
+
+
+def test_arena_free_session_peak_is_what_one_run_allocates(tmp_path):
+    """Without onnxruntime's memory arena, the peak rise of a run that doubles a 64 MiB input
+    is at least its 64 MiB output and far from the arena's power-of-two rounding of earlier
+    runs: a second, shorter run after a long one still rises (the arena would reuse)."""
+    from onnx import TensorProto, helper
+
+    from mho.runtime.session import OnnxFileSession
+    from mho.timing import peak_memory_rise
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n"])
+    graph = helper.make_graph([helper.make_node("Add", ["x", "x"], ["y"])], "double", [x], [y])
+    path = tmp_path / "double.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    session = OnnxFileSession(path, threads=1, arena=False)
+    mib = 2**20
+    long, short = np.ones(16 * mib, np.float32), np.ones(8 * mib, np.float32)  # 64, 32 MiB
+    rise_long = peak_memory_rise(lambda: session.run({"x": long}))
+    rise_short = peak_memory_rise(lambda: session.run({"x": short}))
+    if rise_long is None:
+        pytest.skip("peak resident set is measured on Linux only")
+    # output buffer plus the numpy copy of it: 1 to 2 outputs, a few MiB of slack
+    assert 64 * mib <= rise_long <= 2 * 64 * mib + 8 * mib
+    assert 32 * mib <= rise_short <= 2 * 32 * mib + 8 * mib
 
 
 def test_bench_cli_refuses_bad_lengths():

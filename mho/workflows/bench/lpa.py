@@ -10,7 +10,11 @@ onnxruntime each is exported first (`mho export onnx`'s path, waveform input: a 
 log-mel front-end is in the graph) and run through the file, as a server would; a QAT
 Conformer's layers through their export twins, as `mho export onnx` writes them.
 
-Times are medians over `repeats` passes after one warm-up pass.
+Times are medians over `repeats` passes after one warm-up pass. Peak memory is the rise of
+the process's peak resident set during one more pass (mho.timing.peak_memory_rise; Linux
+only): on onnxruntime through a second session of the same file without the CPU memory
+arena, which would otherwise keep earlier, shorter runs' buffers and round its growth up to
+powers of two.
 """
 
 import dataclasses
@@ -27,7 +31,7 @@ from mho.errors import MhoError
 from mho.lpa.host import host_of
 from mho.lpa.host import model_pair as host_model_pair
 from mho.models.transformer import SAMPLE_RATE
-from mho.timing import median_ms, torch_threads
+from mho.timing import median_ms, peak_memory_rise, torch_threads
 
 RUNTIMES = ("ort", "torch")
 
@@ -52,6 +56,8 @@ class LpaBenchConfig:
 class LpaBenchResult:
     config: LpaBenchConfig
     ms: dict[str, dict[float, float]] = field(default_factory=dict)  # what -> length -> ms
+    # what -> length -> peak resident-set rise of one pass in bytes (empty off Linux)
+    peak_bytes: dict[str, dict[float, int]] = field(default_factory=dict)
 
     def speedup(self, slow: str, fast: str) -> dict[float, float]:
         return {s: self.ms[slow][s] / self.ms[fast][s] for s in self.config.lengths}
@@ -61,9 +67,18 @@ class LpaBenchResult:
         times = self.ms[what]
         return times[long] / times[short] if long in times and short in times else None
 
+    def memory_scaling(self, what: str, long: float = 120, short: float = 60) -> float | None:
+        """Peak-memory ratio between two lengths (2 = linear, 4 = quadratic for 120 s / 60 s);
+        None if not measured."""
+        peaks = self.peak_bytes.get(what, {})
+        return peaks[long] / peaks[short] if long in peaks and short in peaks else None
+
     def summary(self) -> dict:
         def keyed(values: dict[float, float]) -> dict[str, float]:
             return {f"{s:g}": v for s, v in values.items()}
+
+        def peak_mb(what: str) -> dict[str, float]:
+            return {f"{s:g}": v / 2**20 for s, v in self.peak_bytes.get(what, {}).items()}
 
         return {
             "model": self.config.model,
@@ -78,6 +93,12 @@ class LpaBenchResult:
             "layer_speedup": keyed(self.speedup("attention_layer", "lpa_layer")),
             "layer_lpa_ms": keyed(self.ms["lpa_layer"]),
             "layer_attention_ms": keyed(self.ms["attention_layer"]),
+            "lpa_peak_mb": peak_mb("lpa"),
+            "attention_peak_mb": peak_mb("attention"),
+            "memory_scaling_120_60": self.memory_scaling("lpa"),
+            "attention_memory_scaling_120_60": self.memory_scaling("attention"),
+            "layer_lpa_peak_mb": peak_mb("lpa_layer"),
+            "layer_attention_peak_mb": peak_mb("attention_layer"),
         }
 
 
@@ -115,7 +136,8 @@ def export_layer(module: nn.Module, path: Path, dim: int) -> None:
 
 
 def _runners(config: LpaBenchConfig, scratch: Path, log: Callable[[str], None]):
-    """name -> (seconds -> zero-argument pass) for the two models and the two layers."""
+    """name -> (seconds -> feeds, timed pass, memory pass) for the two models and the two
+    layers; the memory pass is the timed one on torch, an arena-free session on onnxruntime."""
     from mho.exporter.modules import WaveformInput
     from mho.exporter.onnx import export_onnx, load_for_export
     from mho.runtime.session import OnnxFileSession, TorchSession
@@ -154,6 +176,7 @@ def _runners(config: LpaBenchConfig, scratch: Path, log: Callable[[str], None]):
             if not layer and module.input_kind == "features":  # the log-mels in the model
                 module = WaveformInput(module).eval()
             session = TorchSession(_Layer(module) if layer else module, inputs, outputs)
+            memory_session = session
         else:
             log(f"exporting the {name.replace('_', ' ')} to ONNX")
             path = scratch / f"{name}.onnx"
@@ -163,23 +186,28 @@ def _runners(config: LpaBenchConfig, scratch: Path, log: Callable[[str], None]):
                 export_onnx(module, path, dataclasses.replace(metadata, model_name=name),
                             input="waveform")
             session = OnnxFileSession(path, "ort", threads=config.threads)
-        runners[name] = (make_input, session.run)
+            memory_session = OnnxFileSession(path, "ort", threads=config.threads, arena=False)
+        runners[name] = (make_input, session.run, memory_session.run)
     return runners
 
 
 def bench_lpa(config: LpaBenchConfig, log: Callable[[str], None] = lambda message: None
               ) -> LpaBenchResult:
-    """Median ms of each model and layer at each length, on one runtime, in one run."""
+    """Median ms and peak memory rise of each model and layer at each length, on one runtime,
+    in one run."""
     result = LpaBenchResult(config)
     with torch_threads(config.threads):
         with tempfile.TemporaryDirectory(prefix="mho-bench-lpa-") as scratch:
             runners = _runners(config, Path(scratch), log)
             for seconds in config.lengths:
-                for name, (make_input, run) in runners.items():
+                for name, (make_input, run, memory_run) in runners.items():
                     feeds = make_input(seconds)
                     log(f"{name.replace('_', ' ')}, {seconds:g} s")
                     result.ms.setdefault(name, {})[seconds] = median_ms(
                         lambda run=run, feeds=feeds: run(feeds), config.repeats)
+                    peak = peak_memory_rise(lambda run=memory_run, feeds=feeds: run(feeds))
+                    if peak is not None:
+                        result.peak_bytes.setdefault(name, {})[seconds] = peak
     return result
 
 
