@@ -32,6 +32,7 @@ ideal array with an ADC of >= 7 precision bits reproduces the QAT integer matmul
 import math
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import torch
 from torch import nn
@@ -425,6 +426,9 @@ class CrossbarLinear(nn.Module):
         buffers = 3 if noisy else 1  # reads (+ variance, draws)
         rows = max(1, min(flat.shape[0], CHUNK_ELEMENTS // (buffers * self.tiles_in * width)))
         storage = torch.empty(buffers, self.tiles_in * rows * width)
+        # the fused passes run on as many threads as torch's matmuls (numba's own setting,
+        # at most the cores it started with)
+        numba.set_num_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
         limit = np.float32(self.config.adc_limit)
         clipped = np.zeros((self.tiles_in, out_padded), dtype=np.int64)  # [T_in, O_pad]
         for start in range(0, flat.shape[0], rows):

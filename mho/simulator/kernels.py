@@ -7,6 +7,12 @@ a few percent of it (`mho bench sim`).
 
 Written by hand (numba): no library fuses rounding, clamping, clip counting and the weighted
 sum over planes and tiles. The loops are plain enough for LLVM to vectorize the inner one.
+
+The noiseless pass of the linear layers runs groups of rows on numba's threads (the
+simulator sets as many as torch's): each group owns its rows of `totals` and its own clip
+counts, summed at the end, so the result is the same on any number of threads. (The noisy
+pass stays on one thread: it is a few percent of a noisy forward, whose Gaussian draws are
+serial anyway, and in parallel it made two-thread timings erratic.)
 """
 
 import numba
@@ -15,6 +21,7 @@ import numpy as np
 # (1 + 2^-30): room for the float64 rounding of the bound's own norms and sums (relative
 # errors near R x 2^-53), so the bound stays an upper bound of the float32 error
 _BOUND_MARGIN = 1.0 + 2.0**-30
+_ROW_GROUPS = 16  # row groups a pass is split into (a few per thread: uneven rows balance)
 
 
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
@@ -28,7 +35,7 @@ def _dot64(levels, column):  # pragma: no cover (compiled)
     return total
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy", parallel=True)
 def convert(reads, limit, plane_weights, totals, clipped, index, table, matrix, gamma,
             column_abs_sums, column_norms):  # pragma: no cover (compiled)
     """ADC codes of noiseless reads, shifted and added; a read within the float32 matmul's
@@ -60,42 +67,46 @@ def convert(reads, limit, plane_weights, totals, clipped, index, table, matrix, 
     """
     tiles, rows, planes, columns = reads.shape
     tile_rows = index.shape[2]
-    levels = np.empty(tile_rows)  # the row's DAC levels in ADC steps, float64
-    codes = np.empty(columns, dtype=reads.dtype)
-    near = np.empty(columns, dtype=np.bool_)
-    for t in range(tiles):
-        for n in range(rows):
-            largest = 0.0
-            squares = 0.0
-            for r in range(tile_rows):
-                level = np.float64(table[index[t, n, r]])
-                levels[r] = level
-                largest = max(largest, abs(level))
-                squares += level * level
-            scale_max = gamma * _BOUND_MARGIN * largest
-            scale_norm = gamma * _BOUND_MARGIN * np.sqrt(squares)
-            for p in range(planes):
-                weight = plane_weights[p]
-                first = p * columns
-                row = reads[t, n, p]  # 1-D views: their loops vectorize
-                sums = column_abs_sums[t, first : first + columns]
-                norms = column_norms[t, first : first + columns]
-                # three loops over the columns instead of one with the recompute inside, so
-                # that the first and the last vectorize
-                for o in range(columns):  # codes and near-tie flags
-                    read = row[o]
-                    code = np.rint(read)
-                    codes[o] = code
-                    near[o] = abs(abs(read - code) - 0.5) <= min(scale_max * sums[o],
-                                                                  scale_norm * norms[o])
-                for o in range(columns):  # the few near ties, recomputed in float64
-                    if near[o]:
-                        codes[o] = np.rint(_dot64(levels, matrix[t, first + o]))
-                for o in range(columns):  # clamp, count, shift and add
-                    code = codes[o]
-                    kept = min(max(code, -limit), limit)
-                    clipped[t, o] += kept != code
-                    totals[n, o] += weight * kept
+    groups = min(_ROW_GROUPS, rows)
+    group_clipped = np.zeros((groups, tiles, columns), dtype=clipped.dtype)
+    for group in numba.prange(groups):
+        levels = np.empty(tile_rows)  # the row's DAC levels in ADC steps, float64
+        codes = np.empty(columns, dtype=reads.dtype)
+        near = np.empty(columns, dtype=np.bool_)
+        for t in range(tiles):
+            for n in range(group * rows // groups, (group + 1) * rows // groups):
+                largest = 0.0
+                squares = 0.0
+                for r in range(tile_rows):
+                    level = np.float64(table[index[t, n, r]])
+                    levels[r] = level
+                    largest = max(largest, abs(level))
+                    squares += level * level
+                scale_max = gamma * _BOUND_MARGIN * largest
+                scale_norm = gamma * _BOUND_MARGIN * np.sqrt(squares)
+                for p in range(planes):
+                    weight = plane_weights[p]
+                    first = p * columns
+                    row = reads[t, n, p]  # 1-D views: their loops vectorize
+                    sums = column_abs_sums[t, first : first + columns]
+                    norms = column_norms[t, first : first + columns]
+                    # three loops over the columns instead of one with the recompute
+                    # inside, so that the first and the last vectorize
+                    for o in range(columns):  # codes and near-tie flags
+                        read = row[o]
+                        code = np.rint(read)
+                        codes[o] = code
+                        near[o] = abs(abs(read - code) - 0.5) <= min(scale_max * sums[o],
+                                                                      scale_norm * norms[o])
+                    for o in range(columns):  # the few near ties, recomputed in float64
+                        if near[o]:
+                            codes[o] = np.rint(_dot64(levels, matrix[t, first + o]))
+                    for o in range(columns):  # clamp, count, shift and add
+                        code = codes[o]
+                        kept = min(max(code, -limit), limit)
+                        group_clipped[group, t, o] += kept != code
+                        totals[n, o] += weight * kept
+    clipped += group_clipped.sum(axis=0)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
