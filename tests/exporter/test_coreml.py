@@ -288,7 +288,6 @@ def test_conformer_waveform_package_with_exact_qat_weights(tmp_path):
     """A QAT Conformer with the log-mel front end in the program and its 8-bit weights
     palettized (auto): on a shipped clip (real speech), the FP32 program equals torch's
     front end + model to float rounding, and every QAT weight is in a LUT."""
-    from mho.exporter.modules import WaveformInput
 
     model, audio = tiny_qat_conformer()
     report = export_coreml(model, tmp_path / "c.mlpackage", conformer_metadata(model),
@@ -296,7 +295,17 @@ def test_conformer_waveform_package_with_exact_qat_weights(tmp_path):
     assert report.input == "waveform" and report.weights == "unique8"
     # only the front end's DFT basis and filterbank stay float (float in torch too)
     assert sorted(report.uncompressed.values()) == [20_560, 205_600]
-    session = SpeechSession.from_file(report.path, "coreml-mil")
+    assert_waveform_package_matches_torch(report.path, model, audio)
+
+
+def assert_waveform_package_matches_torch(path, model, audio: np.ndarray) -> None:
+    """The package's log-probs on `audio` (coreml-mil) against the torch model's from the
+    waveform. 8-bit activations: a float32 sum in another order can move a value across a
+    rounding boundary of its grid (see mho.workflows.check), so the best tokens are the
+    criterion."""
+    from mho.exporter.modules import WaveformInput
+
+    session = SpeechSession.from_file(path, "coreml-mil")
     assert session.metadata.input == "waveform"
     with torch.no_grad():
         log_probs, frames = WaveformInput(model)(torch.from_numpy(audio)[None],
@@ -304,8 +313,6 @@ def test_conformer_waveform_package_with_exact_qat_weights(tmp_path):
     expected = log_probs[0, : int(frames[0])].numpy()
     got = session.log_probs([audio])[0]
     assert got.shape == expected.shape
-    # 8-bit activations: a float32 sum in another order can move a value across a rounding
-    # boundary of its grid (see mho.workflows.check), so the best tokens are the criterion
     assert (got.argmax(-1) == expected.argmax(-1)).mean() > 0.97
     assert np.abs(got - expected).mean() < 0.05
 
@@ -315,22 +322,12 @@ def test_lpa_conformer_waveform_package_matches_torch(tmp_path):
     """A QAT Conformer with block 0 an LPA (NormedPulseAccumulator) and block 1 attention,
     through the ANE twin: the FP32 program on real speech gives torch's best tokens, with no
     cumsum left, at two enumerated lengths."""
-    from mho.exporter.modules import WaveformInput
 
     model, audio = tiny_qat_conformer(lpa_layers=(0,))
     report = export_coreml(model, tmp_path / "l.mlpackage", conformer_metadata(model),
                            lengths=(1, 4), precision="fp32")
     assert "cumsum" not in report.ops
-    session = SpeechSession.from_file(report.path, "coreml-mil")
-    with torch.no_grad():
-        log_probs, frames = WaveformInput(model)(torch.from_numpy(audio)[None],
-                                                 torch.tensor([audio.size]))
-    expected = log_probs[0, : int(frames[0])].numpy()
-    got = session.log_probs([audio])[0]
-    assert got.shape == expected.shape
-    # the same criterion as the attention Conformer's above (8-bit activation grids)
-    assert (got.argmax(-1) == expected.argmax(-1)).mean() > 0.97
-    assert np.abs(got - expected).mean() < 0.05
+    assert_waveform_package_matches_torch(report.path, model, audio)
 
 
 @pytest.mark.slow
