@@ -26,6 +26,7 @@ import numpy as np
 from mho.errors import MhoError
 from mho.exporter.coreml import COMPUTE_UNITS_KEY, LENGTHS_KEY, import_coremltools
 from mho.exporter.metadata import OnnxMetadata
+from mho.runtime.session import COREML_RUNTIMES
 
 # The speech input names by the package's input kind (mho.runtime.speech.SPEECH_INPUTS).
 _INPUT_NAMES = {"waveform": ["waveform", "samples"], "features": ["features", "lengths"]}
@@ -40,9 +41,9 @@ class CoreMLSession:
         path = Path(path)
         on_macos = sys.platform == "darwin"
         runtime = runtime or ("coreml" if on_macos else "coreml-mil")
-        if runtime not in ("coreml", "coreml-mil"):
-            raise MhoError(f"a Core ML package runs on runtime coreml or coreml-mil, not "
-                           f"{runtime}")
+        if runtime not in COREML_RUNTIMES:
+            raise MhoError(f"{path} is a Core ML package: it runs on runtime coreml (macOS) "
+                           f"or coreml-mil, not {runtime}")
         if runtime == "coreml" and not on_macos:
             raise MhoError("runtime coreml is Core ML's own prediction, which runs only on "
                            "macOS; here use coreml-mil (the package's ML program evaluated "

@@ -160,9 +160,6 @@ def open_session(
     if path.suffix == ".onnx":
         return OnnxFileSession(path, runtime or "ort", threads=threads)
     if path.suffix == ".mlpackage":
-        if runtime not in (None, *COREML_RUNTIMES):
-            raise MhoError(f"{path} is a Core ML package: it runs on runtime coreml (macOS) "
-                           f"or coreml-mil")
         from mho.runtime.coreml_runtime import CoreMLSession
 
         return CoreMLSession(path, runtime)

@@ -92,11 +92,7 @@ class SpeechSession:
         path = Path(path)
         if path.suffix == ".mlpackage":
             from mho.runtime.coreml_runtime import CoreMLSession
-            from mho.runtime.session import COREML_RUNTIMES
 
-            if runtime not in (None, *COREML_RUNTIMES):
-                raise MhoError(f"{path} is a Core ML package: it runs on runtime coreml "
-                               f"(macOS) or coreml-mil")
             session = CoreMLSession(path, runtime)
             return cls(session, session.metadata)
         if path.suffix != ".onnx":
