@@ -13,9 +13,10 @@ from mho.cli import main
 from mho.errors import MhoError
 from mho.exporter.metadata import read_metadata
 from mho.exporter.onnx import export_onnx, load_for_export
+from mho.lpa.host import model_pair
 from mho.models.transformer import Wav2Vec2CTC, wav2vec2_config
 from mho.runtime.speech import SpeechSession
-from mho.workflows.bench.lpa import LpaBenchConfig, LpaBenchResult, bench_lpa, model_pair
+from mho.workflows.bench.lpa import LpaBenchConfig, LpaBenchResult, bench_lpa
 
 
 @pytest.fixture(scope="module")

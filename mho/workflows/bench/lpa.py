@@ -28,8 +28,7 @@ import torch
 from torch import nn
 
 from mho.errors import MhoError
-from mho.lpa.host import host_of
-from mho.lpa.host import model_pair as host_model_pair
+from mho.lpa.host import host_of, model_pair
 from mho.models.transformer import SAMPLE_RATE
 from mho.timing import median_ms, peak_memory_rise, torch_threads
 
@@ -100,12 +99,6 @@ class LpaBenchResult:
             "layer_lpa_peak_mb": peak_mb("lpa_layer"),
             "layer_attention_peak_mb": peak_mb("attention_layer"),
         }
-
-
-def model_pair(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """(all-attention, all-LPA) models of `model`'s size and family, with its weights, in
-    eval mode (mho.lpa.host.model_pair)."""
-    return host_model_pair(model)
 
 
 class _Layer(nn.Module):
