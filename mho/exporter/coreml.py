@@ -41,7 +41,7 @@ import torch
 
 from mho.errors import MhoError
 from mho.exporter.metadata import OnnxMetadata
-from mho.exporter.modules import export_twin
+from mho.exporter.modules import WaveformInput, export_twin
 
 LENGTHS_SECONDS = (1, 2, 4, 8, 16, 32)  # enumerated input lengths
 # Of the activations (and of uncompressed weights). "mixed": the log-mel front end in FP16
@@ -111,26 +111,6 @@ class _Traced(torch.nn.Module):
     def forward(self, inputs: torch.Tensor, length: torch.Tensor):
         log_probs, frames = self.model(inputs, length.long())
         return log_probs, frames.int()
-
-
-class _WaveformFrontEnd(torch.nn.Module):
-    """A features model behind the log-mel front end, (waveform [B, S], samples [B]) ->
-    (log_probs [B, T', V], out_lengths [B]). The frame count is an integer floor division
-    (`//` on integer tensors, kept int32 by `_patch_converters`; `torch.div(...,
-    rounding_mode="floor")` converts to a float division and floor), since an FP16 program
-    computes floats in FP16, which lose a frame past 2048 frames (20.5 s)."""
-
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        from mho.data.features import FeatureConfig, LogMel
-
-        self.features = FeatureConfig()
-        self.log_mel = LogMel(self.features)
-        self.model = model
-
-    def forward(self, waveform: torch.Tensor, samples: torch.Tensor):
-        frames = samples // self.features.shift_samples + 1  # FeatureConfig.num_frames
-        return self.model(self.log_mel(waveform), frames)
 
 
 def _input_lengths(kind: str, seconds: tuple[float, ...]) -> list[int]:
@@ -253,7 +233,7 @@ def export_coreml(model: torch.nn.Module, path: str | Path, metadata: OnnxMetada
 
     twin = ane_twin(twin)  # LPA layers without cumsum and gathers
     if model.input_kind == "features" and input == "waveform":
-        twin = _WaveformFrontEnd(twin)
+        twin = WaveformInput(twin)
     target = ct.target.iOS18 if scheme == "int4" else ct.target.iOS17  # int4 needs iOS 18
     _patch_converters()
     with _quiet():

@@ -173,7 +173,10 @@ def export_twin(model: nn.Module) -> nn.Module:
 
 class WaveformInput(nn.Module):
     """The model behind the log-mel front-end: (waveform [B, S], samples [B]) ->
-    (log_probs [B, T', V], out_lengths [B])."""
+    (log_probs [B, T', V], out_lengths [B]). The frame count is an integer floor division
+    (`//` on integer tensors): Core ML keeps it int32 (mho.exporter.coreml patches the
+    converter, which otherwise casts it to float and, in an FP16 program, loses a frame past
+    2048 frames)."""
 
     def __init__(self, model: nn.Module, features: FeatureConfig | None = None):
         super().__init__()
@@ -183,5 +186,5 @@ class WaveformInput(nn.Module):
         self.features = features
 
     def forward(self, waveform: torch.Tensor, samples: torch.Tensor):
-        frames = torch.div(samples, self.features.shift_samples, rounding_mode="floor") + 1
+        frames = samples // self.features.shift_samples + 1  # FeatureConfig.num_frames
         return self.model(self.log_mel(waveform), frames)
