@@ -1,18 +1,23 @@
 """Where the simulator's forward goes: the pieces of `mho bench sim`'s layer (512 x 512, 8-bit
 weights, 6400 rows, ADC 4/4, legacy noise), each summed over the forward's chunks, one thread,
 medians; printed as ms and as multiples of the bit-plane floor (7 x the digital matmul).
+The noisy fused pass draws its own normals: its line includes them; the two lines of
+normal draws time torch's generator (what the pass replaced) and the pass's own generator
+alone, for as many draws.
 
     OPENBLAS_NUM_THREADS=1 python recipes/sim_pieces.py
 """
 
+import numba
 import numpy as np
 import torch
 
-from mho.simulator import kernels
+from mho.simulator import gaussian, kernels
 from mho.simulator.crossbar import CHUNK_ELEMENTS, CrossbarConfig, CrossbarLinear, dac_levels
 from mho.timing import median_ms
 
 torch.set_num_threads(1)
+numba.set_num_threads(1)
 generator = torch.Generator().manual_seed(0)
 weight = torch.randint(-127, 128, (512, 512), generator=generator)  # [O, I]
 x = torch.randn(6400, 512, generator=generator)  # [N, I]
@@ -21,12 +26,13 @@ noisy = CrossbarLinear.from_integer(weight, 8, 0.01, scale,
                                     config=CrossbarConfig(noise="legacy"), seed=0)
 quiet = CrossbarLinear(noisy.chip, 0.01, scale, None, CrossbarConfig(noise="off"))
 tiles, width, planes = noisy.tiles_in, noisy.signal_matrix.shape[-1], noisy.planes
-rows = CHUNK_ELEMENTS // (3 * tiles * width)  # the noisy forward's chunk
+rows = CHUNK_ELEMENTS // (2 * tiles * width)  # the noisy forward's chunk
 chunks = x.shape[0] / rows
 index = noisy._table_index(dac_levels(x[:rows], scale, 8))  # [T_in, n, R]
 buffers = torch.empty(3, tiles, rows, width)
 shape = (tiles, rows, planes, width // planes)
 reads, variance, draws = (buffers[k].view(shape).numpy() for k in range(3))
+key = gaussian.stream_key(0, 0)
 row_variance = np.zeros((tiles, rows), np.float32)
 totals, clipped = np.zeros((rows, width // planes)), np.zeros((tiles, width // planes), np.int64)
 plane_weights, limit = 2.0 ** np.arange(planes - 1, -1, -1), np.float32(128)
@@ -45,9 +51,11 @@ with torch.inference_mode():
                                            out=buffers[0]),
         "noise-variance matmul": lambda: noisy._variance_parts(index, noisy._noise_steps,
                                                                buffers[1]),
-        "standard normal draws": lambda: buffers[2].normal_(generator=stream),
+        "normal draws, torch normal_": lambda: buffers[2].normal_(generator=stream),
+        "normal draws, counter-based": lambda: gaussian.standard_normals(
+            key, 0, draws.reshape(tiles * rows, width)),
         "fused ADC pass, noise on": lambda: kernels.convert_noisy(
-            reads, variance, row_variance, draws, limit, plane_weights, totals, clipped),
+            reads, variance, row_variance, key, 0, limit, plane_weights, totals, clipped),
         "fused ADC pass, noise off": lambda: kernels.convert(
             reads, limit, plane_weights, totals, clipped, index.numpy(),
             noisy._signal_steps.numpy(), noisy._signal_columns, noisy._tie_gamma,

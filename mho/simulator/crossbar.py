@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from mho.errors import ConfigError
-from mho.simulator import kernels
+from mho.simulator import gaussian, kernels
 from mho.simulator.device import (
     ELECTRON_CHARGE,
     K_B_T,
@@ -268,7 +268,8 @@ class CrossbarLinear(nn.Module):
         )
         self.register_buffer("conversions", torch.zeros_like(self.clipped), persistent=False)
         self._noise_seed = config.noise_seed
-        self._generators: dict[torch.device, torch.Generator] = {}
+        self._noise_forwards = 0  # noisy forwards since the last (re)seed: each its own draws
+        self._generators: dict[torch.device, torch.Generator] = {}  # column_currents' streams
 
     def _conductance_sign(self, r: np.ndarray) -> np.ndarray:
         """+1 where a cell's conductance G(V) = g_L + r (g_H - g_L) is >= 0 over the DAC range,
@@ -348,6 +349,14 @@ class CrossbarLinear(nn.Module):
         """Restart the read-noise stream (on every device) from `seed`."""
         self._generators.clear()
         self._noise_seed = seed
+        self._noise_forwards = 0
+
+    def _next_noise_key(self) -> np.uint64:
+        """The draw key of the next noisy forward: the seed's stream number k for the k-th
+        forward since the last (re)seed, so a seed replays the same sequence of outputs."""
+        key = gaussian.stream_key(self._noise_seed, self._noise_forwards)
+        self._noise_forwards += 1
+        return key
 
     def _generator(self, device: torch.device) -> torch.Generator:
         if device not in self._generators:
@@ -423,7 +432,7 @@ class CrossbarLinear(nn.Module):
         noisy = self.noise_matrix is not None
         width = self.signal_matrix.shape[-1]  # P * O_pad
         out_padded = width // self.planes
-        buffers = 3 if noisy else 1  # reads (+ variance, draws)
+        buffers = 2 if noisy else 1  # reads (+ variance; the fused pass draws the noise)
         rows = max(1, min(flat.shape[0], CHUNK_ELEMENTS // (buffers * self.tiles_in * width)))
         storage = torch.empty(buffers, self.tiles_in * rows * width)
         # the fused passes run on as many threads as torch's matmuls (numba's own setting,
@@ -431,6 +440,7 @@ class CrossbarLinear(nn.Module):
         numba.set_num_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
         limit = np.float32(self.config.adc_limit)
         clipped = np.zeros((self.tiles_in, out_padded), dtype=np.int64)  # [T_in, O_pad]
+        key = self._next_noise_key() if noisy else None
         for start in range(0, flat.shape[0], rows):
             chunk = flat[start : start + rows]
             n = chunk.shape[0]
@@ -442,11 +452,10 @@ class CrossbarLinear(nn.Module):
             codes_shape = (self.tiles_in, n, self.planes, out_padded)
             if noisy:
                 variance, row_variance = self._variance_parts(index, self._noise_steps, views[1])
-                draws = views[2].normal_(generator=self._generator(x.device))
                 kernels.convert_noisy(
                     reads.view(codes_shape).numpy(), variance.view(codes_shape).numpy(),
-                    row_variance.numpy(), draws.view(codes_shape).numpy(), limit,
-                    self._plane_weights, totals, clipped)
+                    row_variance.numpy(), key, start, limit, self._plane_weights, totals,
+                    clipped)
             else:
                 kernels.convert(reads.view(codes_shape).numpy(), limit, self._plane_weights,
                                 totals, clipped, index.numpy(), self._signal_steps.numpy(),
@@ -598,17 +607,16 @@ class PerChannelCrossbar(CrossbarLinear):
         limit = float(self.config.adc_limit)
         clipped = np.zeros((self.tiles_in, padded), dtype=np.int64)  # [T_in, C_pad]
         tile_rows = self.config.tile_rows
+        key = self._next_noise_key() if noisy else None
         for start in range(0, flat.shape[0], rows):
             index = self._levels(flat[start : start + rows])
             n = index.shape[0]
             totals = np.zeros((n, padded))  # [n, C_pad] float64
             if noisy:
-                draws = torch.empty(self.tiles_in, n, self.planes, padded).normal_(
-                    generator=self._generator(x.device))
                 kernels.convert_per_channel_noisy(
                     index, self._drive, self._taps, tile_rows, limit, self._plane_weights,
                     totals, clipped, self._noise_low, self._noise_slope, self._signs,
-                    self._signed_taps, draws.numpy())
+                    self._signed_taps, key, start)
             else:
                 kernels.convert_per_channel(index, self._drive, self._taps, tile_rows, limit,
                                             self._plane_weights, totals, clipped)

@@ -8,15 +8,17 @@ a few percent of it (`mho bench sim`).
 Written by hand (numba): no library fuses rounding, clamping, clip counting and the weighted
 sum over planes and tiles. The loops are plain enough for LLVM to vectorize the inner one.
 
-The noiseless pass of the linear layers runs groups of rows on numba's threads (the
-simulator sets as many as torch's): each group owns its rows of `totals` and its own clip
-counts, summed at the end, so the result is the same on any number of threads. (The noisy
-pass stays on one thread: it is a few percent of a noisy forward, whose Gaussian draws are
-serial anyway, and in parallel it made two-thread timings erratic.)
+Both passes of the linear layers run groups of rows on numba's threads (the simulator sets
+as many as torch's): each group owns its rows of `totals` and its own clip counts, summed at
+the end, so the result is the same on any number of threads. The noisy pass draws its
+Gaussian noise itself, from a counter-based generator (gaussian.py): every draw is a
+function of (key, row, column), so it too is the same on any number of threads.
 """
 
 import numba
 import numpy as np
+
+from mho.simulator import gaussian
 
 # (1 + 2^-30): room for the float64 rounding of the bound's own norms and sums (relative
 # errors near R x 2^-53), so the bound stays an upper bound of the float32 error
@@ -109,30 +111,40 @@ def convert(reads, limit, plane_weights, totals, clipped, index, table, matrix, 
     clipped += group_clipped.sum(axis=0)
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def convert_noisy(reads, variance, row_variance, draws, limit, plane_weights, totals,
+@numba.njit(cache=True, nogil=True, error_model="numpy", parallel=True)
+def convert_noisy(reads, variance, row_variance, key, first_row, limit, plane_weights, totals,
                   clipped):  # pragma: no cover (compiled)
-    """`convert` of reads + sqrt(variance) x draws: every conversion with its own Gaussian
-    read noise.
+    """`convert` of reads + sqrt(variance) x a standard normal draw: every conversion with
+    its own Gaussian read noise, drawn here (gaussian.py) rather than read from a buffer.
 
     variance: [T_in, n, P, O_pad] float32, the column part of the read-noise variance (steps^2)
     row_variance: [T_in, n] float32, a part shared by every column of a tile row (zeros when
         the layer has none; see CrossbarLinear._variance_parts)
-    draws: [T_in, n, P, O_pad] float32 standard normal draws
+    key: uint64, the forward's draw key (gaussian.stream_key); first_row: the chunk's first
+        row in the forward. Tile t of row N draws row N x T_in + t of the key, P x O_pad
+        normals (plane-major), so the draws depend on neither the chunks nor the threads.
     """
     tiles, rows, planes, columns = reads.shape
     zero = np.float32(0)
-    for t in range(tiles):
-        for n in range(rows):
-            shared = row_variance[t, n]
-            for p in range(planes):
-                weight = plane_weights[p]
-                for o in range(columns):
-                    deviation = np.sqrt(max(variance[t, n, p, o] + shared, zero))
-                    code = np.rint(reads[t, n, p, o] + deviation * draws[t, n, p, o])
-                    kept = min(max(code, -limit), limit)
-                    clipped[t, o] += kept != code
-                    totals[n, o] += weight * kept
+    groups = min(_ROW_GROUPS, rows)
+    group_clipped = np.zeros((groups, tiles, columns), dtype=clipped.dtype)
+    for group in numba.prange(groups):
+        draws = np.empty(planes * columns, dtype=np.float32)
+        for t in range(tiles):
+            for n in range(group * rows // groups, (group + 1) * rows // groups):
+                gaussian.fill_row(gaussian.row_key(key, (first_row + n) * tiles + t), draws)
+                shared = row_variance[t, n]
+                for p in range(planes):
+                    weight = plane_weights[p]
+                    row, spread = reads[t, n, p], variance[t, n, p]  # 1-D views: they vectorize
+                    noise = draws[p * columns : (p + 1) * columns]
+                    for o in range(columns):
+                        deviation = np.sqrt(max(spread[o] + shared, zero))
+                        code = np.rint(row[o] + deviation * noise[o])
+                        kept = min(max(code, -limit), limit)
+                        group_clipped[group, t, o] += kept != code
+                        totals[n, o] += weight * kept
+    clipped += group_clipped.sum(axis=0)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -171,19 +183,23 @@ def convert_per_channel(index, drive, taps, tile_rows, limit, plane_weights, tot
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def convert_per_channel_noisy(index, drive, taps, tile_rows, limit, plane_weights, totals,
-                              clipped, noise_low, noise_slope, signs, signed_taps,
-                              draws):  # pragma: no cover (compiled)
+                              clipped, noise_low, noise_slope, signs, signed_taps, key,
+                              first_row):  # pragma: no cover (compiled)
     """`convert_per_channel` with read noise: each read gets sqrt(variance) x its draw, the
     variance summed over the channel's own cells only.
 
     noise_low, noise_slope: [L] float64, the noise tables in ADC steps^2 (t_L, t_D)
     signs: [C_pad, P, K_pad] float64, s+ + s- of each pair; signed_taps: s+ r+ + s- r-
-    draws: [T_in, n, P, C_pad] float32 standard normal draws
+    key, first_row: as in `convert_noisy`; row N draws row N of the key, T_in x P x C_pad
+        normals (tile, then plane, then channel)
     """
     rows, channels, kernel = index.shape
     planes = taps.shape[1]
+    padded = taps.shape[0]
     tiles = (kernel + tile_rows - 1) // tile_rows
+    draws = np.empty(tiles * planes * padded, dtype=np.float32)
     for n in range(rows):
+        gaussian.fill_row(gaussian.row_key(key, first_row + n), draws)
         for c in range(channels):
             for t in range(tiles):
                 stop = min((t + 1) * tile_rows, kernel)
@@ -195,7 +211,7 @@ def convert_per_channel_noisy(index, drive, taps, tile_rows, limit, plane_weight
                         read += drive[i] * taps[c, p, k]
                         variance += noise_low[i] * signs[c, p, k]
                         variance += noise_slope[i] * signed_taps[c, p, k]
-                    read += np.sqrt(max(variance, 0.0)) * draws[t, n, p, c]
+                    read += np.sqrt(max(variance, 0.0)) * draws[(t * planes + p) * padded + c]
                     code = np.rint(read)
                     kept = min(max(code, -limit), limit)
                     clipped[t, c] += kept != code
