@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
+import numba
 import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
@@ -199,20 +200,20 @@ class _Cells:
         self.p = params
         self.rng = rng
         f = params.features
-        self.xhat = np.zeros((params.var.shape[1], count))  # [F(p+1), M] noise, then history
-        self.xhat[:f] = rng.standard_normal((f, count))
-        x = params.var @ self.xhat  # [F, M]
-        self.xhat[-f:] = x
-        # device-to-device: each cell draws a mixture component, then its own CtC mu and sigma
+        # the draws in synaptogen's order: the VAR noise, the mixture component's uniform,
+        # then the device-to-device normals
+        noise = rng.standard_normal((f, count))  # [F, M]
+        uniform = rng.random(count)  # [M]
+        z = rng.standard_normal((2 * f, count))  # [2F, M]
         cumulative = np.cumsum(params.weights) / params.weights.sum()
-        component = np.searchsorted(cumulative, rng.random(count))
-        z = rng.standard_normal((2 * f, count))
-        mu_sigma = np.empty((2 * f, count))
-        for k in range(len(params.weights)):  # a loop over the K = 3 components, not cells
-            mask = component == k
-            mu_sigma[:, mask] = params.mu_dtd[:, k, None] + params.chol_dtd[:, :, k] @ z[:, mask]
+        # the VAR's first sample x (its history is zeros: only the noise columns count) and
+        # each cell's mixture component, CtC mu and sigma and features y, in one pass
+        self.x, mu_sigma, self.y = _fresh_cells(
+            params.var[:, :f], noise, uniform, z, cumulative, params.mu_dtd, params.chol_dtd,
+            params.gamma)
+        self._noise = noise
+        self.xhat = None  # [F(p+1), M] noise, then history: built at the first CtC draw
         self.mu, self.sigma = mu_sigma[:f], mu_sigma[f:]
-        self.y = self._features()
         self.r = self._r_of_resistance(self.y[_HRS])
         self.ur = self.y[_UR].copy()  # a copy: see the module docstring
         # zeros where synaptogen leaves np.empty: a fresh cell hit by a partial RESET before
@@ -223,7 +224,7 @@ class _Cells:
 
     def _features(self) -> np.ndarray:
         """y = Psi(mu, sigma, Gamma(x)) of the newest history entry: [F, M]."""
-        x = self.xhat[-self.p.features :]
+        x = self.x
         transformed = np.zeros_like(x)
         for column in self.p.gamma.T:  # Horner over the polynomial degree
             transformed = transformed * x + column[:, None]
@@ -241,10 +242,14 @@ class _Cells:
     def _draw_cycle(self, mask: np.ndarray) -> None:
         """Next cycle-to-cycle sample for the masked cells (shift their VAR history)."""
         f = self.p.features
+        if self.xhat is None:  # the history after the first sample: noise, zeros, x
+            self.xhat = np.zeros((self.p.var.shape[1], self.x.shape[1]))
+            self.xhat[:f], self.xhat[-f:] = self._noise, self.x
         self.xhat[:f] = self.rng.standard_normal((f, self.xhat.shape[1]))
         x = self.p.var @ self.xhat
         self.xhat[f:-f, mask] = self.xhat[2 * f :, mask]
         self.xhat[-f:, mask] = x[:, mask]
+        self.x = self.xhat[-f:]
 
     def apply_voltage(self, u: np.ndarray) -> None:
         """One pulse of u volts per cell ([M]); port of `synaptogen.applyVoltage`."""
@@ -282,6 +287,58 @@ class _Cells:
         if full_reset.any():
             self.in_hrs |= full_reset
             self.r[full_reset] = self._r_of_resistance(self.y[_HRS, full_reset])
+
+
+@numba.njit(cache=True, nogil=True, fastmath={"contract"})
+def _fresh_cells(var, noise, uniform, z, cumulative, mu_dtd, chol_dtd, gamma
+                 ):  # pragma: no cover (compiled)
+    """The first state of M fresh cells from their draws, in one pass over the cells.
+
+    var: [F, F] the VAR's noise coefficients; noise: [F, M]; uniform: [M]; z: [2F, M]
+    cumulative: [K] the mixture's cumulative weights; mu_dtd: [2F, K]; chol_dtd: [2F, 2F, K]
+    gamma: [F, D] -> x [F, M] (the VAR sample), mu_sigma [2F, M], y [F, M] (HRS as 10^y)
+
+    The same float64 arithmetic, rounding for rounding, as the numpy it replaces (so a seed
+    still names the same chip; a test pins cells): the two matrix products are FMA chains
+    over k in order, as the BLAS computes them here (contract), and the feature transform
+    y = mu + sigma (Horner of x) rounds after every operation, as numpy's ufuncs do (its
+    own function, without contract). Fused, the pass runs ~5x faster than those numpy
+    passes, which spend most of their time on masks, copies and temporaries."""
+    features, cells = noise.shape
+    components = cumulative.shape[0]
+    x = np.empty((features, cells))
+    mu_sigma = np.empty((2 * features, cells))
+    for m in range(cells):
+        for i in range(features):
+            total = 0.0
+            for k in range(features):
+                total += var[i, k] * noise[k, m]
+            x[i, m] = total
+        c = 0  # np.searchsorted(cumulative, uniform) (side "left"), kept in range
+        while c < components - 1 and cumulative[c] < uniform[m]:
+            c += 1
+        for i in range(2 * features):
+            total = 0.0
+            for j in range(2 * features):
+                total += chol_dtd[i, j, c] * z[j, m]
+            mu_sigma[i, m] = mu_dtd[i, c] + total
+    return x, mu_sigma, _transform(x, mu_sigma, gamma)
+
+
+@numba.njit(cache=True, nogil=True)
+def _transform(x, mu_sigma, gamma):  # pragma: no cover (compiled)
+    """y = mu + sigma x Horner(gamma, x) per feature, y[HRS] = 10^y: [F, M]."""
+    features, cells = x.shape
+    y = np.empty((features, cells))
+    for i in range(features):
+        for m in range(cells):
+            transformed = 0.0
+            for d in range(gamma.shape[1]):
+                transformed = transformed * x[i, m] + gamma[i, d]
+            y[i, m] = mu_sigma[i, m] + mu_sigma[features + i, m] * transformed
+    for m in range(cells):
+        y[_HRS, m] = 10.0 ** y[_HRS, m]
+    return y
 
 
 @dataclass(frozen=True, eq=False)
