@@ -1,6 +1,7 @@
 """The ``mho`` command line: parse, call the library, print (rich tables or --json)."""
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -9,6 +10,14 @@ from rich.console import Console
 from rich.table import Table
 
 from mho.errors import MhoError
+
+# Idle OpenMP threads (torch's and numba's GNU OpenMP teams) sleep instead of spinning,
+# unless the user chose otherwise. Spinning threads take the cores from the threads that
+# have work whenever the cores are shared (another job, a second OpenMP team): measured on
+# a 2-core machine under load, 200 small torch matmuls on two threads took 7-9 s spinning
+# and 74-80 ms sleeping, and the noisy crossbar forward 15-23 s against 1.6-1.8 s
+# (docs/simulator.md). Set here, before anything loads torch or numba, which read it once.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # Rich assumes 80 columns when stdout is not a terminal (make, CI logs); tables need more.
 console = Console(width=None if sys.stdout.isatty() else 120)

@@ -1,8 +1,10 @@
 """The command line: real evaluation end to end, and one-line errors on bad input."""
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -97,3 +99,16 @@ def test_data_lm_unknown_text_source_is_a_one_line_error(tmp_path):
     assert result.output.strip().splitlines() == [
         "error: unknown text source 'bible'; choose from corpus, gcide, jargon"
     ]
+
+
+@pytest.mark.parametrize("chosen", [None, "ACTIVE"])
+def test_the_cli_lets_idle_openmp_threads_sleep_unless_the_user_chose(chosen):
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if chosen:
+        env["OMP_WAIT_POLICY"] = chosen
+    probe = ("import os, sys, mho.cli; "
+             "print(os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules, 'numba' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    # set before torch or numba is loaded: their OpenMP runtimes read it once, when they load
+    assert out == [chosen or "PASSIVE", "False", "False"]
