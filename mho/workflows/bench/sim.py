@@ -104,6 +104,9 @@ def _measure(config: SimBenchConfig, models: Sequence[str], log: Callable[[str],
 
     base = CrossbarConfig(adc_precision_bits=config.adc[0], adc_range_bits=config.adc[1])
     log(f"programming a {config.out_features}x{config.in_features} layer")
+    # a warm-up: the first call compiles the numba pass over fresh cells (or loads its
+    # cache), a one-time cost that is not throughput
+    program_chip(weight[:1, :1].numpy(), config.weight_bits, DeviceConfig(), seed=config.seed)
     started = time.perf_counter()
     chip = program_chip(weight.numpy(), config.weight_bits, DeviceConfig(),
                         tile_rows=base.tile_rows, tile_cols=base.tile_cols,
