@@ -18,6 +18,10 @@ what any statistic of the draws can resolve.
 
 Tails: u1 = (a + 1/2) 2^-32 for a 32-bit a, so |z| <= sqrt(2 ln 2^33) = 6.76; the normal
 distribution puts 1.4e-11 of its mass beyond that.
+
+(kernels.py's cached passes compile these functions into themselves, and numba's cache
+checks only the calling file's time stamp: after changing this file, delete the cached
+kernels, `mho/simulator/__pycache__/kernels.*.nbi` and `.nbc`.)
 """
 
 import numba
