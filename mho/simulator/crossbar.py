@@ -19,7 +19,8 @@ matmul, drawn independently for every row of the batch. When every pair has the 
 (the measured device), the first term is a row sum and the matmul is the signal's size.
 
 The ADC per column, the clip count and the digital shift-and-add over planes and tiles run
-as one fused pass over each chunk's reads (kernels.py).
+as one fused pass over each chunk's reads (kernels.py), which also draws the read noise
+(gaussian.py: a counter-based generator, so the draws depend on neither chunks nor threads).
 
 DAC grid: the QAT activation grid (s_x = absmax / 127, levels -127..127 at 8 bits), level k
 applied as k / 128 of the full-scale read voltage (0.6 V): SynaptogenML's voltage step of
