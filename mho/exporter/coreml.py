@@ -350,11 +350,15 @@ def uncompressed_weights(mlmodel) -> dict[str, int]:
 
 
 def _in_front_end(op) -> bool:
-    """Whether `op` belongs to the log-mel front end: it comes no later than the program's
-    first log (the front end's; the model's own log is in its log-softmax, at the end)."""
+    """Whether `op` runs in FP16 under precision "mixed": the log-mel front end's DFT (the
+    program's first conv, a strided conv over the waveform) and what comes before it. The
+    power, mel filterbank and log behind it stay FP32: mel energies span the log floor
+    (1e-6) to about 1e4, more than FP16's normal range (6.1e-5 to 65504), so in FP16 the
+    quiet frames' energies are subnormal, keep a few bits, and their log-mels move by
+    hundredths, enough to flip the 8-bit input quantizer's steps."""
     operations = list(op.enclosing_block.operations)
-    first_log = next((i for i, o in enumerate(operations) if o.op_type == "log"), -1)
-    return any(o is op for o in operations[: first_log + 1])
+    first_conv = next((i for i, o in enumerate(operations) if o.op_type == "conv"), -1)
+    return any(o is op for o in operations[: first_conv + 1])
 
 
 def _patch_converters() -> None:
