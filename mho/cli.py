@@ -598,7 +598,7 @@ def export_onnx_command(model, out, bundle, input_kind, memristor, adc, layer_ru
 @click.option("--precision", type=click.Choice(["fp16", "fp32", "mixed"]), default="fp16",
               show_default=True,
               help="Of the activations (and of uncompressed weights); mixed: the log-mel "
-                   "front end FP16, the model FP32.")
+                   "front end's DFT FP16, the rest FP32.")
 @click.option("--memristor", is_flag=True, help="Not supported: says why.")
 @click.option("--json", "as_json", is_flag=True)
 def export_coreml_command(model, out, lengths, input_kind, weights, compute_units, precision,

@@ -3,10 +3,12 @@
 #   data      feature archives from the corpus (`make corpus`): COUNT training utterances
 #             to fit on and convert with (default 1200, about 1 h)
 #   sweep     the MSE diagnostic: an LPA fitted to each block's MHSA alone, ranked
-#   convert   progressive conversion in MSE order and in naive order, DEPTH blocks each
-#             (default: half of the baseline's 6)
+#   convert   progressive conversion in MSE order (MSE_DEPTH blocks) and in naive order
+#             (NAIVE_DEPTH blocks); both default to DEPTH (default: half of the baseline's 6)
 #   eval      the baseline and every depth of both orders, LM decoder, both shipped test
 #             sets; then `mho lpa report` of the packed models (WER vs replaced blocks)
+#   ship      the MSE-order depths SHIP (default "3 6") packed into mho/assets/models as
+#             BASE-lpa<depth>, cards scored on both shipped test sets
 # BASE (default conformer-sinusoidal-linear-w8) is the shipped attention Conformer;
 # STEPS / COADAPT / FINETUNE are the steps per block of each conversion stage.
 set -euo pipefail
@@ -15,7 +17,10 @@ BASE=${BASE:-conformer-sinusoidal-linear-w8}
 CORPUS=${CORPUS:-data/corpus}; RUNS=${RUNS:-runs/lpa-conformer}
 STEPS=${STEPS:-20}; COADAPT=${COADAPT:-20}; FINETUNE=${FINETUNE:-30}
 SWEEP_STEPS=${SWEEP_STEPS:-$STEPS}; DEPTH=${DEPTH:-3}
-case "${1:?stage: data, sweep, convert or eval}" in
+MSE_DEPTH=${MSE_DEPTH:-$DEPTH}; NAIVE_DEPTH=${NAIVE_DEPTH:-$DEPTH}
+pack() { $MHO models pack "$1" --name "$2" --out-dir "$3" \
+           --eval-data flite-slt --eval-data festival-slt; }
+case "${1:?stage: data, sweep, convert, eval or ship}" in
 data)
   $MHO data features "$CORPUS/train.jsonl" --count "${COUNT:-1200}" -o "$RUNS/train.pt" ;;
 sweep)
@@ -23,23 +28,28 @@ sweep)
     --json > "$RUNS/sweep.json.log" ;;
 convert)
   common=(--data "$RUNS/train.pt" --steps "$STEPS" --coadapt-steps "$COADAPT"
-          --finetune-steps "$FINETUNE" --layers "$DEPTH")
+          --finetune-steps "$FINETUNE")
   # --resume: a stopped conversion (Ctrl-C, lost machine) continues where it was
   resume=(); [ -f "$RUNS/mse/state.pt" ] && resume=(--resume)
   $MHO lpa convert "$BASE" --order mse --ranking "$RUNS/sweep/sweep.json" -o "$RUNS/mse" \
-    "${common[@]}" "${resume[@]}"
+    --layers "$MSE_DEPTH" "${common[@]}" "${resume[@]}"
   resume=(); [ -f "$RUNS/naive/state.pt" ] && resume=(--resume)
-  $MHO lpa convert "$BASE" --order naive -o "$RUNS/naive" "${common[@]}" "${resume[@]}" ;;
+  $MHO lpa convert "$BASE" --order naive -o "$RUNS/naive" --layers "$NAIVE_DEPTH" \
+    "${common[@]}" "${resume[@]}" ;;
 eval)
   # pack (int8 weights, the card scored greedy and with the LM on both shipped test sets)
   packed=("$BASE")
   for order in mse naive; do
-    for depth in $(seq 1 "$DEPTH"); do
+    [ "$order" = mse ] && depth_max=$MSE_DEPTH || depth_max=$NAIVE_DEPTH
+    for depth in $(seq 1 "$depth_max"); do
       name="conformer-lpa$depth-$order"
-      $MHO models pack "$RUNS/$order/depth-$depth.pt" --name "$name" --out-dir "$RUNS/packed" \
-        --eval-data flite-slt --eval-data festival-slt
+      [ -f "$RUNS/packed/$name.pt" ] || pack "$RUNS/$order/depth-$depth.pt" "$name" "$RUNS/packed"
       packed+=("$RUNS/packed/$name.pt")
     done
   done
   $MHO lpa report "${packed[@]}" -o "$RUNS/report" ;;
+ship)
+  for depth in ${SHIP:-3 6}; do
+    pack "$RUNS/mse/depth-$depth.pt" "$BASE-lpa$depth" mho/assets/models
+  done ;;
 esac

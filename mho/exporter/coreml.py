@@ -44,9 +44,10 @@ from mho.exporter.metadata import OnnxMetadata
 from mho.exporter.modules import WaveformInput, export_twin
 
 LENGTHS_SECONDS = (1, 2, 4, 8, 16, 32)  # enumerated input lengths
-# Of the activations (and of uncompressed weights). "mixed": the log-mel front end in FP16
-# (its DFT basis stored in FP16, the Neural Engine's precision), the model behind it in FP32:
-# 8-bit QAT models amplify FP16 rounding across their activation grids (mho.workflows.check).
+# Of the activations (and of uncompressed weights). "mixed": the log-mel front end's DFT in
+# FP16 (its basis stored in FP16, the Neural Engine's precision), the power, mel filterbank,
+# log and the model behind it in FP32: 8-bit QAT models amplify FP16 rounding across their
+# activation grids (mho.workflows.check; docs/coreml.md, "FP16 and 8-bit QAT Conformers").
 PRECISIONS = ("fp16", "fp32", "mixed")
 WEIGHTS = ("auto", "int8", "int4", "palette8", "palette4", "float")
 COMPUTE_UNITS = ("ALL", "CPU_AND_NE", "CPU_ONLY")
@@ -189,7 +190,7 @@ def export_coreml(model: torch.nn.Module, path: str | Path, metadata: OnnxMetada
     per channel / per block of 32), "palette8" / "palette4" (k-means LUT per tensor), or
     "float". compute_units: recorded for Core ML to load the package with. precision: of
     the activations ("fp16": what the Neural Engine computes in; "mixed": the log-mel front
-    end FP16, the model FP32)."""
+    end's DFT FP16, the rest FP32; see `_in_front_end`)."""
     from mho.simulator.layers import CrossbarLayer
 
     ct = import_coremltools()
@@ -205,7 +206,7 @@ def export_coreml(model: torch.nn.Module, path: str | Path, metadata: OnnxMetada
                        f"got {compute_units!r}")
     scheme = resolve_weights(weights, metadata.weight_bits, model)
     if precision == "mixed" and not (model.input_kind == "features" and input == "waveform"):
-        raise MhoError("precision mixed (log-mel front end FP16, model FP32) is for a "
+        raise MhoError("precision mixed (the log-mel front end's DFT FP16, the rest FP32) is for a "
                        "features model (Conformer) exported with waveform input")
     if model.input_kind == "waveform" and input != "waveform":
         raise MhoError("this model reads the waveform itself (wav2vec2-style): it has no "
@@ -350,11 +351,15 @@ def uncompressed_weights(mlmodel) -> dict[str, int]:
 
 
 def _in_front_end(op) -> bool:
-    """Whether `op` belongs to the log-mel front end: it comes no later than the program's
-    first log (the front end's; the model's own log is in its log-softmax, at the end)."""
+    """Whether `op` runs in FP16 under precision "mixed": the log-mel front end's DFT (the
+    program's first conv, a strided conv over the waveform) and what comes before it. The
+    power, mel filterbank and log behind it stay FP32: mel energies span the log floor
+    (1e-6) to about 1e4, more than FP16's normal range (6.1e-5 to 65504), so in FP16 the
+    quiet frames' energies are subnormal, keep a few bits, and their log-mels move by
+    hundredths, enough to flip the 8-bit input quantizer's steps."""
     operations = list(op.enclosing_block.operations)
-    first_log = next((i for i, o in enumerate(operations) if o.op_type == "log"), -1)
-    return any(o is op for o in operations[: first_log + 1])
+    first_conv = next((i for i, o in enumerate(operations) if o.op_type == "conv"), -1)
+    return any(o is op for o in operations[: first_conv + 1])
 
 
 def _patch_converters() -> None:

@@ -409,3 +409,36 @@ def test_auto_weights_are_int8_for_float_models_on_a_channel_grid():
     assert resolve_weights("palette8", None, model) == "palette8"
     with pytest.raises(MhoError, match="weights must be one of"):
         resolve_weights("int3", None, model)
+
+
+def test_mixed_front_end_keeps_quiet_log_mels():
+    """Under precision "mixed" only the DFT runs in FP16; power, mel filterbank and log run
+    in FP32. Quiet audio's mel energies lie below FP16's smallest normal number (6.1e-5),
+    where an all-FP16 front end keeps a few bits of them: its log-mels move by several
+    hundredths. The mixed front end's error is that of rounding the waveform, the DFT basis
+    and the DFT output to FP16 (2^-11 relative each, about 1e-3 in the log per bin, a few
+    times that at the worst of 8,080 values): under 0.01."""
+    import coremltools as ct
+
+    from mho.data.features import LogMel
+    from mho.exporter.coreml import _in_front_end
+
+    log_mel = LogMel().eval()
+    traced = torch.jit.trace(log_mel, torch.zeros(1, 16_000))
+    programs = {
+        name: MilProgram(ct.convert(
+            traced, inputs=[ct.TensorType("waveform", shape=(1, 16_000), dtype=np.float32)],
+            convert_to="mlprogram", compute_precision=precision, skip_model_load=True,
+            minimum_deployment_target=ct.target.iOS17)._mil_program)
+        for name, precision in [
+            ("fp16", ct.precision.FLOAT16),
+            ("mixed", ct.transform.FP16ComputePrecision(op_selector=_in_front_end))]}
+    # quiet noise (a pause in synthesized speech): mel energies about 1e-6 to 5e-6
+    waveform = (3e-5 * np.random.default_rng(0).standard_normal(16_000)).astype(np.float32)
+    with torch.no_grad():
+        expected = log_mel(torch.from_numpy(waveform)[None]).numpy()
+    error = {name: np.abs(next(iter(program.run({"waveform": waveform[None]}).values()))
+                          .astype(np.float32) - expected).max()
+             for name, program in programs.items()}
+    assert error["mixed"] < 0.01
+    assert error["fp16"] > 0.05  # what the mixed program no longer does

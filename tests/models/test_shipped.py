@@ -33,6 +33,23 @@ def test_the_lpa_study_is_shipped():
     assert cards["wav2vec2-small-lpa6-naive"]["lpa_order"] == list(range(6))
 
 
+def test_the_lpa_conformers_are_shipped():
+    """The baseline with half (MSE order) and all of its MHSA blocks replaced by LPAs; half
+    of them within +20% relative LM WER of the baseline on both shipped sets (docs/lpa.md)."""
+    base = "conformer-sinusoidal-linear-w8"
+    cards = {depth: model_card(f"{base}-lpa{depth}") for depth in (3, 6)}
+    assert len(cards[3]["lpa_order"]) == 3 and cards[3]["lpa_order"] != [0, 1, 2]
+    assert sorted(cards[6]["lpa_order"]) == list(range(6))
+    assert cards[6]["lpa_order"][:3] == cards[3]["lpa_order"]  # one MSE-order run
+
+    def lm_wer(card, data):
+        return next(r["wer"] for r in card["results"]
+                    if r["data"] == data and r["decoder"] == "lm")
+
+    for data in ("flite-slt", "festival-slt"):
+        assert lm_wer(cards[3], data) <= 1.2 * lm_wer(model_card(base), data)
+
+
 def test_models_json_lists_name_pe_bits_params():
     result = CliRunner().invoke(main, ["models", "--json"])
     assert result.exit_code == 0, result.output
