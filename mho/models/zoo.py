@@ -94,13 +94,18 @@ def training_summary(payload: dict[str, Any]) -> dict[str, Any]:
     if "summary" in metadata:
         return metadata["summary"]
     init = payload.get("config", {}).get("init")
-    pretraining = load_checkpoint(init)["metadata"] if init else None
+    if not init:
+        return {"train_hours": metadata["train_hours"],
+                "train_minutes": metadata["train_seconds"] / 60, "qat_hours": 0.0,
+                "history": metadata["history"]}
+    # the run started from another checkpoint: a training run's or a packed model's
+    pretraining = load_checkpoint(checkpoint_path(str(init)) or init)["metadata"]
+    before = pretraining.get("summary") or training_summary({"metadata": pretraining})
     return {
-        "train_hours": (pretraining or metadata)["train_hours"],
-        "train_minutes": (metadata["train_seconds"]
-                          + (pretraining["train_seconds"] if pretraining else 0)) / 60,
-        "qat_hours": metadata["train_hours"] if pretraining else 0.0,
-        "history": [*(pretraining["history"] if pretraining else []), *metadata["history"]],
+        "train_hours": before["train_hours"],
+        "train_minutes": before["train_minutes"] + metadata["train_seconds"] / 60,
+        "qat_hours": metadata["train_hours"],
+        "history": [*before["history"], *metadata["history"]],
     }
 
 
