@@ -98,14 +98,21 @@ def training_summary(payload: dict[str, Any]) -> dict[str, Any]:
         return {"train_hours": metadata["train_hours"],
                 "train_minutes": metadata["train_seconds"] / 60, "qat_hours": 0.0,
                 "history": metadata["history"]}
-    # the run started from another checkpoint: a training run's or a packed model's
     pretraining = load_checkpoint(checkpoint_path(str(init)) or init)["metadata"]
-    before = pretraining.get("summary") or training_summary({"metadata": pretraining})
+    if "summary" not in pretraining:  # QAT from a float training run
+        return {
+            "train_hours": pretraining["train_hours"],
+            "train_minutes": (pretraining["train_seconds"] + metadata["train_seconds"]) / 60,
+            "qat_hours": metadata["train_hours"],
+            "history": [*pretraining["history"], *metadata["history"]],
+        }
+    before = pretraining["summary"]  # fine-tuning of a packed (e.g. shipped) model
     return {
-        "train_hours": before["train_hours"],
+        **before,
         "train_minutes": before["train_minutes"] + metadata["train_seconds"] / 60,
-        "qat_hours": metadata["train_hours"],
         "history": [*before["history"], *metadata["history"]],
+        "fine_tuned_from": Path(str(init)).stem,
+        "fine_tune_hours": metadata["train_hours"],
     }
 
 

@@ -184,8 +184,10 @@ def test_pack_writes_a_small_model_and_a_scored_card(tiny_corpus, tmp_path):
         "models", "pack", str(tmp_path / "tune" / CHECKPOINT), "--name", "tiny-tuned",
         "--out-dir", str(tmp_path / "shipped")])
     assert result.exit_code == 0, result.output
-    history = json.loads((tmp_path / "shipped" / "tiny-tuned.json").read_text())["history"]
-    assert len(history) == 3  # float, QAT, fine-tuning epochs
+    tuned = json.loads((tmp_path / "shipped" / "tiny-tuned.json").read_text())
+    assert len(tuned["history"]) == 3  # float, QAT, fine-tuning epochs
+    assert (tuned["fine_tuned_from"], tuned["qat_hours"]) == ("tiny-w8", card["qat_hours"])
+    assert tuned["fine_tune_hours"] == card["qat_hours"]  # the same six utterances
 
 
 def test_feature_archive_round_trip_and_training_from_it(tiny_corpus, tmp_path):
