@@ -132,6 +132,40 @@ def data_subset(source: Path, out: Path, count: int, seed: int) -> None:
     console.print(f"{len(utterances)} utterances ({hours * 60:.1f} min) -> {out}")
 
 
+@data.command("join")
+@click.argument("manifests", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Manifest to write (.jsonl); the audio stays where it is.")
+def data_join(manifests: tuple[Path, ...], out: Path) -> None:
+    """Join MANIFESTS into one for training (ids prefixed with each one's position)."""
+    from mho.data.manifest import join_manifests
+
+    utterances = join_manifests(list(manifests), out)
+    hours = sum(u.duration for u in utterances) / 3600
+    console.print(f"{len(utterances)} utterances ({hours:.2f} h) -> {out}")
+
+
+@data.command("convert-voices")
+@click.argument("manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for the converted audio and manifest (rerun to resume).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--female-share", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True,
+              help="Share of utterances moved to a female pitch range.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Processes (default: one per core).")
+def data_convert_voices(manifest: Path, out: Path, seed: int, female_share: float,
+                        workers: int | None) -> None:
+    """Turn each utterance of MANIFEST into a new speaker with the WORLD vocoder (drawn median
+    pitch and intonation, formants following the pitch), for training on more voices."""
+    from mho.data.voice_conversion import VoiceConversionConfig, convert_corpus
+
+    target = convert_corpus(manifest, out, seed=seed, workers=workers,
+                            config=VoiceConversionConfig(female_share=female_share))
+    console.print(f"converted {manifest} -> {target}")
+
+
 @data.command("features")
 @click.argument("manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), required=True,

@@ -6,7 +6,7 @@ whole; in memory it is an absolute path.
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -77,3 +77,15 @@ def write_manifest(path: str | Path, utterances: list[Utterance]) -> None:
                 "text": utt.text,
             }
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def join_manifests(sources: list[str | Path], out: str | Path) -> list[Utterance]:
+    """Write one manifest of every utterance of ``sources`` (their audio stays where it is),
+    ids prefixed with the source's position (``0-train-000001``) so that corpora built
+    separately, whose ids repeat, can train together. Returns the joined utterances."""
+    if not sources:
+        raise MhoError("nothing to join: name at least one manifest")
+    joined = [replace(utt, id=f"{index}-{utt.id}")
+              for index, source in enumerate(sources) for utt in read_manifest(source)]
+    write_manifest(out, joined)
+    return joined

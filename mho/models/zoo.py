@@ -94,13 +94,25 @@ def training_summary(payload: dict[str, Any]) -> dict[str, Any]:
     if "summary" in metadata:
         return metadata["summary"]
     init = payload.get("config", {}).get("init")
-    pretraining = load_checkpoint(init)["metadata"] if init else None
+    if not init:
+        return {"train_hours": metadata["train_hours"],
+                "train_minutes": metadata["train_seconds"] / 60, "qat_hours": 0.0,
+                "history": metadata["history"]}
+    pretraining = load_checkpoint(checkpoint_path(str(init)) or init)["metadata"]
+    if "summary" not in pretraining:  # QAT from a float training run
+        return {
+            "train_hours": pretraining["train_hours"],
+            "train_minutes": (pretraining["train_seconds"] + metadata["train_seconds"]) / 60,
+            "qat_hours": metadata["train_hours"],
+            "history": [*pretraining["history"], *metadata["history"]],
+        }
+    before = pretraining["summary"]  # fine-tuning of a packed (e.g. shipped) model
     return {
-        "train_hours": (pretraining or metadata)["train_hours"],
-        "train_minutes": (metadata["train_seconds"]
-                          + (pretraining["train_seconds"] if pretraining else 0)) / 60,
-        "qat_hours": metadata["train_hours"] if pretraining else 0.0,
-        "history": [*(pretraining["history"] if pretraining else []), *metadata["history"]],
+        **before,
+        "train_minutes": before["train_minutes"] + metadata["train_seconds"] / 60,
+        "history": [*before["history"], *metadata["history"]],
+        "fine_tuned_from": Path(str(init)).stem,
+        "fine_tune_hours": metadata["train_hours"],
     }
 
 

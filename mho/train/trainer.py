@@ -212,11 +212,18 @@ class Trainer:
         return True
 
     def initialize_from(self, path: Path) -> None:
-        """Start from another checkpoint's weights (e.g. QAT fine-tuning of a float model)."""
+        """Start from another checkpoint's weights: a training checkpoint (e.g. QAT fine-tuning
+        of a float model), or a packed one or shipped model name, whose integer weights times
+        their scales are the weights (a QAT run re-derives the same grid from them: a tensor's
+        largest weight is exactly its scale times the largest integer)."""
+        from mho.models.zoo import build_model, checkpoint_path, load_model
+
+        path = checkpoint_path(str(path)) or Path(path)
         payload = load_checkpoint(path, model_type=self.model_type)
-        if "state_dict" not in payload or "integer_weights" in payload:
-            raise MhoError(f"{path} is not a training checkpoint (train from a float run)")
-        from mho.models.zoo import build_model
+        if "state_dict" not in payload:
+            raise MhoError(f"{path} is not a model checkpoint")
+        if "integer_weights" in payload:
+            payload = {**payload, "state_dict": load_model(path)[0].state_dict()}
 
         # through the config class: older checkpoints lack fields added since, at defaults
         ours = {**self.model.config.to_dict(), "quant": None}

@@ -7,7 +7,7 @@ import pytest
 import soundfile
 
 from mho.data.audio import load_audio
-from mho.data.manifest import Utterance, read_manifest, write_manifest
+from mho.data.manifest import Utterance, join_manifests, read_manifest, write_manifest
 from mho.errors import AudioError, MhoError
 
 
@@ -30,6 +30,24 @@ def test_round_trip_keeps_records_and_relative_audio(tmp_path):
     # Moving the corpus as a whole keeps it valid: paths are relative to the manifest.
     moved = tmp_path.rename(tmp_path.with_name(tmp_path.name + "-moved"))
     assert [u.audio.is_file() for u in read_manifest(moved / "set.jsonl")] == [True, True]
+
+
+def test_join_keeps_every_utterance_and_its_audio(tmp_path):
+    # two corpora built separately: the same ids, different audio and text
+    sources = []
+    for corpus in ("one", "two"):
+        (tmp_path / corpus).mkdir()
+        utt = Utterance("train-000000", write_tone(tmp_path / corpus / "a.flac"), 0.5, corpus)
+        write_manifest(tmp_path / corpus / "train.jsonl", [utt])
+        sources.append(tmp_path / corpus / "train.jsonl")
+    assert join_manifests(sources, tmp_path / "mix" / "train.jsonl") == read_manifest(
+        tmp_path / "mix" / "train.jsonl")
+    joined = read_manifest(tmp_path / "mix" / "train.jsonl")
+    assert [(u.id, u.audio, u.text) for u in joined] == [
+        ("0-train-000000", tmp_path / "one" / "a.flac", "one"),
+        ("1-train-000000", tmp_path / "two" / "a.flac", "two")]
+    with pytest.raises(MhoError, match="nothing to join"):
+        join_manifests([], tmp_path / "empty.jsonl")
 
 
 def test_malformed_lines_name_the_line(tmp_path):

@@ -169,6 +169,26 @@ def test_pack_writes_a_small_model_and_a_scored_card(tiny_corpus, tmp_path):
     assert card["bytes"] < (tmp_path / "qat" / CHECKPOINT).stat().st_size / 4
     assert not list((tmp_path / "shipped").glob("*.partial"))
 
+    # fine-tuning a packed model: its integer weights come back exactly on the QAT grid
+    packed = load_checkpoint(tmp_path / "shipped" / "tiny-w8.pt")
+    tune = tiny_config(tiny_corpus, epochs=1, weight_bits=8,
+                       init=tmp_path / "shipped" / "tiny-w8.pt")
+    tuner = Trainer(tune, tmp_path / "tune", progress=False)
+    tuner.load_data()
+    tuner.initialize_from(tune.init)
+    for name, layer in tuner.model.quantized_layers().items():
+        torch.testing.assert_close(layer.integer_weight().to(torch.int8),
+                                   packed["integer_weights"][name], rtol=0, atol=0)
+    tuner.fit()
+    result = CliRunner().invoke(main, [
+        "models", "pack", str(tmp_path / "tune" / CHECKPOINT), "--name", "tiny-tuned",
+        "--out-dir", str(tmp_path / "shipped")])
+    assert result.exit_code == 0, result.output
+    tuned = json.loads((tmp_path / "shipped" / "tiny-tuned.json").read_text())
+    assert len(tuned["history"]) == 3  # float, QAT, fine-tuning epochs
+    assert (tuned["fine_tuned_from"], tuned["qat_hours"]) == ("tiny-w8", card["qat_hours"])
+    assert tuned["fine_tune_hours"] == card["qat_hours"]  # the same six utterances
+
 
 def test_feature_archive_round_trip_and_training_from_it(tiny_corpus, tmp_path):
     """The 8-bit archive reproduces the features to its step size, keeps labels and texts
