@@ -17,7 +17,7 @@ CORPUS := data/corpus
 HOURS := 20
 
 .PHONY: setup demo test test-slow browser lint debian debian-text corpus features waveforms \
-	lpa-models lpa-conformer lpa-conformer-models kenlm lm lm-general lm-report testsets models models-diverse clean
+	lpa-models lpa-conformer lpa-conformer-models kenlm lm lm-general lm-report testsets models models-diverse models-finetune clean
 
 # Evaluating, simulating and exporting need only the Python environment.
 setup: $(VENV)/.installed
@@ -160,6 +160,13 @@ models-diverse: setup
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) recipes/gpu/lanes.py --mode $(MODE) \
 		--work runs/issue18-work --out runs/issue18-out --stop-after $(STOP)
 	$(PY) recipes/gpu/score.py runs/issue18-out -o runs/issue18
+
+# A shipped Conformer fine-tuned on every English voice, half of it voice-converted
+# (recipes/finetune_diverse.sh, docs/diverse-training.md); BASE=... picks the model.
+models-finetune: setup debian lm-general
+	BASE="$(BASE)" MHO="$(MHO)" recipes/finetune_diverse.sh data
+	BASE="$(BASE)" MHO="$(MHO)" recipes/finetune_diverse.sh train
+	BASE="$(BASE)" MHO="$(MHO)" recipes/finetune_diverse.sh score
 
 models: features
 	FLOAT_PRESET=conformer-small-gpu QAT_PRESET=conformer-small-qat-gpu LANES=$(LANES) \
