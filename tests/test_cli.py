@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from mho.cli import main
-from mho.data.manifest import Utterance, write_manifest
+from mho.data.manifest import Utterance, read_manifest, write_manifest
 
 SENTENCES = ["the dog barked all night long", "she sells sea shells by the sea shore"]
 
@@ -99,6 +99,16 @@ def test_data_lm_unknown_text_source_is_a_one_line_error(tmp_path):
     assert result.output.strip().splitlines() == [
         "error: unknown text source 'bible'; choose from corpus, gcide, jargon"
     ]
+
+
+def test_data_join_and_convert_voices_cli(slt_manifest, tmp_path):
+    result = run("data", "join", slt_manifest, slt_manifest, "-o", tmp_path / "both.jsonl")
+    assert result.exit_code == 0, result.output
+    assert "4 utterances" in result.output
+    assert [u.id for u in read_manifest(tmp_path / "both.jsonl")][::2] == ["0-slt-0", "1-slt-0"]
+    result = run("data", "convert-voices", slt_manifest, "-o", tmp_path / "vc",
+                 "--female-share", "1.5")
+    assert result.exit_code == 2 and "--female-share" in result.output
 
 
 @pytest.mark.parametrize("chosen", [None, "ACTIVE"])
