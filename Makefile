@@ -36,10 +36,11 @@ debian:
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; \
 	fi
 
-# The peer recognizer and the paper's baseline Conformer (sinusoidal+linear PE, 8- and
-# 4-bit weights), on both shipped test sets.
+# The peer recognizer, the paper's baseline Conformer (sinusoidal+linear PE, 8- and 4-bit
+# weights) and the baseline fine-tuned on every English voice, on both shipped test sets.
 DEMO_MODELS := $(patsubst mho/assets/models/%.pt,%,$(wildcard \
-	mho/assets/models/conformer-sinusoidal-linear-w8.pt mho/assets/models/conformer-sinusoidal-linear-w4.pt))
+	mho/assets/models/conformer-sinusoidal-linear-w8.pt mho/assets/models/conformer-sinusoidal-linear-w4.pt \
+	mho/assets/models/conformer-sinusoidal-linear-w8-diverse.pt))
 demo: setup
 	$(MHO) eval pocketsphinx $(DEMO_MODELS) --data flite-slt --data festival-slt
 
