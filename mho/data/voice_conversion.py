@@ -124,7 +124,7 @@ def convert_voice(waveform: np.ndarray, draw: ConversionDraw, config: VoiceConve
     return np.clip(y, -1.0, 1.0).astype(np.float32), alpha
 
 
-def _utterance_seed(seed: int, index: int) -> np.random.Generator:
+def _utterance_rng(seed: int, index: int) -> np.random.Generator:
     # one stream per (seed, position): any worker, order or resumption draws the same
     return np.random.default_rng([seed, index])
 
@@ -133,7 +133,7 @@ def _convert_one(job: tuple[int, Utterance, Path, int, VoiceConversionConfig]) -
     import soundfile
 
     index, utt, target, seed, config = job
-    draw = draw_conversion(config, _utterance_seed(seed, index))
+    draw = draw_conversion(config, _utterance_rng(seed, index))
     if not target.is_file():  # else done by an earlier, interrupted run: the same audio
         converted, _ = convert_voice(load_audio(utt.audio, resample=True), draw, config)
         with atomic_path(target) as partial:
