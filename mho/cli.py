@@ -19,8 +19,9 @@ from mho.errors import MhoError
 # (docs/simulator.md). Set here, before anything loads torch or numba, which read it once.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-# Rich assumes 80 columns when stdout is not a terminal (make, CI logs); tables need more.
-console = Console(width=None if sys.stdout.isatty() else 120)
+# Rich assumes 80 columns when stdout is not a terminal (make, CI logs); tables need more
+# (160: the longest shipped model name fits the evaluation table unshortened).
+console = Console(width=None if sys.stdout.isatty() else 160)
 # mho.runtime.session.RUNTIMES, spelled out: importing it here would load torch for --help
 RUNTIME_CHOICES = ["torch", "ort", "onnx-ref", "coreml", "coreml-mil"]
 
