@@ -208,12 +208,11 @@ class _Cells:
         cumulative = np.cumsum(params.weights) / params.weights.sum()
         # the VAR's first sample x (its history is zeros: only the noise columns count) and
         # each cell's mixture component, CtC mu and sigma and features y, in one pass
-        self.x, mu_sigma, self.y = _fresh_cells(
+        self.x, self.mu_sigma, self.y = _fresh_cells(
             params.var[:, :f], noise, uniform, z, cumulative, params.mu_dtd, params.chol_dtd,
             params.gamma)
         self._noise = noise
         self.xhat = None  # [F(p+1), M] noise, then history: built at the first CtC draw
-        self.mu, self.sigma = mu_sigma[:f], mu_sigma[f:]
         self.r = self._r_of_resistance(self.y[_HRS])
         self.ur = self.y[_UR].copy()  # a copy: see the module docstring
         # zeros where synaptogen leaves np.empty: a fresh cell hit by a partial RESET before
@@ -221,16 +220,6 @@ class _Cells:
         self.reset_coefs = np.zeros((2, count))
         self.in_hrs = np.zeros(count, dtype=bool)
         self.in_lrs = np.zeros(count, dtype=bool)
-
-    def _features(self) -> np.ndarray:
-        """y = Psi(mu, sigma, Gamma(x)) of the newest history entry: [F, M]."""
-        x = self.x
-        transformed = np.zeros_like(x)
-        for column in self.p.gamma.T:  # Horner over the polynomial degree
-            transformed = transformed * x + column[:, None]
-        y = self.mu + self.sigma * transformed
-        y[_HRS] = 10.0 ** y[_HRS]  # the HRS feature is log10 of a resistance
-        return y
 
     def _r_of_resistance(self, resistance: np.ndarray) -> np.ndarray:
         p = self.p
@@ -268,7 +257,7 @@ class _Cells:
             self.ur[set_mask] = self.y[_UR, set_mask]
         if draw.any():
             self._draw_cycle(draw)
-            self.y = self._features()
+            self.y = _transform(self.x, self.mu_sigma, self.p.gamma)  # of the new sample
         if coefs_mask.any():
             x1 = self.ur[coefs_mask]
             y1 = self.current(self.r[coefs_mask], x1)
