@@ -189,9 +189,5 @@ class ConformerCTC(nn.Module):
     def quantized_layers(self) -> dict[str, QuantLayer]:
         return quant.quantized_layers(self)
 
-    def attention_modules(self) -> dict[int, nn.Module]:
-        """Each block's MHSA (or LPA) module by block index."""
-        return {i: block.attention for i, block in enumerate(self.blocks)}
-
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -306,8 +306,5 @@ class Wav2Vec2CTC(nn.Module):
         covered = F.pad(covered, (span - 1, 0))[:, 0] > 0  # a start masks itself and later
         return covered & mask
 
-    def attention_modules(self) -> dict[int, nn.Module]:
-        return {i: layer.attention for i, layer in enumerate(self.layers)}
-
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
