@@ -365,7 +365,7 @@ def models_group(ctx: click.Context, as_json: bool, markdown: bool) -> None:
     """List the shipped models (or pack a trained one with `mho models pack`)."""
     if ctx.invoked_subcommand is not None:
         return
-    from mho.models.zoo import model_card, shipped_models
+    from mho.models.zoo import card_layer_count, model_card, shipped_models
 
     cards = [model_card(name) for name in shipped_models()]
     if as_json:
@@ -378,12 +378,10 @@ def models_group(ctx: click.Context, as_json: bool, markdown: bool) -> None:
     for card in cards:
         wer = {(r["data"], r["decoder"]): r["wer"] for r in card.get("results", [])}
         lpa_layers = card.get("lpa_layers")
-        architecture = card["architecture"]  # wav2vec2 family: num_layers; Conformer: num_blocks
-        layers = architecture.get("num_layers", architecture.get("num_blocks"))
         rows.append([
             card["name"], card["pe"], str(card["weight_bits"] or "float"),
             "-" if lpa_layers is None
-            else f"{len(lpa_layers)} of {layers}",
+            else f"{len(lpa_layers)} of {card_layer_count(card)}",
             f"{card['params'] / 1e6:.2f} M",
             f"{card['train_hours']:.1f}", f"{card['train_minutes']:.0f}",
             f"{card['history'][-1]['dev_wer']:.2f}" if card["history"] else "-",
@@ -1133,14 +1131,13 @@ def lpa_report(models: tuple[str, ...], out: Path) -> None:
     names or packed checkpoints with their .json card beside them."""
     from mho.lpa.report import conversion_markdown, conversion_rows, plot_conversion
     from mho.lpa.study import model_cards
+    from mho.models.zoo import card_layer_count
 
     cards = model_cards(models)
     rows = conversion_rows(cards)
     table = conversion_markdown(rows)
     out.mkdir(parents=True, exist_ok=True)
     (out / "conversion.md").write_text(table)
-    architecture = cards[0]["architecture"]
-    plot_conversion(rows, out / "conversion.png",
-                    num_layers=architecture.get("num_layers", architecture.get("num_blocks")))
+    plot_conversion(rows, out / "conversion.png", num_layers=card_layer_count(cards[0]))
     click.echo(table, nl=False)
     console.print(f"-> {out / 'conversion.md'}, {out / 'conversion.png'}")

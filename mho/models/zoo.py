@@ -42,6 +42,13 @@ def model_card(name: str) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {"name": name}
 
 
+def card_layer_count(card: dict[str, Any]) -> int:
+    """How many attention layers a model card's architecture has: ``num_layers`` in the
+    wav2vec2 family, ``num_blocks`` in a Conformer."""
+    architecture = card["architecture"]
+    return architecture.get("num_layers", architecture.get("num_blocks"))
+
+
 def checkpoint_path(spec: str) -> Path | None:
     """The checkpoint ``spec`` names (shipped name, checkpoint path or a Hugging Face model
     directory), or None if it names none."""
