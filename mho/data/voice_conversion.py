@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from mho.data.audio import SAMPLE_RATE, load_audio
 from mho.data.manifest import Utterance, read_manifest, write_manifest
-from mho.errors import ConfigError, MhoError
+from mho.errors import ConfigError
 from mho.io import atomic_path
 
 FRAME_PERIOD_MS = 5.0  # WORLD's analysis hop
@@ -129,7 +129,9 @@ def _utterance_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, index])
 
 
-def _convert_one(job: tuple[int, Utterance, Path, int, VoiceConversionConfig]) -> str:
+def _convert_one(job: tuple[int, Utterance, Path, int, VoiceConversionConfig]
+                 ) -> tuple[str, str]:
+    """(id, its conversions.tsv row), the audio written unless an earlier run did."""
     import soundfile
 
     index, utt, target, seed, config = job
@@ -138,7 +140,7 @@ def _convert_one(job: tuple[int, Utterance, Path, int, VoiceConversionConfig]) -
         converted, _ = convert_voice(load_audio(utt.audio, resample=True), draw, config)
         with atomic_path(target) as partial:
             soundfile.write(partial, converted, SAMPLE_RATE, format="FLAC")
-    return f"{utt.id}\t{draw.target_f0_hz:.1f}\t{draw.excursion:.3f}\t{draw.jitter:.4f}"
+    return utt.id, f"{utt.id}\t{draw.target_f0_hz:.1f}\t{draw.excursion:.3f}\t{draw.jitter:.4f}"
 
 
 def convert_corpus(
@@ -152,9 +154,7 @@ def convert_corpus(
     manifest's path."""
     config = config or VoiceConversionConfig()
     manifest, out_dir = Path(manifest), Path(out_dir)
-    utterances = read_manifest(manifest)
-    if not utterances:
-        raise MhoError(f"{manifest} holds no utterances")
+    utterances = read_manifest(manifest)  # refuses an empty manifest
     audio_dir = out_dir / "audio"
     audio_dir.mkdir(parents=True, exist_ok=True)
     jobs = [(i, u, audio_dir / f"{u.id}.flac", seed, config) for i, u in enumerate(utterances)]
@@ -163,8 +163,8 @@ def convert_corpus(
     with (multiprocessing.get_context("spawn").Pool(workers) as pool,
           tqdm(total=len(jobs), desc="converting voices", unit="utt", disable=not progress,
                leave=False) as bar):
-        for row in pool.imap_unordered(_convert_one, jobs, chunksize=4):
-            rows[row.split("\t", 1)[0]] = row
+        for utt_id, row in pool.imap_unordered(_convert_one, jobs, chunksize=4):
+            rows[utt_id] = row
             bar.update()
     converted = [Utterance(u.id, audio_dir / f"{u.id}.flac", u.duration, u.text)
                  for u in utterances]
