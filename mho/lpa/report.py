@@ -49,8 +49,12 @@ def conversion_rows(cards: list[dict]) -> list[dict]:
             raise MhoError(f"{card['name']} is not the card of an LPA host model")
         wer = {f"{r['data']} {r['decoder']}": r["wer"] for r in card.get("results", [])}
         recorded = card.get("lpa_order_kind")  # `mho lpa convert --order`, when it was used
-        kinds = ["mse", "naive"] if not order else [recorded] if recorded in ("mse", "naive") \
-            else ["naive" if order == list(range(len(order))) else "mse"]
+        if not order:  # the teacher starts both orders
+            kinds = ["mse", "naive"]
+        elif recorded in ("mse", "naive"):
+            kinds = [recorded]
+        else:
+            kinds = ["naive" if order == list(range(len(order))) else "mse"]
         rows += [{"name": card["name"], "order": kind, "depth": len(order), "layers": order,
                   "wer": wer} for kind in kinds]
     shared = set.intersection(*(set(row["wer"]) for row in rows)) if rows else set()
