@@ -25,6 +25,16 @@ from mho.simulator.device import DeviceConfig, program_chip
 from mho.simulator.naive import naive_forward
 from mho.timing import interleaved_medians_ms, median_ms, peak_memory_rise, torch_threads
 
+# issue 15's targets for the `--json` keys, as (comparison, bound): with exact per-read noise
+# the noisy floor is two matmuls (signal and variance), so 3.0 is noise off's 1.5x margin
+TARGETS = {
+    "floor_ratio_noise_off": ("<=", 1.5),
+    "floor_ratio_noise_on": ("<=", 3.0),
+    "speedup_vs_naive": (">=", 20),
+    "memory_ratio": ("<=", 3),
+    "program_cells_per_s": (">=", 10e6),
+}
+
 
 @dataclass(frozen=True)
 class SimBenchConfig:
