@@ -13,7 +13,13 @@ import numpy as np
 import torch
 
 from mho.simulator import gaussian, kernels
-from mho.simulator.crossbar import CHUNK_ELEMENTS, CrossbarConfig, CrossbarLinear, dac_levels
+from mho.simulator.crossbar import (
+    CHUNK_ELEMENTS,
+    CrossbarConfig,
+    CrossbarLinear,
+    dac_levels,
+    variance_dtype,
+)
 from mho.timing import median_ms
 
 torch.set_num_threads(1)
@@ -26,14 +32,18 @@ noisy = CrossbarLinear.from_integer(weight, 8, 0.01, scale,
                                     config=CrossbarConfig(noise="legacy"), seed=0)
 quiet = CrossbarLinear(noisy.chip, 0.01, scale, None, CrossbarConfig(noise="off"))
 tiles, width, planes = noisy.tiles_in, noisy.signal_matrix.shape[-1], noisy.planes
-rows = CHUNK_ELEMENTS // (2 * tiles * width)  # the noisy forward's chunk
+dtype = variance_dtype()  # the noise-variance matmul's (bfloat16 where the CPU has it)
+rows = 4 * CHUNK_ELEMENTS // ((4 + dtype.itemsize) * tiles * width)  # the noisy forward's chunk
 chunks = x.shape[0] / rows
 index = noisy._table_index(dac_levels(x[:rows], scale, 8))  # [T_in, n, R]
 buffers = torch.empty(3, tiles, rows, width)
+variance_buffer = torch.zeros(tiles, rows, width, dtype=dtype)
 shape = (tiles, rows, planes, width // planes)
-reads, variance, draws = (buffers[k].view(shape).numpy() for k in range(3))
+reads, draws = (buffers[k].view(shape).numpy() for k in (0, 2))
+variance = (variance_buffer.view(torch.uint16) if dtype == torch.bfloat16
+            else variance_buffer).view(shape).numpy()
+row_variance = noisy._forward_variance(index, variance_buffer)[1].numpy()  # real values
 key = gaussian.stream_key(0, 0)
-row_variance = np.zeros((tiles, rows), np.float32)
 totals, clipped = np.zeros((rows, width // planes)), np.zeros((tiles, width // planes), np.int64)
 plane_weights, limit = 2.0 ** np.arange(planes - 1, -1, -1), np.float32(128)
 stream = torch.Generator().manual_seed(0)
@@ -49,8 +59,8 @@ with torch.inference_mode():
         "DAC and table lookups": lambda: noisy._table_index(dac_levels(x[:rows], scale, 8)),
         "signal matmul": lambda: torch.bmm(noisy._signal_steps[index], noisy.signal_matrix,
                                            out=buffers[0]),
-        "noise-variance matmul": lambda: noisy._variance_parts(index, noisy._noise_steps,
-                                                               buffers[1]),
+        f"noise-variance matmul ({str(dtype)[6:]})": lambda: noisy._forward_variance(
+            index, variance_buffer),
         "normal draws, torch normal_": lambda: buffers[2].normal_(generator=stream),
         "normal draws, counter-based": lambda: gaussian.standard_normals(
             key, 0, draws.reshape(tiles * rows, width)),

@@ -31,7 +31,10 @@ ideal array with an ADC of >= 7 precision bits reproduces the QAT integer matmul
 """
 
 import math
+import re
 from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
 
 import numba
 import numpy as np
@@ -64,6 +67,29 @@ LEGACY_MIN_VOLTAGE = 1e-12  # V: SynaptogenML's Johnson term is |I| / (|V| + 1e-
 # of 256), small enough to keep the peak memory near the layer's own input and output
 # (`mho bench sim`: 16 MB chunks were no faster and took 2.9x the digital layer's memory).
 CHUNK_ELEMENTS = 2**21
+
+
+@lru_cache(maxsize=1)
+def variance_dtype() -> torch.dtype:
+    """The element type of the forward's noise-variance matmul: bfloat16 where the CPU
+    multiplies it in hardware (x86 avx512_bf16 or amx_bf16, through torch's oneDNN), float32
+    elsewhere.
+
+    The variance only scales a standard normal draw, and the forward computes it relative to
+    a reference state (see CrossbarLinear's noise setup) so that bfloat16's 2^-8 rounding
+    reaches the variance almost undiluted by cancellation: at most 3.1 x 2^-8 x sum_r |d_r m_r|
+    (`tests/simulator/test_crossbar.py` derives and checks the bound). Measured on the bench
+    layer (docs/simulator.md): 0.58x the floor instead of 1.29x in float32; without the
+    instructions torch's bfloat16 matmul is 2x (AVX-512 without bf16) to 27x (AVX2) slower
+    than float32, hence the test of the CPU flags rather than of torch's support."""
+    if not torch.backends.mkldnn.is_available():
+        return torch.float32
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:  # not Linux: no cheap, reliable test of the flags
+        return torch.float32
+    native = re.search(r"^flags\s*:.*\b(avx512_bf16|amx_bf16)\b", cpuinfo, re.MULTILINE)
+    return torch.bfloat16 if native else torch.float32
 
 
 @dataclass(frozen=True)
@@ -246,9 +272,34 @@ class CrossbarLinear(nn.Module):
                 signed_r if self.sign_sum is not None
                 else torch.cat((to_tiles(signs), signed_r), dim=1),
             )  # [T_in, R or 2R, P*O_pad]
+            # The forward's variance, in ADC steps^2, relative to a reference state r0 (the
+            # median cell: an HRS cell, at least half of all cells are): a cell's variance
+            # s (t_L + r t_D) is s (t_L + r0 t_D) + s (r - r0) t_D, the same number. Computed
+            # from r instead, the matmul's part is up to ~6x the variance with the opposite
+            # sign (t_D < 0 < t_L), and its rounding errors are magnified as much; relative to
+            # an HRS cell the zero pairs, most cells, add almost nothing to it (0.84 x the
+            # variance at most on the bench layer), so a bfloat16 matmul (variance_dtype)
+            # moves the standard deviation by 2e-3 at most there.
+            reference = float(np.median(np.concatenate((r_plus.ravel(), r_minus.ravel()))))
+            table = self.noise_table.double() * steps**2  # [2, L]
+            low = table[0] + reference * table[1]  # [L]
+            shifted = to_tiles(sign_plus * (r_plus - reference)
+                               + sign_minus * (r_minus - reference))  # [T_in, R, P*O_pad]
+            dtype = variance_dtype()
+            if self.sign_sum is not None:  # rows: sign_sum x the row sum of `low`
+                self.register_buffer("_variance_low", low.float(), persistent=False)  # [L]
+                matrix = shifted
+            else:  # both parts in the matmul, [low | t_D] levels against [signs ; shifted]
+                self._variance_low = None
+                matrix = torch.cat((to_tiles(signs), shifted), dim=1)
+            self.register_buffer("_variance_levels", torch.stack((low, table[1])).to(dtype),
+                                 persistent=False)  # [2, L]
+            self.register_buffer("_variance_matrix", matrix.to(dtype),
+                                 persistent=False)  # [T_in, R or 2R, P*O_pad]
         else:
             self.noise_table = self._noise_steps = None
             self.noise_matrix = self.sign_sum = None
+            self._variance_low = self._variance_levels = self._variance_matrix = None
 
         # plane 0 is the MSB: 2^(P-1); float64 sums of the integer codes stay exact
         self._plane_weights = 2.0 ** np.arange(self.planes - 1, -1, -1)  # [P]
@@ -388,6 +439,21 @@ class CrossbarLinear(nn.Module):
             transform = torch.cat((table[0][index], table[1][index]), -1)  # [T_in, N, 2R]
         return torch.bmm(transform, self.noise_matrix, out=out), rows
 
+    def _forward_variance(
+        self, index: torch.Tensor, out: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The forward's read-noise variance in ADC steps^2, relative to the reference state,
+        as two parts that add up to it: [T_in, N, R] indices -> ([T_in, N, P*O_pad] a matmul
+        in variance_dtype(), [T_in, N] float32 shared by every column of a row)."""
+        levels = self._variance_levels
+        if self._variance_low is not None:  # the signs' matrix is sign_sum everywhere
+            rows = self._variance_low[index].sum(-1) * self.sign_sum  # [T_in, N]
+            transform = levels[1][index]  # [T_in, N, R]
+        else:
+            rows = index.new_zeros(index.shape[:2], dtype=torch.float32)
+            transform = torch.cat((levels[0][index], levels[1][index]), -1)  # [T_in, N, 2R]
+        return torch.bmm(transform, self._variance_matrix, out=out), rows
+
     def _variance(self, index: torch.Tensor) -> torch.Tensor:
         """[T_in, N, R] indices -> [T_in, N, P*O_pad] read-noise variance of every column, in
         output units^2 (the parts added, float rounding below 0 clamped)."""
@@ -433,9 +499,14 @@ class CrossbarLinear(nn.Module):
         noisy = self.noise_matrix is not None
         width = self.signal_matrix.shape[-1]  # P * O_pad
         out_padded = width // self.planes
-        buffers = 2 if noisy else 1  # reads (+ variance; the fused pass draws the noise)
-        rows = max(1, min(flat.shape[0], CHUNK_ELEMENTS // (buffers * self.tiles_in * width)))
-        storage = torch.empty(buffers, self.tiles_in * rows * width)
+        # reads (+ variance, in its own dtype; the fused pass draws the noise): 4 bytes per
+        # element of a float32 CHUNK_ELEMENTS in all
+        variance_type = self._variance_matrix.dtype if noisy else None
+        element = 4 + (variance_type.itemsize if noisy else 0)
+        rows = max(1, min(flat.shape[0], 4 * CHUNK_ELEMENTS // (element * self.tiles_in * width)))
+        storage = torch.empty(self.tiles_in * rows * width)
+        if noisy:
+            variance_storage = torch.empty(self.tiles_in * rows * width, dtype=variance_type)
         # the fused passes run on as many threads as torch's matmuls (numba's own setting,
         # at most the cores it started with)
         numba.set_num_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
@@ -446,13 +517,17 @@ class CrossbarLinear(nn.Module):
             chunk = flat[start : start + rows]
             n = chunk.shape[0]
             # [T_in, n, P*O_pad] views of the buffers, contiguous
-            views = storage[:, : self.tiles_in * n * width].view(buffers, self.tiles_in, n, width)
+            size = self.tiles_in * n * width
             index = self._table_index(dac_levels(chunk, self.input_scale, self.config.input_bits))
-            reads = torch.bmm(self._signal_steps[index], self.signal_matrix, out=views[0])
+            reads = torch.bmm(self._signal_steps[index], self.signal_matrix,
+                              out=storage[:size].view(self.tiles_in, n, width))
             totals = np.zeros((n, out_padded))  # [n, O_pad] float64
             codes_shape = (self.tiles_in, n, self.planes, out_padded)
             if noisy:
-                variance, row_variance = self._variance_parts(index, self._noise_steps, views[1])
+                variance, row_variance = self._forward_variance(
+                    index, variance_storage[:size].view(self.tiles_in, n, width))
+                if variance.dtype == torch.bfloat16:  # numpy has none: its bits, widened there
+                    variance = variance.view(torch.uint16)
                 kernels.convert_noisy(
                     reads.view(codes_shape).numpy(), variance.view(codes_shape).numpy(),
                     row_variance.numpy(), key, start, limit, self._plane_weights, totals,

@@ -17,6 +17,7 @@ function of (key, row, column), so it too is the same on any number of threads.
 
 import numba
 import numpy as np
+from numba.extending import overload
 
 from mho.simulator import gaussian
 
@@ -111,15 +112,27 @@ def convert(reads, limit, plane_weights, totals, clipped, index, table, matrix, 
     clipped += group_clipped.sum(axis=0)
 
 
+def _widen(value):  # pragma: no cover (replaced by its overload in compiled code)
+    """float32 of a float32, or of bfloat16 bits held in a uint16 (numpy has no bfloat16)."""
+
+
+@overload(_widen, inline="always")
+def _widen_overload(value):
+    if isinstance(value, numba.types.Integer):  # bfloat16 bits: float32's high half
+        return lambda value: np.uint32(np.uint32(value) << np.uint32(16)).view(np.float32)
+    return lambda value: value
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy", parallel=True)
 def convert_noisy(reads, variance, row_variance, key, first_row, limit, plane_weights, totals,
                   clipped):  # pragma: no cover (compiled)
     """`convert` of reads + sqrt(variance) x a standard normal draw: every conversion with
     its own Gaussian read noise, drawn here (gaussian.py) rather than read from a buffer.
 
-    variance: [T_in, n, P, O_pad] float32, the column part of the read-noise variance (steps^2)
+    variance: [T_in, n, P, O_pad] float32, or bfloat16 bits as uint16, the column part of the
+        read-noise variance (steps^2)
     row_variance: [T_in, n] float32, a part shared by every column of a tile row (zeros when
-        the layer has none; see CrossbarLinear._variance_parts)
+        the layer has none; see CrossbarLinear._forward_variance)
     key: uint64, the forward's draw key (gaussian.stream_key); first_row: the chunk's first
         row in the forward. Tile t of row N draws row N x T_in + t of the key, P x O_pad
         normals (plane-major), so the draws depend on neither the chunks nor the threads.
@@ -139,7 +152,7 @@ def convert_noisy(reads, variance, row_variance, key, first_row, limit, plane_we
                     row, spread = reads[t, n, p], variance[t, n, p]  # 1-D views: they vectorize
                     noise = draws[p * columns : (p + 1) * columns]
                     for o in range(columns):
-                        deviation = np.sqrt(max(spread[o] + shared, zero))
+                        deviation = np.sqrt(max(_widen(spread[o]) + shared, zero))
                         code = np.rint(row[o] + deviation * noise[o])
                         kept = min(max(code, -limit), limit)
                         group_clipped[group, t, o] += kept != code

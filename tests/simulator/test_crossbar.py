@@ -155,6 +155,70 @@ def test_column_variance_is_the_sum_of_every_cells_variance(device, mode):
     torch.testing.assert_close(fast, naive, rtol=1e-4, atol=1e-6 * float(naive.max()))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("device", ["measured", "ideal"])
+def test_forward_variance_is_within_its_derived_bound_of_the_per_cell_sum(monkeypatch, device,
+                                                                           dtype):
+    """The forward's variance (crossbar.variance_dtype: bfloat16 where the CPU has it)
+    against the per-cell float64 sum, within a bound derived from the arithmetic.
+
+    Relative to the reference state r0 (the median cell), a read's variance is
+    rows + sum_r d_r m_r, d_r = t_D(level_r), m_r = s+ (r+ - r0) + s- (r- - r0). In a matmul
+    of unit roundoff u (2^-8 in bfloat16, 2^-24 in float32) d_r and m_r are rounded (from
+    float32 values: u + 2^-24 each), their product is exact in float32, R of them summed in
+    float32 (gamma_R), and the sum rounded to u: |error| <= (3u + 3u^2 + 2 gamma_R + 2^-21)
+    x A, A = sum_r |d_r m_r|. The row part is float32 (tables rounded once, R terms summed:
+    (2 gamma_R + 2^-21) x sum_r |s_r low_r|), or, where the signs differ per pair, a part of
+    the matmul (then in A). On the measured device A <= V: the zero pairs add almost nothing
+    relative to r0, so the standard deviation moves by at most ~(3u / 2) of itself."""
+    from mho.simulator import crossbar
+
+    monkeypatch.setattr(crossbar, "variance_dtype", lambda: dtype)
+    weight, _, _ = random_layer(40, 300, 8, seed=11)
+    config = CrossbarConfig(noise="legacy")
+    layer = CrossbarLinear.from_integer(weight, 8, 0.01, 0.01, config=config, seed=12,
+                                        device=IDEAL if device == "ideal" else None)
+    assert layer._variance_matrix.dtype == dtype
+    levels = torch.randint(-127, 128, (60, 300), generator=torch.Generator().manual_seed(13))
+    levels[:5] = 0  # rows at 0 V: no legacy noise at all
+    steps2 = 4.0**config.adc_precision_bits
+    exact = naive_column_variance(layer.chip, levels, config) * steps2  # [T_in, N, P, O_pad]
+    index = layer._table_index(levels)  # [T_in, N, R]
+    columns, rows = layer._forward_variance(index)
+    shape = exact.shape
+    # as the fused pass adds them: float32 column part (widened) + float32 row part
+    fast = (columns.float() + rows[..., None]).double().view(shape)
+
+    chip = layer.chip
+    r_plus, r_minus = chip.r_plus.astype(np.float64), chip.r_minus.astype(np.float64)
+    reference = np.median(np.concatenate((r_plus.ravel(), r_minus.ravel())))
+    sign_plus, sign_minus = layer._conductance_sign(r_plus), layer._conductance_sign(r_minus)
+
+    def tiles(matrix):  # [P, I_pad, O_pad] -> [T_in, R, P, O_pad]
+        return torch.from_numpy(matrix.reshape(layer.planes, layer.tiles_in, 128, -1)
+                                .transpose(1, 2, 0, 3))
+
+    m = tiles(np.abs(sign_plus * (r_plus - reference) + sign_minus * (r_minus - reference)))
+    s = tiles(np.abs(sign_plus + sign_minus))
+    table = layer.noise_table.double() * steps2  # [2, L]
+    d, low = table[1][index].abs(), (table[0] + reference * table[1])[index].abs()
+    a = torch.einsum("tnr,trpo->tnpo", d, m)  # sum_r |d_r m_r|
+    row_abs = torch.einsum("tnr,trpo->tnpo", low, s)  # sum_r |s_r low_r|
+    u = 2.0**-8 if dtype == torch.bfloat16 else 2.0**-24
+    gamma = 128 * 2.0**-24 / (1 - 128 * 2.0**-24)
+    matmul = 3 * u + 3 * u * u + 2 * gamma + 2.0**-21
+    if layer.sign_sum is not None:
+        bound = matmul * a + (2 * gamma + 2.0**-21) * row_abs
+    else:
+        bound = matmul * (a + row_abs)
+    assert exact.max() > 0 and (exact[:, :5] == 0).all()
+    assert ((fast - exact).abs() <= bound).all()
+    if device == "measured":
+        assert (a <= exact).all()  # so |error| / V <= matmul + (2 gamma + 2^-21) row / V
+        if dtype == torch.bfloat16:  # the rounding is there, and within the bound
+            assert (fast - exact).abs().max() > 2.0**-16 * exact.max()
+
+
 def test_noisy_forward_matches_the_per_cell_reference_in_distribution():
     """The fused ADC pass with read noise against per-cell noise, rounding and
     shift-and-add in float64: the same mean and variance of every output."""
