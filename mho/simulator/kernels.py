@@ -24,6 +24,11 @@ from mho.simulator import gaussian
 # (1 + 2^-30): room for the float64 rounding of the bound's own norms and sums (relative
 # errors near R x 2^-53), so the bound stays an upper bound of the float32 error
 _BOUND_MARGIN = 1.0 + 2.0**-30
+# (1 + 2^-18): a row's bound scale, rounded to float32, stays above the exact bound after the
+# float32 roundings of the scale, the column factor and their product (each <= 2^-24)
+_FLOAT32_MARGIN = 1.0 + 2.0**-18
+# (1 + 2^-20): a column's sum |g_r| and ||g||_2 rounded to float32, never below their value
+COLUMN_FACTOR_MARGIN = 1.0 + 2.0**-20
 _ROW_GROUPS = 16  # row groups a pass is split into (a few per thread: uneven rows balance)
 
 
@@ -54,29 +59,39 @@ def convert(reads, limit, plane_weights, totals, clipped, index, table, matrix, 
     matrix: [T_in, P * O_pad, R] float32, each column's conductances contiguous (the
         signal matrix transposed: a recompute reads one cache-friendly row)
     gamma: gamma_R = R u / (1 - R u), u = 2^-24 (0 turns the recompute off)
-    column_abs_sums, column_norms: [T_in, P * O_pad] float64, sum_r |g_r| and ||g||_2 of each
-        column
+    column_abs_sums, column_norms: [T_in, P * O_pad] float32, sum_r |g_r| and ||g||_2 of each
+        column, rounded up (x (1 + 2^-20) before the float32 rounding)
 
     The bound: any float32 sum of R products, in any order, FMA or not, is within
     gamma_R sum_r |a_r g_r| of the exact sum, and sum_r |a_r g_r| is at most both
     max_r |a_r| sum_r |g_r| and ||a||_2 ||g||_2 (Cauchy-Schwarz); the smaller of the two,
     from the row's own levels, recomputes about four times fewer reads than the global
-    max |a| x sum |g| on Gaussian inputs.
+    max |a| x sum |g| on Gaussian inputs. The test runs in float32 (twice the lanes of
+    float64): |read - code| - 1/2 is exact there, and the row's scale is rounded up by
+    (1 + 2^-18), more than the three float32 roundings (column factor, scale, product) can
+    take back, so the float32 bound is never below the exact one.
 
     Why: a float32 sum's rounding depends on its order (BLAS blocking, another runtime), and
     a read that lands near k + 1/2 rounds to either code. Products of float32 values are
     exact in float64, so the recomputed read is the same in every implementation that sums
     in float64 (the ONNX body and the numpy OpRun): the codes agree, not just almost.
+
+    One vectorized loop rounds, clamps, counts and adds every read and flags the near ties;
+    the flags are then scanned eight at a time (as uint64 words: 0.4% of the reads are
+    flagged, but most rows have one) and a flagged read whose recomputed code differs has
+    its clamped code's contribution and clip count replaced (exact: integers in float64).
     """
     tiles, rows, planes, columns = reads.shape
     tile_rows = index.shape[2]
     groups = min(_ROW_GROUPS, rows)
     group_clipped = np.zeros((groups, tiles, columns), dtype=clipped.dtype)
+    half = np.float32(0.5)
     for group in numba.prange(groups):
         levels = np.empty(tile_rows)  # the row's DAC levels in ADC steps, float64
-        codes = np.empty(columns, dtype=reads.dtype)
-        near = np.empty(columns, dtype=np.bool_)
+        words = np.zeros((columns + 7) // 8, dtype=np.uint64)  # near-tie flags, 8 per word
+        near = words.view(np.uint8)
         for t in range(tiles):
+            clip = group_clipped[group, t]
             for n in range(group * rows // groups, (group + 1) * rows // groups):
                 largest = 0.0
                 squares = 0.0
@@ -85,30 +100,42 @@ def convert(reads, limit, plane_weights, totals, clipped, index, table, matrix, 
                     levels[r] = level
                     largest = max(largest, abs(level))
                     squares += level * level
-                scale_max = gamma * _BOUND_MARGIN * largest
-                scale_norm = gamma * _BOUND_MARGIN * np.sqrt(squares)
+                scale_max = np.float32(gamma * _BOUND_MARGIN * _FLOAT32_MARGIN * largest)
+                scale_norm = np.float32(gamma * _BOUND_MARGIN * _FLOAT32_MARGIN
+                                        * np.sqrt(squares))
+                total = totals[n]
                 for p in range(planes):
                     weight = plane_weights[p]
                     first = p * columns
                     row = reads[t, n, p]  # 1-D views: their loops vectorize
                     sums = column_abs_sums[t, first : first + columns]
                     norms = column_norms[t, first : first + columns]
-                    # three loops over the columns instead of one with the recompute
-                    # inside, so that the first and the last vectorize
-                    for o in range(columns):  # codes and near-tie flags
+                    flagged = 0
+                    for o in range(columns):  # codes, clamp, count, add, near-tie flags
                         read = row[o]
                         code = np.rint(read)
-                        codes[o] = code
-                        near[o] = abs(abs(read - code) - 0.5) <= min(scale_max * sums[o],
-                                                                      scale_norm * norms[o])
-                    for o in range(columns):  # the few near ties, recomputed in float64
-                        if near[o]:
-                            codes[o] = np.rint(_dot64(levels, matrix[t, first + o]))
-                    for o in range(columns):  # clamp, count, shift and add
-                        code = codes[o]
                         kept = min(max(code, -limit), limit)
-                        group_clipped[group, t, o] += kept != code
-                        totals[n, o] += weight * kept
+                        clip[o] += kept != code
+                        total[o] += weight * kept
+                        flag = abs(abs(read - code) - half) <= min(scale_max * sums[o],
+                                                                   scale_norm * norms[o])
+                        near[o] = np.uint8(flag)
+                        flagged += flag
+                    if not flagged:
+                        continue
+                    for w in range(words.shape[0]):  # the few near ties, in float64
+                        if not words[w]:
+                            continue
+                        for o in range(8 * w, min(8 * w + 8, columns)):
+                            if not near[o]:
+                                continue
+                            code = np.rint(row[o])
+                            exact = np.float32(np.rint(_dot64(levels, matrix[t, first + o])))
+                            if exact != code:
+                                kept = min(max(code, -limit), limit)
+                                kept_exact = min(max(exact, -limit), limit)
+                                clip[o] += np.int64(kept_exact != exact) - np.int64(kept != code)
+                                total[o] += weight * (np.float64(kept_exact) - np.float64(kept))
     clipped += group_clipped.sum(axis=0)
 
 
