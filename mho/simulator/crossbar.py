@@ -686,6 +686,7 @@ class PerChannelCrossbar(CrossbarLinear):
         clipped = np.zeros((self.tiles_in, padded), dtype=np.int64)  # [T_in, C_pad]
         tile_rows = self.config.tile_rows
         key = self._next_noise_key() if noisy else None
+        numba.set_num_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
         for start in range(0, flat.shape[0], rows):
             index = self._levels(flat[start : start + rows])
             n = index.shape[0]

@@ -8,7 +8,7 @@ a few percent of it (`mho bench sim`).
 Written by hand (numba): no library fuses rounding, clamping, clip counting and the weighted
 sum over planes and tiles. The loops are plain enough for LLVM to vectorize the inner one.
 
-Both passes of the linear layers run groups of rows on numba's threads (the simulator sets
+Every pass runs groups of rows on numba's threads (the simulator sets
 as many as torch's): each group owns its rows of `totals` and its own clip counts, summed at
 the end, so the result is the same on any number of threads. The noisy pass draws its
 Gaussian noise itself, from a counter-based generator (gaussian.py): every draw is a
@@ -187,7 +187,7 @@ def convert_noisy(reads, variance, row_variance, key, first_row, limit, plane_we
     clipped += group_clipped.sum(axis=0)
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy", parallel=True)
 def convert_per_channel(index, drive, taps, tile_rows, limit, plane_weights, totals,
                         clipped):  # pragma: no cover (compiled)
     """ADC codes of a per-channel depthwise layer's noiseless reads, shifted and added: every
@@ -202,26 +202,33 @@ def convert_per_channel(index, drive, taps, tile_rows, limit, plane_weights, tot
 
     Products of two float32 values are exact in float64 and the sums of K of them nearly
     so: the reads do not depend on summation order at float32 resolution (the ONNX body and
-    the numpy OpRun compute the same float64 reads).
+    the numpy OpRun compute the same float64 reads). Groups of rows run on numba's threads,
+    each with its own rows of `totals` and its own clip counts: the same result on any
+    number of threads.
     """
     rows, channels, kernel = index.shape
     planes = taps.shape[1]
     tiles = (kernel + tile_rows - 1) // tile_rows
-    for n in range(rows):
-        for c in range(channels):
-            for t in range(tiles):
-                stop = min((t + 1) * tile_rows, kernel)
-                for p in range(planes):
-                    read = 0.0
-                    for k in range(t * tile_rows, stop):
-                        read += drive[index[n, c, k]] * taps[c, p, k]
-                    code = np.rint(read)
-                    kept = min(max(code, -limit), limit)
-                    clipped[t, c] += kept != code
-                    totals[n, c] += plane_weights[p] * kept
+    groups = min(_ROW_GROUPS, rows)
+    group_clipped = np.zeros((groups,) + clipped.shape, dtype=clipped.dtype)
+    for group in numba.prange(groups):
+        clip = group_clipped[group]
+        for n in range(group * rows // groups, (group + 1) * rows // groups):
+            for c in range(channels):
+                for t in range(tiles):
+                    stop = min((t + 1) * tile_rows, kernel)
+                    for p in range(planes):
+                        read = 0.0
+                        for k in range(t * tile_rows, stop):
+                            read += drive[index[n, c, k]] * taps[c, p, k]
+                        code = np.rint(read)
+                        kept = min(max(code, -limit), limit)
+                        clip[t, c] += kept != code
+                        totals[n, c] += plane_weights[p] * kept
+    clipped += group_clipped.sum(axis=0)
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy", parallel=True)
 def convert_per_channel_noisy(index, drive, taps, tile_rows, limit, plane_weights, totals,
                               clipped, noise_low, noise_slope, signs, signed_taps, key,
                               first_row):  # pragma: no cover (compiled)
@@ -231,28 +238,34 @@ def convert_per_channel_noisy(index, drive, taps, tile_rows, limit, plane_weight
     noise_low, noise_slope: [L] float64, the noise tables in ADC steps^2 (t_L, t_D)
     signs: [C_pad, P, K_pad] float64, s+ + s- of each pair; signed_taps: s+ r+ + s- r-
     key, first_row: as in `convert_noisy`; row N draws row N of the key, T_in x P x C_pad
-        normals (tile, then plane, then channel)
+        normals (tile, then plane, then channel): the same on any number of threads
     """
     rows, channels, kernel = index.shape
     planes = taps.shape[1]
     padded = taps.shape[0]
     tiles = (kernel + tile_rows - 1) // tile_rows
-    draws = np.empty(tiles * planes * padded, dtype=np.float32)
-    for n in range(rows):
-        gaussian.fill_row(gaussian.row_key(key, first_row + n), draws)
-        for c in range(channels):
-            for t in range(tiles):
-                stop = min((t + 1) * tile_rows, kernel)
-                for p in range(planes):
-                    read = 0.0
-                    variance = 0.0
-                    for k in range(t * tile_rows, stop):
-                        i = index[n, c, k]
-                        read += drive[i] * taps[c, p, k]
-                        variance += noise_low[i] * signs[c, p, k]
-                        variance += noise_slope[i] * signed_taps[c, p, k]
-                    read += np.sqrt(max(variance, 0.0)) * draws[(t * planes + p) * padded + c]
-                    code = np.rint(read)
-                    kept = min(max(code, -limit), limit)
-                    clipped[t, c] += kept != code
-                    totals[n, c] += plane_weights[p] * kept
+    groups = min(_ROW_GROUPS, rows)
+    group_clipped = np.zeros((groups,) + clipped.shape, dtype=clipped.dtype)
+    for group in numba.prange(groups):
+        clip = group_clipped[group]
+        draws = np.empty(tiles * planes * padded, dtype=np.float32)
+        for n in range(group * rows // groups, (group + 1) * rows // groups):
+            gaussian.fill_row(gaussian.row_key(key, first_row + n), draws)
+            for c in range(channels):
+                for t in range(tiles):
+                    stop = min((t + 1) * tile_rows, kernel)
+                    for p in range(planes):
+                        read = 0.0
+                        variance = 0.0
+                        for k in range(t * tile_rows, stop):
+                            i = index[n, c, k]
+                            read += drive[i] * taps[c, p, k]
+                            variance += noise_low[i] * signs[c, p, k]
+                            variance += noise_slope[i] * signed_taps[c, p, k]
+                        read += (np.sqrt(max(variance, 0.0))
+                                 * draws[(t * planes + p) * padded + c])
+                        code = np.rint(read)
+                        kept = min(max(code, -limit), limit)
+                        clip[t, c] += kept != code
+                        totals[n, c] += plane_weights[p] * kept
+    clipped += group_clipped.sum(axis=0)

@@ -124,10 +124,11 @@ def test_rows_are_the_same_wherever_they_start(sample):
     assert np.array_equal(out, sample[100:124].astype(np.float32))
 
 
+@pytest.mark.parametrize("noise", ["legacy", "off"])
 @pytest.mark.parametrize("layout", ["linear", "per-channel"])
-def test_noisy_forward_is_the_same_on_any_number_of_threads_and_chunks(monkeypatch, layout):
+def test_forward_is_the_same_on_any_number_of_threads_and_chunks(monkeypatch, layout, noise):
     generator = torch.Generator().manual_seed(0)
-    config = CrossbarConfig(tile_rows=16, tile_cols=8, noise="legacy", noise_seed=4)
+    config = CrossbarConfig(tile_rows=16, tile_cols=8, noise=noise, noise_seed=4)
     if layout == "linear":
         weight = torch.randint(-127, 128, (20, 40), generator=generator)
         layer = CrossbarLinear.from_integer(weight, 8, 0.01, 0.02, config=config, seed=1)
