@@ -17,7 +17,6 @@ from mho.simulator.crossbar import (
     CHUNK_ELEMENTS,
     CrossbarConfig,
     CrossbarLinear,
-    dac_levels,
     variance_dtype,
 )
 from mho.timing import median_ms
@@ -35,7 +34,9 @@ tiles, width, planes = noisy.tiles_in, noisy.signal_matrix.shape[-1], noisy.plan
 dtype = variance_dtype()  # the noise-variance matmul's (bfloat16 where the CPU has it)
 rows = 4 * CHUNK_ELEMENTS // ((4 + dtype.itemsize) * tiles * width)  # the noisy forward's chunk
 chunks = x.shape[0] / rows
-index = noisy._table_index(dac_levels(x[:rows], scale, 8))  # [T_in, n, R]
+row_levels = torch.empty(tiles, rows, 128)  # [T_in, n, R]: signal table at the DAC levels
+index = torch.empty(tiles, rows, 128, dtype=torch.int64)  # [T_in, n, R] table indices
+noisy._dac_lookup(x[:rows], row_levels, index)
 buffers = torch.empty(3, tiles, rows, width)
 variance_buffer = torch.zeros(tiles, rows, width, dtype=dtype)
 shape = (tiles, rows, planes, width // planes)
@@ -56,9 +57,8 @@ with torch.inference_mode():
         "whole forward, noise on": median_ms(lambda: noisy(x), 5),
     }
     per_chunk = {
-        "DAC and table lookups": lambda: noisy._table_index(dac_levels(x[:rows], scale, 8)),
-        "signal matmul": lambda: torch.bmm(noisy._signal_steps[index], noisy.signal_matrix,
-                                           out=buffers[0]),
+        "DAC and table lookups": lambda: noisy._dac_lookup(x[:rows], row_levels, index),
+        "signal matmul": lambda: torch.bmm(row_levels, noisy.signal_matrix, out=buffers[0]),
         f"noise-variance matmul ({str(dtype)[6:]})": lambda: noisy._forward_variance(
             index, variance_buffer),
         "normal draws, torch normal_": lambda: buffers[2].normal_(generator=stream),
@@ -67,9 +67,9 @@ with torch.inference_mode():
         "fused ADC pass, noise on": lambda: kernels.convert_noisy(
             reads, variance, row_variance, key, 0, limit, plane_weights, totals, clipped),
         "fused ADC pass, noise off": lambda: kernels.convert(
-            reads, limit, plane_weights, totals, clipped, index.numpy(),
-            noisy._signal_steps.numpy(), noisy._signal_columns, noisy._tie_gamma,
-            noisy._column_abs_sums, noisy._column_norms),
+            reads, limit, plane_weights, totals, clipped, row_levels.numpy(),
+            noisy._signal_columns, noisy._tie_gamma, noisy._column_abs_sums,
+            noisy._column_norms),
     }
     pieces = {name: chunks * median_ms(run, 7) for name, run in per_chunk.items()}
 

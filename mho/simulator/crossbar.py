@@ -417,6 +417,27 @@ class CrossbarLinear(nn.Module):
             self._generators[device] = torch.Generator(device).manual_seed(self._noise_seed)
         return self._generators[device]
 
+    def _dac_lookup(self, chunk: torch.Tensor, row_levels: torch.Tensor,
+                    index: torch.Tensor) -> None:
+        """[n, I] float inputs -> row_levels [T_in, n, R] float32, the signal table in ADC
+        steps at each input's DAC level (dac_levels; level 0 pads the last tile), and, unless
+        it is empty, index [T_in, n, R] int64 the table indices."""
+        if chunk.dtype in (torch.float32, torch.float64):
+            scale = chunk.new_tensor(self.input_scale).numpy()[()]  # a number of x's type
+            invalid = kernels.dac_lookup(chunk.contiguous().numpy(), scale,
+                                         self.config.input_limit, self._signal_steps.numpy(),
+                                         row_levels.numpy(), index.numpy())
+            if invalid:
+                raise ConfigError(f"the crossbar input has {invalid} NaN value(s)")
+            return
+        invalid = int(torch.isnan(chunk).sum())
+        if invalid:
+            raise ConfigError(f"the crossbar input has {invalid} NaN value(s)")
+        full = self._table_index(dac_levels(chunk, self.input_scale, self.config.input_bits))
+        row_levels.copy_(self._signal_steps[full])
+        if index.numel():
+            index.copy_(full)
+
     def _table_index(self, levels: torch.Tensor) -> torch.Tensor:
         """[N, I] DAC levels -> [T_in, N, R] lookup-table indices; level 0 (0 V) pads rows."""
         rows, tile_rows = levels.shape[0], self.config.tile_rows
@@ -515,13 +536,21 @@ class CrossbarLinear(nn.Module):
         limit = np.float32(self.config.adc_limit)
         clipped = np.zeros((self.tiles_in, out_padded), dtype=np.int64)  # [T_in, O_pad]
         key = self._next_noise_key() if noisy else None
+        tile_rows = self.config.tile_rows
+        levels_storage = torch.empty(self.tiles_in * rows * tile_rows)
+        index_storage = torch.empty(self.tiles_in * rows * tile_rows if noisy else 0,
+                                    dtype=torch.int64)
         for start in range(0, flat.shape[0], rows):
             chunk = flat[start : start + rows]
             n = chunk.shape[0]
             # [T_in, n, P*O_pad] views of the buffers, contiguous
             size = self.tiles_in * n * width
-            index = self._table_index(dac_levels(chunk, self.input_scale, self.config.input_bits))
-            reads = torch.bmm(self._signal_steps[index], self.signal_matrix,
+            row_shape = (self.tiles_in, n, tile_rows)
+            row_levels = levels_storage[: self.tiles_in * n * tile_rows].view(row_shape)
+            index = index_storage[: self.tiles_in * n * tile_rows].view(row_shape if noisy
+                                                                         else (0, 0, 0))
+            self._dac_lookup(chunk, row_levels, index)
+            reads = torch.bmm(row_levels, self.signal_matrix,
                               out=storage[:size].view(self.tiles_in, n, width))
             totals = np.zeros((n, out_padded))  # [n, O_pad] float64
             codes_shape = (self.tiles_in, n, self.planes, out_padded)
@@ -536,9 +565,8 @@ class CrossbarLinear(nn.Module):
                     clipped)
             else:
                 kernels.convert(reads.view(codes_shape).numpy(), limit, self._plane_weights,
-                                totals, clipped, index.numpy(), self._signal_steps.numpy(),
-                                self._signal_columns, self._tie_gamma,
-                                self._column_abs_sums, self._column_norms)
+                                totals, clipped, row_levels.numpy(), self._signal_columns,
+                                self._tie_gamma, self._column_abs_sums, self._column_norms)
             y[start : start + n] = torch.from_numpy(totals[:, : self.out_features]
                                                     * self.output_factor)  # [n, O]
         self._count_conversions(torch.from_numpy(clipped), flat.shape[0])

@@ -43,8 +43,45 @@ def _dot64(levels, column):  # pragma: no cover (compiled)
     return total
 
 
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def dac_lookup(x, scale, limit, table, levels, index):  # pragma: no cover (compiled)
+    """The DAC of a chunk of rows and its lookup, in one pass: levels[t, n, r] =
+    table[level + limit] of input feature t R + r of row n, where level is
+    `crossbar.dac_levels`' round-half-even(clamp(x / scale, -limit, limit)) in x's own
+    float type, bit for bit; features past the input (the last tile's padding) read
+    table[limit] (level 0, 0 V). Returns how many inputs were NaN (they have no level).
+
+    x: [n, I] float32 or float64; scale: a number of x's type; limit: 2^(b-1) - 1
+    table: [L] float32; levels: [T_in, n, R] float32 (out)
+    index: [T_in, n, R] int64 (out, the table indices, for the noise tables' lookups), or an
+        empty array where they are not needed
+
+    Why: torch's divide, clamp, round, cast, pad, transpose and gather made as many passes
+    over the chunk and temporaries as large as the reads' buffer, several of them at once."""
+    tiles, rows, tile_rows = levels.shape
+    features = x.shape[1]
+    low, high = -x.dtype.type(limit), x.dtype.type(limit)
+    want_index = index.shape[0] > 0
+    invalid = 0
+    for n in range(rows):
+        for t in range(tiles):
+            out = levels[t, n]
+            first = t * tile_rows
+            for r in range(tile_rows):
+                if first + r < features:
+                    value = x[n, first + r] / scale
+                    invalid += value != value
+                    level = np.int64(np.rint(min(max(value, low), high))) if value == value else 0
+                else:
+                    level = 0
+                out[r] = table[level + limit]
+                if want_index:
+                    index[t, n, r] = level + limit
+    return invalid
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy", parallel=True)
-def convert(reads, limit, plane_weights, totals, clipped, index, table, matrix, gamma,
+def convert(reads, limit, plane_weights, totals, clipped, row_levels, matrix, gamma,
             column_abs_sums, column_norms):  # pragma: no cover (compiled)
     """ADC codes of noiseless reads, shifted and added; a read within the float32 matmul's
     error bound of a rounding boundary is recomputed in float64 before it is rounded.
@@ -54,8 +91,8 @@ def convert(reads, limit, plane_weights, totals, clipped, index, table, matrix, 
     plane_weights: [P] float64, 2^(P-1-k) for plane k (MSB first)
     totals: [n, O_pad] float64, += sum over tiles and planes of weight x code (exact: integers)
     clipped: [T_in, O_pad] int64, += conversions whose code was clamped
-    index: [T_in, n, R] int64 lookup-table indices of the reads' rows
-    table: [L] float32, the signal table in ADC steps
+    row_levels: [T_in, n, R] float32, the reads' rows: the signal table's entries (ADC steps)
+        at their DAC levels (dac_lookup)
     matrix: [T_in, P * O_pad, R] float32, each column's conductances contiguous (the
         signal matrix transposed: a recompute reads one cache-friendly row)
     gamma: gamma_R = R u / (1 - R u), u = 2^-24 (0 turns the recompute off)
@@ -82,7 +119,7 @@ def convert(reads, limit, plane_weights, totals, clipped, index, table, matrix, 
     its clamped code's contribution and clip count replaced (exact: integers in float64).
     """
     tiles, rows, planes, columns = reads.shape
-    tile_rows = index.shape[2]
+    tile_rows = row_levels.shape[2]
     groups = min(_ROW_GROUPS, rows)
     group_clipped = np.zeros((groups, tiles, columns), dtype=clipped.dtype)
     half = np.float32(0.5)
@@ -96,7 +133,7 @@ def convert(reads, limit, plane_weights, totals, clipped, index, table, matrix, 
                 largest = 0.0
                 squares = 0.0
                 for r in range(tile_rows):
-                    level = np.float64(table[index[t, n, r]])
+                    level = np.float64(row_levels[t, n, r])
                     levels[r] = level
                     largest = max(largest, abs(level))
                     squares += level * level

@@ -246,6 +246,31 @@ def test_noisy_forward_matches_the_per_cell_reference_in_distribution():
     assert ((v1 - v2).abs() / (se_v1 + se_v2).sqrt()).max() < 5
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+def test_fused_dac_lookup_is_dac_levels_and_the_table_lookup(dtype):
+    """The forward's one-pass DAC and lookup against torch's ops (dac_levels, then the
+    padded, tiled table lookup), on exact ties k + 1/2, values beyond the range, infinities
+    and signed zeros; NaN inputs are a clear error rather than an out-of-range index."""
+    weight, _, _ = random_layer(6, 300, 8, seed=2)
+    scale = 0.03125  # a power of two: x / scale is exact, and so are the ties below
+    layer = CrossbarLinear.from_integer(weight, 8, 0.01, scale,
+                                        config=CrossbarConfig(noise="legacy"), seed=1)
+    x = torch.randn(40, 300, generator=torch.Generator().manual_seed(3)) * 60 * scale
+    ties = (torch.arange(-130, 130) + 0.5) * scale  # [260]
+    x[:, :260] = torch.where(torch.rand(40, 260) < 0.5, ties, x[:, :260])
+    x[0, :6] = torch.tensor([float("inf"), -float("inf"), 0.0, -0.0, 1e9, -1e9])
+    x = x.to(dtype)
+    expected = layer._table_index(dac_levels(x, layer.input_scale, 8))  # [T_in, N, R]
+    row_levels = torch.empty(expected.shape)
+    index = torch.empty(expected.shape, dtype=torch.int64)
+    layer._dac_lookup(x, row_levels, index)
+    assert torch.equal(index, expected)
+    assert torch.equal(row_levels, layer._signal_steps[expected])
+    x[3, 7] = float("nan")
+    with pytest.raises(ConfigError, match="1 NaN"):
+        layer._dac_lookup(x, row_levels, index)
+
+
 def test_forward_refuses_tensors_off_the_cpu():
     weight, _, x = random_layer(3, 5, 4)
     layer = CrossbarLinear.from_integer(weight, 4, 0.01, 0.01,
