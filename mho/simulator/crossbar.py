@@ -60,13 +60,15 @@ NOISE_MODES = ("off", "legacy", "physical")
 # paper's numbers were made with. physical: Synaptogen's own Iread (q, BW = 1e8 Hz).
 NOISE_CONSTANTS = {"legacy": (math.e, 1e-8), "physical": (ELECTRON_CHARGE, 1e8)}
 LEGACY_MIN_VOLTAGE = 1e-12  # V: SynaptogenML's Johnson term is |I| / (|V| + 1e-12)
-# float32 elements of a forward chunk's temporaries, all [T_in, n, P * O_pad] buffers together
-# (8 MB): rows are converted in chunks of this size into buffers allocated once per forward
+# bytes / 4 of a forward chunk's read buffers, all [T_in, n, P * O_pad] buffers together
+# (16 MB): rows are converted in chunks of this size into buffers allocated once per forward
 # (fresh multi-MB temporaries cost more in page faults than the arithmetic), large enough for
-# an efficient matmul (the bench layer's matmul runs ~1.4x slower in chunks of 64 rows than
-# of 256), small enough to keep the peak memory near the layer's own input and output
-# (`mho bench sim`: 16 MB chunks were no faster and took 2.9x the digital layer's memory).
-CHUNK_ELEMENTS = 2**21
+# an efficient matmul (on the bench layer the signal matmul takes ~1.25x the floor in chunks of
+# 73 rows, ~1.03x in chunks of 292), small enough to keep the peak memory near the layer's own
+# input and output (`mho bench sim`, one thread, loaded machine: the forward without noise took
+# 1.69-1.74x the floor with 8 MB, 1.52-1.58x with 16 MB, and 1.9x / 2.6x the digital layer's
+# peak memory; 24 MB: 1.44-1.57x the floor, 3.4x the memory)
+CHUNK_ELEMENTS = 2**22
 
 
 @lru_cache(maxsize=1)
