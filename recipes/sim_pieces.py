@@ -75,4 +75,4 @@ with torch.inference_mode():
 
 floor = planes * whole["digital matmul"]
 for name, ms in (pieces | whole).items():
-    print(f"{name:28s} {ms:8.1f} ms {ms / floor:6.2f} x floor")
+    print(f"{name:36s} {ms:8.1f} ms {ms / floor:6.2f} x floor")

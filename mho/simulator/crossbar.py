@@ -79,10 +79,11 @@ def variance_dtype() -> torch.dtype:
 
     The variance only scales a standard normal draw, and the forward computes it relative to
     a reference state (see CrossbarLinear's noise setup) so that bfloat16's 2^-8 rounding
-    reaches the variance almost undiluted by cancellation: at most 3.1 x 2^-8 x sum_r |d_r m_r|
+    reaches the variance undiluted by cancellation: its error is at most
+    (3u + 3u^2 + 2 gamma_R + 2^-21) sum_r |d_r m_r|, u = 2^-8
     (`tests/simulator/test_crossbar.py` derives and checks the bound). Measured on the bench
-    layer (docs/simulator.md): 0.58x the floor instead of 1.29x in float32; without the
-    instructions torch's bfloat16 matmul is 2x (AVX-512 without bf16) to 27x (AVX2) slower
+    layer (docs/simulator.md): 0.56x the floor instead of 1.17x in float32; without the
+    instructions torch's bfloat16 matmul is 2.4x (AVX-512 without bf16) to 34x (AVX2) slower
     than float32, hence the test of the CPU flags rather than of torch's support."""
     if not torch.backends.mkldnn.is_available():
         return torch.float32
@@ -283,7 +284,7 @@ class CrossbarLinear(nn.Module):
             # sign (t_D < 0 < t_L), and its rounding errors are magnified as much; relative to
             # an HRS cell the zero pairs, most cells, add almost nothing to it (0.84 x the
             # variance at most on the bench layer), so a bfloat16 matmul (variance_dtype)
-            # moves the standard deviation by 2e-3 at most there.
+            # moves the standard deviation by 2.1e-3 at most there.
             reference = float(np.median(np.concatenate((r_plus.ravel(), r_minus.ravel()))))
             table = self.noise_table.double() * steps**2  # [2, L]
             low = table[0] + reference * table[1]  # [L]
