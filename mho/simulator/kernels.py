@@ -116,7 +116,10 @@ def convert(reads, limit, plane_weights, totals, clipped, row_levels, matrix, ga
     One vectorized loop rounds, clamps, counts and adds every read and flags the near ties;
     the flags are then scanned eight at a time (as uint64 words: 0.4% of the reads are
     flagged, but most rows have one) and a flagged read whose recomputed code differs has
-    its clamped code's contribution and clip count replaced (exact: integers in float64).
+    its clamped code's contribution and clip count replaced. A tile's planes are added in
+    float32, then into the float64 totals: every term is an integer, |code| <= 2^15 and the
+    plane weights sum to at most 127, so each partial sum is below 2^22 and exact (float32
+    has 24 bits), and the totals are the same in any order of addition.
     """
     tiles, rows, planes, columns = reads.shape
     tile_rows = row_levels.shape[2]
@@ -127,6 +130,7 @@ def convert(reads, limit, plane_weights, totals, clipped, row_levels, matrix, ga
         levels = np.empty(tile_rows)  # the row's DAC levels in ADC steps, float64
         words = np.zeros((columns + 7) // 8, dtype=np.uint64)  # near-tie flags, 8 per word
         near = words.view(np.uint8)
+        tile_sum = np.empty(columns, dtype=np.float32)  # one tile's planes, exact (see below)
         for t in range(tiles):
             clip = group_clipped[group, t]
             for n in range(group * rows // groups, (group + 1) * rows // groups):
@@ -140,9 +144,9 @@ def convert(reads, limit, plane_weights, totals, clipped, row_levels, matrix, ga
                 scale_max = np.float32(gamma * _BOUND_MARGIN * _FLOAT32_MARGIN * largest)
                 scale_norm = np.float32(gamma * _BOUND_MARGIN * _FLOAT32_MARGIN
                                         * np.sqrt(squares))
-                total = totals[n]
+                tile_sum[:] = 0
                 for p in range(planes):
-                    weight = plane_weights[p]
+                    weight = np.float32(plane_weights[p])
                     first = p * columns
                     row = reads[t, n, p]  # 1-D views: their loops vectorize
                     sums = column_abs_sums[t, first : first + columns]
@@ -153,26 +157,30 @@ def convert(reads, limit, plane_weights, totals, clipped, row_levels, matrix, ga
                         code = np.rint(read)
                         kept = min(max(code, -limit), limit)
                         clip[o] += kept != code
-                        total[o] += weight * kept
+                        tile_sum[o] += weight * kept
                         flag = abs(abs(read - code) - half) <= min(scale_max * sums[o],
                                                                    scale_norm * norms[o])
                         near[o] = np.uint8(flag)
                         flagged += flag
-                    if not flagged:
-                        continue
                     for w in range(words.shape[0]):  # the few near ties, in float64
+                        if flagged == 0:
+                            break
                         if not words[w]:
                             continue
                         for o in range(8 * w, min(8 * w + 8, columns)):
                             if not near[o]:
                                 continue
+                            flagged -= 1
                             code = np.rint(row[o])
                             exact = np.float32(np.rint(_dot64(levels, matrix[t, first + o])))
                             if exact != code:
                                 kept = min(max(code, -limit), limit)
                                 kept_exact = min(max(exact, -limit), limit)
                                 clip[o] += np.int64(kept_exact != exact) - np.int64(kept != code)
-                                total[o] += weight * (np.float64(kept_exact) - np.float64(kept))
+                                tile_sum[o] += weight * (kept_exact - kept)
+                total = totals[n]
+                for o in range(columns):
+                    total[o] += tile_sum[o]
     clipped += group_clipped.sum(axis=0)
 
 
