@@ -215,20 +215,26 @@ def convert_noisy(reads, variance, row_variance, key, first_row, limit, plane_we
     group_clipped = np.zeros((groups, tiles, columns), dtype=clipped.dtype)
     for group in numba.prange(groups):
         draws = np.empty(planes * columns, dtype=np.float32)
+        tile_sum = np.empty(columns, dtype=np.float32)  # exact, as in `convert`
         for t in range(tiles):
+            clip = group_clipped[group, t]
             for n in range(group * rows // groups, (group + 1) * rows // groups):
                 gaussian.fill_row(gaussian.row_key(key, (first_row + n) * tiles + t), draws)
                 shared = row_variance[t, n]
+                tile_sum[:] = 0
                 for p in range(planes):
-                    weight = plane_weights[p]
+                    weight = np.float32(plane_weights[p])
                     row, spread = reads[t, n, p], variance[t, n, p]  # 1-D views: they vectorize
                     noise = draws[p * columns : (p + 1) * columns]
                     for o in range(columns):
                         deviation = np.sqrt(max(_widen(spread[o]) + shared, zero))
                         code = np.rint(row[o] + deviation * noise[o])
                         kept = min(max(code, -limit), limit)
-                        group_clipped[group, t, o] += kept != code
-                        totals[n, o] += weight * kept
+                        clip[o] += kept != code
+                        tile_sum[o] += weight * kept
+                total = totals[n]
+                for o in range(columns):
+                    total[o] += tile_sum[o]
     clipped += group_clipped.sum(axis=0)
 
 
