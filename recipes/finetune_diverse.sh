@@ -9,7 +9,11 @@
 #   score   pack the result as NAME (card scored greedy and with the LM on the shipped
 #           held-out sets) and score it with the general LM (`make lm-general`) too
 # Environment: BASE (default conformer-sinusoidal-linear-w8), NAME (default BASE-diverse),
-#   HOURS (3), EPOCHS (3), DATA (data/diverse), RUNS (runs/diverse), MHO (.venv/bin/mho).
+#   BITS (the weight bits to train at; default BASE's), LR (peak learning rate, default the
+#   preset's), HOURS (3), EPOCHS (3), DATA (data/diverse), RUNS (runs/diverse),
+#   MHO (.venv/bin/mho). A 4-bit model from the 8-bit fine-tuned one, for example:
+#   BASE=conformer-sinusoidal-linear-w8-diverse BITS=4 EPOCHS=6 LR=2e-4 \
+#     NAME=conformer-sinusoidal-linear-w4-diverse recipes/finetune_diverse.sh train
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 MHO=${MHO:-.venv/bin/mho}
@@ -17,7 +21,9 @@ BASE=${BASE:-conformer-sinusoidal-linear-w8}; NAME=${NAME:-$BASE-diverse}
 HOURS=${HOURS:-3}; EPOCHS=${EPOCHS:-3}
 DATA=${DATA:-data/diverse}; RUNS=${RUNS:-runs/diverse}
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
-bits=${BASE##*-w}; pe=${BASE#conformer-}; pe=${pe%-w*}; pe=${pe//-/+}  # from the model name
+# from the model name (conformer-<pe>-w<bits>[-suffix])
+bits=${BASE##*-w}; bits=${BITS:-${bits%%-*}}; pe=${BASE#conformer-}; pe=${pe%-w*}; pe=${pe//-/+}
+lr=(); [ -n "${LR:-}" ] && lr=(--set "peak_lr=$LR")
 case "${1:?stage: data, train or score}" in
 data)
   # corpus builds skip what exists, so rerunning resumes
@@ -31,7 +37,7 @@ train)
   $MHO train conformer-small-finetune --set "init=\"$BASE\"" --set "pe=\"$pe\"" \
     --set "weight_bits=$bits" \
     --set "epochs=$EPOCHS" --set "data.train=\"$DATA/train.jsonl\"" \
-    --set "data.dev=\"$DATA/all-1/dev.jsonl\"" -o "$RUNS/$NAME" --resume ;;
+    --set "data.dev=\"$DATA/all-1/dev.jsonl\"" "${lr[@]}" -o "$RUNS/$NAME" --resume ;;
 score)
   $MHO models pack "$RUNS/$NAME/checkpoint.pt" --name "$NAME" --out-dir "$RUNS/packed" \
     --eval-data flite-slt --eval-data festival-slt

@@ -123,6 +123,20 @@ def training_summary(payload: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+CONVERSION_KEYS = ("lpa_order", "lpa_order_kind", "conversion_seconds")
+
+
+def conversion_record(payload: dict[str, Any]) -> dict[str, Any]:
+    """What `mho lpa convert` recorded of an LPA model's conversion (the order the layers were
+    replaced in, the order's kind, its time): the checkpoint's own, or, for a model trained on
+    after its conversion, its ``config.init``'s (training starts a new record of its own)."""
+    metadata = payload["metadata"]
+    init = payload.get("config", {}).get("init")
+    if "lpa_order" not in metadata and init:
+        metadata = load_checkpoint(checkpoint_path(str(init)) or init)["metadata"]
+    return {key: metadata[key] for key in CONVERSION_KEYS if key in metadata}
+
+
 def pack_model(model: torch.nn.Module, payload: dict[str, Any], target: Path) -> int:
     """Write a loaded model (and its checkpoint's ``payload``) in shipping form to ``target``;
     returns the file size in bytes."""

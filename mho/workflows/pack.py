@@ -9,7 +9,13 @@ from mho.data.datasets import resolve_dataset
 from mho.decoding.decoders import load_decoder
 from mho.exporter.onnx import speech_metadata
 from mho.io import atomic_path
-from mho.models.zoo import MODEL_DIR, load_model, pack_model, training_summary
+from mho.models.zoo import (
+    MODEL_DIR,
+    conversion_record,
+    load_model,
+    pack_model,
+    training_summary,
+)
 from mho.runtime.speech import Recognizer, SpeechSession
 from mho.workflows.evaluate import evaluate
 
@@ -36,11 +42,12 @@ def pack_and_score(
     }
     if hasattr(model.config, "lpa_layers"):  # LPA hosts: which layers hold an LPA
         card["lpa_layers"] = list(model.config.lpa_layers)
-        card["lpa_order"] = payload["metadata"].get("lpa_order", [])  # as converted
-        if "lpa_order_kind" in payload["metadata"]:  # mse, naive or list (`mho lpa convert`)
-            card["lpa_order_kind"] = payload["metadata"]["lpa_order_kind"]
-        if "conversion_seconds" in payload["metadata"]:
-            card["conversion_minutes"] = payload["metadata"]["conversion_seconds"] / 60
+        conversion = conversion_record(payload)
+        card["lpa_order"] = conversion.get("lpa_order", [])  # as converted
+        if "lpa_order_kind" in conversion:  # mse, naive or list (`mho lpa convert`)
+            card["lpa_order_kind"] = conversion["lpa_order_kind"]
+        if "conversion_seconds" in conversion:
+            card["conversion_minutes"] = conversion["conversion_seconds"] / 60
     target = out_dir / f"{name}.pt"
     with atomic_path(target) as packed_path:
         pack_model(model, payload, packed_path)

@@ -34,3 +34,17 @@ def test_packed_qat_model_matches_to_float_rounding(tmp_path, weight_bits):
         expected, _ = model(features, lengths)
         got, _ = packed(features, lengths)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_conversion_record_follows_training_after_a_conversion(tmp_path):
+    """A model trained on after its LPA conversion keeps the conversion's record (its
+    init's); a conversion's own record wins; a model without one has none."""
+    from mho.models.zoo import conversion_record
+
+    record = {"lpa_order": [0, 1, 5], "lpa_order_kind": "mse", "conversion_seconds": 60.0}
+    save_checkpoint(tmp_path / "depth-3.pt", {"metadata": {"train_hours": 1.0, **record}})
+    tuned = {"config": {"init": str(tmp_path / "depth-3.pt")}, "metadata": {"train_hours": 2.0}}
+    assert conversion_record(tuned) == record
+    own = {**tuned, "metadata": {"lpa_order": [2], "lpa_order_kind": "naive"}}
+    assert conversion_record(own) == {"lpa_order": [2], "lpa_order_kind": "naive"}
+    assert conversion_record({"metadata": {"train_hours": 1.0}}) == {}
