@@ -365,29 +365,13 @@ def models_group(ctx: click.Context, as_json: bool, markdown: bool) -> None:
     """List the shipped models (or pack a trained one with `mho models pack`)."""
     if ctx.invoked_subcommand is not None:
         return
-    from mho.models.zoo import card_layer_count, model_card, shipped_models
+    from mho.models.zoo import model_card, models_table, shipped_models
 
     cards = [model_card(name) for name in shipped_models()]
     if as_json:
         click.echo(json.dumps(cards, indent=2))
         return
-    sets = list(dict.fromkeys(r["data"] for c in cards for r in c.get("results", [])))
-    columns = ["name", "pe", "bits", "LPA layers", "params", "train h", "train min",
-               "dev WER (greedy)", *(f"{s} greedy / LM" for s in sets)]
-    rows = []
-    for card in cards:
-        wer = {(r["data"], r["decoder"]): r["wer"] for r in card.get("results", [])}
-        lpa_layers = card.get("lpa_layers")
-        rows.append([
-            card["name"], card["pe"], str(card["weight_bits"] or "float"),
-            "-" if lpa_layers is None
-            else f"{len(lpa_layers)} of {card_layer_count(card)}",
-            f"{card['params'] / 1e6:.2f} M",
-            f"{card['train_hours']:.1f}", f"{card['train_minutes']:.0f}",
-            f"{card['history'][-1]['dev_wer']:.2f}" if card["history"] else "-",
-            *(f"{wer.get((s, 'greedy'), float('nan')):.2f} / {wer.get((s, 'lm'), float('nan')):.2f}"
-              for s in sets),
-        ])
+    columns, rows = models_table(cards)
     if markdown:
         click.echo("| " + " | ".join(columns) + " |")
         click.echo("|" + " --- |" * len(columns))

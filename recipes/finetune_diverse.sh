@@ -8,6 +8,8 @@
 #           augmentation, EPOCHS epochs; Ctrl-C saves, rerun to continue
 #   score   pack the result as NAME (card scored greedy and with the LM on the shipped
 #           held-out sets) and score it with the general LM (`make lm-general`) too
+#   ship    pack it into mho/assets/models, the card scored on the shipped sets and on the
+#           400-utterance test sets of TESTS (default data/corpus, `make corpus`)
 # Environment: BASE (default conformer-sinusoidal-linear-w8), NAME (default BASE-diverse),
 #   BITS (the weight bits to train at; default BASE's), LR (peak learning rate, default the
 #   preset's), HOURS (3), EPOCHS (3), DATA (data/diverse), RUNS (runs/diverse),
@@ -24,7 +26,7 @@ export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 # from the model name (conformer-<pe>-w<bits>[-suffix])
 bits=${BASE##*-w}; bits=${BITS:-${bits%%-*}}; pe=${BASE#conformer-}; pe=${pe%-w*}; pe=${pe//-/+}
 lr=(); [ -n "${LR:-}" ] && lr=(--set "peak_lr=$LR")
-case "${1:?stage: data, train or score}" in
+case "${1:?stage: data, train, score or ship}" in
 data)
   # corpus builds skip what exists, so rerunning resumes
   $MHO data build "$DATA/all-1" --voices all --hours "$HOURS" --seed 1 --split-seed 0 \
@@ -43,4 +45,9 @@ score)
     --eval-data flite-slt --eval-data festival-slt
   $MHO eval "$BASE" "$RUNS/packed/$NAME.pt" --data flite-slt --data festival-slt \
     --lm data/lm-general ;;
+ship)
+  tests=${TESTS:-data/corpus}
+  $MHO models pack "$RUNS/$NAME/checkpoint.pt" --name "$NAME" --eval-data flite-slt \
+    --eval-data festival-slt --eval-data "$tests/test-flite-slt.jsonl" \
+    --eval-data "$tests/test-festival-slt.jsonl" ;;
 esac

@@ -16,7 +16,8 @@
 #             BASE-lpa<depth> (the tuned model where `tune` ran), cards scored on both
 #             shipped test sets
 # BASE (default conformer-sinusoidal-linear-w8) is the shipped attention Conformer;
-# STEPS / COADAPT / FINETUNE are the steps per block of each conversion stage.
+# STEPS / COADAPT / FINETUNE are the steps per block of each conversion stage; TESTS (a
+# corpus folder, e.g. data/corpus) adds its 400-utterance test sets to every card.
 set -euo pipefail
 MHO=${MHO:-python3 -m mho}
 BASE=${BASE:-conformer-sinusoidal-linear-w8}
@@ -25,8 +26,10 @@ STEPS=${STEPS:-20}; COADAPT=${COADAPT:-20}; FINETUNE=${FINETUNE:-30}
 SWEEP_STEPS=${SWEEP_STEPS:-$STEPS}; DEPTH=${DEPTH:-3}
 MSE_DEPTH=${MSE_DEPTH:-$DEPTH}; NAIVE_DEPTH=${NAIVE_DEPTH:-$DEPTH}
 SHIP=${SHIP:-3 6}; DEV=${DEV:-$CORPUS/dev.jsonl}
+tests=(); [ -n "${TESTS:-}" ] && tests=(--eval-data "$TESTS/test-flite-slt.jsonl"
+                                         --eval-data "$TESTS/test-festival-slt.jsonl")
 pack() { $MHO models pack "$1" --name "$2" --out-dir "$3" \
-           --eval-data flite-slt --eval-data festival-slt; }
+           --eval-data flite-slt --eval-data festival-slt "${tests[@]}"; }
 case "${1:?stage: data, sweep, convert, eval, tune or ship}" in
 data)
   $MHO data features "$CORPUS/train.jsonl" --count "${COUNT:-1200}" -o "$RUNS/train.pt" ;;

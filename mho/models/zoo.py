@@ -123,6 +123,33 @@ def training_summary(payload: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def models_table(cards: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """The `mho models` table of model cards: (columns, rows of text), one WER column per
+    set any card was scored on ("greedy / LM", "-" where a card has no score)."""
+    sets = list(dict.fromkeys(r["data"] for c in cards for r in c.get("results", [])))
+    columns = ["name", "pe", "bits", "LPA layers", "params", "train h", "train min",
+               "dev WER (greedy)", *(f"{s} greedy / LM" for s in sets)]
+
+    def score(wer: dict[tuple[str, str], float], data: str) -> str:
+        if (data, "greedy") not in wer:
+            return "-"
+        return f"{wer[data, 'greedy']:.2f} / {wer.get((data, 'lm'), float('nan')):.2f}"
+
+    rows = []
+    for card in cards:
+        wer = {(r["data"], r["decoder"]): r["wer"] for r in card.get("results", [])}
+        lpa_layers = card.get("lpa_layers")
+        rows.append([
+            card["name"], card["pe"], str(card["weight_bits"] or "float"),
+            f"{len(lpa_layers)} of {card_layer_count(card)}" if lpa_layers else "-",
+            f"{card['params'] / 1e6:.2f} M",
+            f"{card['train_hours']:.1f}", f"{card['train_minutes']:.0f}",
+            f"{card['history'][-1]['dev_wer']:.2f}" if card["history"] else "-",
+            *(score(wer, s) for s in sets),
+        ])
+    return columns, rows
+
+
 CONVERSION_KEYS = ("lpa_order", "lpa_order_kind", "conversion_seconds")
 
 

@@ -65,6 +65,35 @@ def test_the_diverse_fine_tune_is_shipped():
         assert wer < lm[base["name"]][data]
 
 
+def lm_wers(name: str) -> dict[str, float]:
+    """A shipped model's LM-decoder WER on each set its card was scored on."""
+    return {r["data"]: r["wer"] for r in model_card(name)["results"] if r["decoder"] == "lm"}
+
+
+def test_the_diverse_4_bit_model_is_shipped():
+    """The 8-bit fine-tuned model trained on at 4 bits: its card names that base, and with
+    the LM it is within 10% relative of it on both 400-utterance held-out sets
+    (docs/diverse-training.md)."""
+    base, tuned = "conformer-sinusoidal-linear-w8-diverse", "conformer-sinusoidal-linear-w4-diverse"
+    card = model_card(tuned)
+    assert (card["fine_tuned_from"], card["weight_bits"]) == (base, 4)
+    for data in ("test-flite-slt", "test-festival-slt"):
+        assert lm_wers(tuned)[data] <= 1.1 * lm_wers(base)[data]
+
+
+def test_the_diverse_lpa_conformer_is_shipped():
+    """The fine-tuned baseline with half of its MHSA blocks replaced (MSE order), within +20%
+    relative LM WER of it on all four held-out sets (docs/lpa.md)."""
+    base = "conformer-sinusoidal-linear-w8-diverse"
+    card = model_card(f"{base}-lpa3")
+    assert card["lpa_order_kind"] == "mse" and sorted(card["lpa_order"]) == card["lpa_layers"]
+    assert len(card["lpa_layers"]) == 3
+    assert set(lm_wers(card["name"])) == set(lm_wers(base)) == {
+        "flite-slt", "festival-slt", "test-flite-slt", "test-festival-slt"}
+    for data, wer in lm_wers(card["name"]).items():
+        assert wer <= 1.2 * lm_wers(base)[data]
+
+
 def test_models_json_lists_name_pe_bits_params():
     result = CliRunner().invoke(main, ["models", "--json"])
     assert result.exit_code == 0, result.output

@@ -48,3 +48,24 @@ def test_conversion_record_follows_training_after_a_conversion(tmp_path):
     own = {**tuned, "metadata": {"lpa_order": [2], "lpa_order_kind": "naive"}}
     assert conversion_record(own) == {"lpa_order": [2], "lpa_order_kind": "naive"}
     assert conversion_record({"metadata": {"train_hours": 1.0}}) == {}
+
+
+def test_models_table_marks_what_a_card_lacks():
+    """One column per set any card was scored on; a set a card was not scored on, and a
+    model without LPA layers, read "-"."""
+    from mho.models.zoo import models_table
+
+    def card(name, results, lpa_layers):
+        return {"name": name, "pe": "none", "weight_bits": 8, "params": 2.4e6,
+                "train_hours": 1.0, "train_minutes": 2.0, "history": [{"dev_wer": 12.5}],
+                "architecture": {"num_blocks": 6}, "lpa_layers": lpa_layers,
+                "results": [{"data": d, "decoder": k, "wer": w} for d, k, w in results]}
+
+    columns, rows = models_table([
+        card("a", [("x", "greedy", 40.0), ("x", "lm", 20.0)], []),
+        card("b", [("x", "greedy", 41.0), ("x", "lm", 21.0), ("y", "greedy", 50.0),
+                   ("y", "lm", 30.0)], [0, 5]),
+    ])
+    assert columns[-2:] == ["x greedy / LM", "y greedy / LM"]
+    assert rows[0][3:] == ["-", "2.40 M", "1.0", "2", "12.50", "40.00 / 20.00", "-"]
+    assert rows[1][3] == "2 of 6" and rows[1][-1] == "50.00 / 30.00"
