@@ -5,7 +5,7 @@
 #           sentence split), the second one voice-converted (WORLD: new pitch, formants and
 #           a vocoder's sound), joined into one training manifest
 #   train   QAT fine-tuning of BASE (a shipped model) on it with speed and VTLP
-#           augmentation, EPOCHS epochs; Ctrl-C saves, rerun to continue
+#           augmentation, EPOCHS epochs; Ctrl-C or SIGTERM saves, rerun to continue
 #   score   pack the result as NAME (card scored greedy and with the LM on the shipped
 #           held-out sets) and score it with the general LM (`make lm-general`) too
 #   ship    pack it into mho/assets/models, the card scored on the shipped sets and on the

@@ -54,22 +54,26 @@ def batch_seed(seed: int, epoch: int, batch: int) -> int:
 
 
 class StopRequest:
-    """Ctrl-C sets a flag; the loop finishes its step, saves, then stops (never mid-update)."""
+    """Ctrl-C or SIGTERM (a scheduler, `kill`, the end of a session) sets a flag; the loop
+    finishes its step, saves, then stops (never mid-update)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.requested = False
 
     def __enter__(self) -> "StopRequest":
-        self._previous = signal.signal(signal.SIGINT, self._handle)
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
         return self
 
     def _handle(self, signum, frame) -> None:
-        if self.requested:  # a second Ctrl-C means "now"
+        if self.requested:  # a second signal means "now"
             raise KeyboardInterrupt
         self.requested = True
 
     def __exit__(self, *exc) -> None:
-        signal.signal(signal.SIGINT, self._previous)
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
 
 
 class Trainer:

@@ -51,9 +51,11 @@ def tiny_config(corpus, **changes) -> TrainConfig:
 
 
 class LossRecorder:
-    """Wraps Trainer.step to record losses; optionally sends Ctrl-C after N steps."""
+    """Wraps Trainer.step to record losses; optionally sends `stop_signal` (Ctrl-C's
+    SIGINT by default) after N steps."""
 
-    def __init__(self, trainer: Trainer, interrupt_after: int | None = None):
+    def __init__(self, trainer: Trainer, interrupt_after: int | None = None,
+                 stop_signal: int = signal.SIGINT):
         self.losses: list[float] = []
         step = trainer.step
 
@@ -61,13 +63,16 @@ class LossRecorder:
             loss = step(batch, seed)
             self.losses.append(loss)
             if len(self.losses) == interrupt_after:
-                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), stop_signal)
             return loss
 
         trainer.step = recording_step
 
 
-def test_ctrl_c_saves_and_resume_continues_exactly(tiny_corpus, tmp_path):
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_saves_and_resume_continues_exactly(tiny_corpus, tmp_path, stop_signal):
+    """Ctrl-C or SIGTERM mid-epoch: the step finishes, the checkpoint holds the position, and
+    resuming gives the uninterrupted run's losses and weights."""
     config = tiny_config(tiny_corpus)
     straight = Trainer(config, tmp_path / "straight", progress=False)
     straight_losses = LossRecorder(straight)
@@ -75,7 +80,7 @@ def test_ctrl_c_saves_and_resume_continues_exactly(tiny_corpus, tmp_path):
     assert len(straight_losses.losses) == 6  # 3 batches of 2 utterances, 2 epochs
 
     interrupted = Trainer(config, tmp_path / "resumed", progress=False)
-    LossRecorder(interrupted, interrupt_after=4)  # mid-way through epoch 2
+    LossRecorder(interrupted, interrupt_after=4, stop_signal=stop_signal)  # mid-epoch 2
     with pytest.raises(KeyboardInterrupt):
         interrupted.fit()
     saved = load_checkpoint(tmp_path / "resumed" / CHECKPOINT, model_type="conformer-ctc")
