@@ -20,16 +20,14 @@ from mho.simulator.crossbar import (
     variance_dtype,
 )
 from mho.timing import median_ms
+from mho.workflows.bench.sim import WEIGHT_SCALE, bench_layer_inputs
 
 torch.set_num_threads(1)
 numba.set_num_threads(1)
-generator = torch.Generator().manual_seed(0)
-weight = torch.randint(-127, 128, (512, 512), generator=generator)  # [O, I]
-x = torch.randn(6400, 512, generator=generator)  # [N, I]
-scale = float(x.abs().max()) / 127
-noisy = CrossbarLinear.from_integer(weight, 8, 0.01, scale,
+weight, x, scale = bench_layer_inputs()  # `mho bench sim`'s layer: [O, I], [N, I]
+noisy = CrossbarLinear.from_integer(weight, 8, WEIGHT_SCALE, scale,
                                     config=CrossbarConfig(noise="legacy"), seed=0)
-quiet = CrossbarLinear(noisy.chip, 0.01, scale, None, CrossbarConfig(noise="off"))
+quiet = CrossbarLinear(noisy.chip, WEIGHT_SCALE, scale, None, CrossbarConfig(noise="off"))
 tiles, width, planes = noisy.tiles_in, noisy.signal_matrix.shape[-1], noisy.planes
 dtype = variance_dtype()  # the noise-variance matmul's (bfloat16 where the CPU has it)
 rows = 4 * CHUNK_ELEMENTS // ((4 + dtype.itemsize) * tiles * width)  # the noisy forward's chunk
@@ -48,7 +46,7 @@ key = gaussian.stream_key(0, 0)
 totals, clipped = np.zeros((rows, width // planes)), np.zeros((tiles, width // planes), np.int64)
 plane_weights, limit = 2.0 ** np.arange(planes - 1, -1, -1), np.float32(128)
 stream = torch.Generator().manual_seed(0)
-float_weight = weight.float() * 0.01
+float_weight = weight.float() * WEIGHT_SCALE
 
 with torch.inference_mode():
     whole = {

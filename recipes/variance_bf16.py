@@ -21,13 +21,11 @@ import torch
 
 from mho.simulator.crossbar import CrossbarConfig, CrossbarLinear, dac_levels
 from mho.timing import interleaved_medians_ms
+from mho.workflows.bench.sim import WEIGHT_SCALE, bench_layer_inputs
 
 torch.set_num_threads(1)
-generator = torch.Generator().manual_seed(0)
-weight = torch.randint(-127, 128, (512, 512), generator=generator)  # [O, I]
-x = torch.randn(6400, 512, generator=generator)  # [N, I]
-scale = float(x.abs().max()) / 127
-layer = CrossbarLinear.from_integer(weight, 8, 0.01, scale,
+weight, x, scale = bench_layer_inputs()  # `mho bench sim`'s layer: [O, I], [N, I]
+layer = CrossbarLinear.from_integer(weight, 8, WEIGHT_SCALE, scale,
                                     config=CrossbarConfig(noise="legacy"), seed=0)
 tiles, width, planes = layer.tiles_in, layer.signal_matrix.shape[-1], layer.planes
 
@@ -65,7 +63,7 @@ def error() -> None:
 def speed() -> None:
     rows = 195  # the noisy forward's chunk with a bfloat16 variance (16 MB of buffers)
     index = layer._table_index(dac_levels(x, scale, 8))  # [T_in, N, R]
-    float_weight = weight.float() * 0.01
+    float_weight = weight.float() * WEIGHT_SCALE
 
     def chunked(dtype: torch.dtype):
         matrix, levels = layer.noise_matrix.to(dtype), layer.noise_table[1].to(dtype)

@@ -156,7 +156,7 @@ CONVERSION_KEYS = ("lpa_order", "lpa_order_kind", "conversion_seconds")
 def conversion_record(payload: dict[str, Any]) -> dict[str, Any]:
     """What `mho lpa convert` recorded of an LPA model's conversion (the order the layers were
     replaced in, the order's kind, its time): the checkpoint's own, or, for a model trained on
-    after its conversion, its ``config.init``'s (training starts a new record of its own)."""
+    after its conversion, its ``config.init``'s (a training run records no conversion)."""
     metadata = payload["metadata"]
     init = payload.get("config", {}).get("init")
     if "lpa_order" not in metadata and init:

@@ -93,6 +93,21 @@ class SimBenchResult:
         }
 
 
+WEIGHT_SCALE = 0.01  # the bench layer's weight scale (its outputs' unit, arbitrary)
+
+
+def bench_layer_inputs(config: SimBenchConfig = SimBenchConfig()
+                       ) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """The bench layer's seeded integer weights [O, I] (uniform over the weight grid), input
+    rows [N, I] (standard normal) and the inputs' 8-bit scale (absmax / 127)."""
+    generator = torch.Generator().manual_seed(config.seed)
+    limit = 2 ** (config.weight_bits - 1) - 1
+    weight = torch.randint(-limit, limit + 1, (config.out_features, config.in_features),
+                           generator=generator)  # [O, I]
+    x = torch.randn(config.rows, config.in_features, generator=generator)  # [N, I]
+    return weight, x, float(x.abs().max()) / 127
+
+
 def bench_sim(
     config: SimBenchConfig = SimBenchConfig(),
     models: Sequence[str] = (),
@@ -105,12 +120,8 @@ def bench_sim(
 
 def _measure(config: SimBenchConfig, models: Sequence[str], log: Callable[[str], None]
              ) -> SimBenchResult:
-    generator = torch.Generator().manual_seed(config.seed)
-    limit = 2 ** (config.weight_bits - 1) - 1
-    weight = torch.randint(-limit, limit + 1, (config.out_features, config.in_features),
-                           generator=generator)  # [O, I]
-    x = torch.randn(config.rows, config.in_features, generator=generator)  # [N, I]
-    weight_scale, input_scale = 0.01, float(x.abs().max()) / 127
+    weight, x, input_scale = bench_layer_inputs(config)  # [O, I], [N, I]
+    weight_scale = WEIGHT_SCALE
 
     base = CrossbarConfig(adc_precision_bits=config.adc[0], adc_range_bits=config.adc[1])
     log(f"programming a {config.out_features}x{config.in_features} layer")
