@@ -263,7 +263,6 @@ class CrossbarLinear(nn.Module):
             self.register_buffer(
                 "noise_table", torch.tensor(np.stack((low, diff)), dtype=torch.float32)
             )  # [2, L]
-            self.register_buffer("_noise_steps", self.noise_table * steps**2, persistent=False)
             sign_plus, sign_minus = self._conductance_sign(r_plus), self._conductance_sign(r_minus)
             signs = sign_plus + sign_minus  # [P, I_pad, O_pad], each -2, 0 or 2
             signed_r = to_tiles(sign_plus * r_plus + sign_minus * r_minus)  # [T_in, R, P*O_pad]
@@ -306,7 +305,7 @@ class CrossbarLinear(nn.Module):
             self.register_buffer("_variance_matrix", matrix.to(dtype),
                                  persistent=False)  # [T_in, R or 2R, P*O_pad]
         else:
-            self.noise_table = self._noise_steps = None
+            self.noise_table = None
             self.noise_matrix = self.sign_sum = None
             self._variance_low = self._variance_levels = self._variance_matrix = None
 
@@ -434,16 +433,16 @@ class CrossbarLinear(nn.Module):
             invalid = kernels.dac_lookup(chunk.contiguous().numpy(), scale,
                                          self.config.input_limit, self._signal_steps.numpy(),
                                          row_levels.numpy(), index.numpy())
-            if invalid:
-                raise ConfigError(f"the crossbar input has {invalid} NaN value(s)")
-            return
-        invalid = int(torch.isnan(chunk).sum())
+        else:  # other float types, through torch (NaN has no DAC level: checked first)
+            invalid = int(torch.isnan(chunk).sum())
+            if not invalid:
+                full = self._table_index(dac_levels(chunk, self.input_scale,
+                                                    self.config.input_bits))
+                row_levels.copy_(self._signal_steps[full])
+                if index.numel():
+                    index.copy_(full)
         if invalid:
             raise ConfigError(f"the crossbar input has {invalid} NaN value(s)")
-        full = self._table_index(dac_levels(chunk, self.input_scale, self.config.input_bits))
-        row_levels.copy_(self._signal_steps[full])
-        if index.numel():
-            index.copy_(full)
 
     def _table_index(self, levels: torch.Tensor) -> torch.Tensor:
         """[N, I] DAC levels -> [T_in, N, R] lookup-table indices; level 0 (0 V) pads rows."""
@@ -456,38 +455,38 @@ class CrossbarLinear(nn.Module):
         return index.view(rows, self.tiles_in, tile_rows).transpose(0, 1).contiguous()
 
     def _variance_parts(
-        self, index: torch.Tensor, table: torch.Tensor, out: torch.Tensor | None = None
+        self, index: torch.Tensor, levels: torch.Tensor, low: torch.Tensor | None,
+        matrix: torch.Tensor, out: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Read-noise variance of every column, in the units of `table` (noise_table, or
-        _noise_steps), as two parts that add up to it: [T_in, N, R] indices ->
-        ([T_in, N, P*O_pad] a matmul, [T_in, N] a part shared by every column of a row)."""
-        if self.sign_sum is not None:  # the signs' matrix is sign_sum everywhere
-            rows = table[0][index].sum(-1) * self.sign_sum  # [T_in, N]
-            transform = table[1][index]  # [T_in, N, R]
+        """Read-noise variance of every column as two parts that add up to it: [T_in, N, R]
+        indices -> ([T_in, N, P*O_pad] a matmul in `matrix`'s dtype, [T_in, N] float32 shared
+        by every column of a row).
+
+        levels: [2, L] the (low, slope) tables; matrix: [T_in, R or 2R, P*O_pad] the cells'
+        factors (noise_matrix, or the forward's _variance_matrix relative to its reference
+        state); low: [L] float32 the low table when every pair has the sign sum `sign_sum`
+        (its part is then a row sum), else None (both parts in the matmul)."""
+        if low is not None:  # the signs' matrix is sign_sum everywhere
+            rows = low[index].sum(-1) * self.sign_sum  # [T_in, N]
+            transform = levels[1][index]  # [T_in, N, R]
         else:
             rows = index.new_zeros(index.shape[:2], dtype=torch.float32)
-            transform = torch.cat((table[0][index], table[1][index]), -1)  # [T_in, N, 2R]
-        return torch.bmm(transform, self.noise_matrix, out=out), rows
+            transform = torch.cat((levels[0][index], levels[1][index]), -1)  # [T_in, N, 2R]
+        return torch.bmm(transform, matrix, out=out), rows
 
     def _forward_variance(
         self, index: torch.Tensor, out: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The forward's read-noise variance in ADC steps^2, relative to the reference state,
-        as two parts that add up to it: [T_in, N, R] indices -> ([T_in, N, P*O_pad] a matmul
-        in variance_dtype(), [T_in, N] float32 shared by every column of a row)."""
-        levels = self._variance_levels
-        if self._variance_low is not None:  # the signs' matrix is sign_sum everywhere
-            rows = self._variance_low[index].sum(-1) * self.sign_sum  # [T_in, N]
-            transform = levels[1][index]  # [T_in, N, R]
-        else:
-            rows = index.new_zeros(index.shape[:2], dtype=torch.float32)
-            transform = torch.cat((levels[0][index], levels[1][index]), -1)  # [T_in, N, 2R]
-        return torch.bmm(transform, self._variance_matrix, out=out), rows
+        as `_variance_parts`, its matmul in variance_dtype()."""
+        return self._variance_parts(index, self._variance_levels, self._variance_low,
+                                    self._variance_matrix, out)
 
     def _variance(self, index: torch.Tensor) -> torch.Tensor:
         """[T_in, N, R] indices -> [T_in, N, P*O_pad] read-noise variance of every column, in
         output units^2 (the parts added, float rounding below 0 clamped)."""
-        columns, rows = self._variance_parts(index, self.noise_table)
+        low = self.noise_table[0] if self.sign_sum is not None else None
+        columns, rows = self._variance_parts(index, self.noise_table, low, self.noise_matrix)
         return (columns + rows[..., None]).clamp_(min=0)
 
     def column_variance(self, levels: torch.Tensor) -> torch.Tensor:
