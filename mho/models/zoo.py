@@ -82,15 +82,28 @@ def load_model(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
         return load_hf_wav2vec2(Path(path))
     payload = load_checkpoint(path)
     model = build_model(payload)
-    state = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
-    for name, integers in payload.get("integer_weights", {}).items():
-        state[f"{name}.weight"] = integers.float() * payload["weight_scales"][name]
     try:
-        model.load_state_dict(state)
+        model.load_state_dict(float_state_dict(payload))
     except RuntimeError as error:
         first_line = str(error).splitlines()[1 if "\n" in str(error) else 0].strip()
         raise MhoError(f"{path}: weights do not fit the model ({first_line})") from None
     return model.eval(), payload
+
+
+def float_state_dict(payload: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """A checkpoint's weights in float32: a packed checkpoint's integer weights times their
+    scales, its other tensors (and a training checkpoint's) as stored."""
+    state = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
+    for name, integers in payload.get("integer_weights", {}).items():
+        state[f"{name}.weight"] = integers.float() * payload["weight_scales"][name]
+    return state
+
+
+def init_metadata(payload: dict[str, Any]) -> dict[str, Any] | None:
+    """The metadata of the checkpoint a training run started from (its ``config.init``: a
+    path or a shipped model's name), or None for a run from scratch."""
+    init = payload.get("config", {}).get("init")
+    return load_checkpoint(checkpoint_path(str(init)) or init)["metadata"] if init else None
 
 
 def training_summary(payload: dict[str, Any]) -> dict[str, Any]:
@@ -100,12 +113,11 @@ def training_summary(payload: dict[str, Any]) -> dict[str, Any]:
     metadata = payload["metadata"]
     if "summary" in metadata:
         return metadata["summary"]
-    init = payload.get("config", {}).get("init")
-    if not init:
+    pretraining = init_metadata(payload)
+    if pretraining is None:
         return {"train_hours": metadata["train_hours"],
                 "train_minutes": metadata["train_seconds"] / 60, "qat_hours": 0.0,
                 "history": metadata["history"]}
-    pretraining = load_checkpoint(checkpoint_path(str(init)) or init)["metadata"]
     if "summary" not in pretraining:  # QAT from a float training run
         return {
             "train_hours": pretraining["train_hours"],
@@ -118,7 +130,7 @@ def training_summary(payload: dict[str, Any]) -> dict[str, Any]:
         **before,
         "train_minutes": before["train_minutes"] + metadata["train_seconds"] / 60,
         "history": [*before["history"], *metadata["history"]],
-        "fine_tuned_from": Path(str(init)).stem,
+        "fine_tuned_from": Path(str(payload["config"]["init"])).stem,
         "fine_tune_hours": metadata["train_hours"],
     }
 
@@ -158,9 +170,8 @@ def conversion_record(payload: dict[str, Any]) -> dict[str, Any]:
     replaced in, the order's kind, its time): the checkpoint's own, or, for a model trained on
     after its conversion, its ``config.init``'s (a training run records no conversion)."""
     metadata = payload["metadata"]
-    init = payload.get("config", {}).get("init")
-    if "lpa_order" not in metadata and init:
-        metadata = load_checkpoint(checkpoint_path(str(init)) or init)["metadata"]
+    if "lpa_order" not in metadata:
+        metadata = init_metadata(payload) or metadata
     return {key: metadata[key] for key in CONVERSION_KEYS if key in metadata}
 
 

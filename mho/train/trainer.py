@@ -220,14 +220,12 @@ class Trainer:
         of a float model), or a packed one or shipped model name, whose integer weights times
         their scales are the weights (a QAT run re-derives the same grid from them: a tensor's
         largest weight is exactly its scale times the largest integer)."""
-        from mho.models.zoo import build_model, checkpoint_path, load_model
+        from mho.models.zoo import build_model, checkpoint_path, float_state_dict
 
         path = checkpoint_path(str(path)) or Path(path)
         payload = load_checkpoint(path, model_type=self.model_type)
         if "state_dict" not in payload:
             raise MhoError(f"{path} is not a model checkpoint")
-        if "integer_weights" in payload:
-            payload = {**payload, "state_dict": load_model(path)[0].state_dict()}
 
         # through the config class: older checkpoints lack fields added since, at defaults
         ours = {**self.model.config.to_dict(), "quant": None}
@@ -235,7 +233,7 @@ class Trainer:
         if ours != theirs:
             differing = sorted(k for k in ours if ours[k] != theirs.get(k))
             raise MhoError(f"{path} holds another architecture (differs in {differing})")
-        missing, unexpected = self.model.load_state_dict(payload["state_dict"], strict=False)
+        missing, unexpected = self.model.load_state_dict(float_state_dict(payload), strict=False)
         unexpected = [k for k in unexpected if "observer" not in k]
         if unexpected or any("observer" not in k for k in missing):
             raise MhoError(f"{path} does not fit this model (missing {missing[:3]}, "
