@@ -166,8 +166,7 @@ def convert_corpus(
         for utt_id, row in pool.imap_unordered(_convert_one, jobs, chunksize=4):
             rows[utt_id] = row
             bar.update()
-    converted = [Utterance(u.id, audio_dir / f"{u.id}.flac", u.duration, u.text)
-                 for u in utterances]
+    converted = [Utterance(u.id, audio, u.duration, u.text) for _, u, audio, _, _ in jobs]
     target = out_dir / manifest.name
     write_manifest(target, converted)
     with atomic_path(out_dir / DRAWS_FILE) as partial:
