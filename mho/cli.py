@@ -996,11 +996,17 @@ def bench_lpa_command(model, lengths, runtime, repeats, threads, plot, as_json) 
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.pt exactly.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config field (TOML value syntax), e.g. --set pe='\"none\"'.")
-def train_command(config: str, out: Path, resume: bool, overrides: tuple[str, ...]) -> None:
+@click.option("--save-every", "save_every_min", type=click.FloatRange(min=0), default=10.0,
+              show_default=True, metavar="MINUTES",
+              help="Also write the checkpoint mid-epoch this often (a kill loses at most "
+                   "this much training).")
+def train_command(config: str, out: Path, resume: bool, overrides: tuple[str, ...],
+                  save_every_min: float) -> None:
     """Train a Conformer-CTC from CONFIG (a TOML file or a preset name)."""
     from mho.train.trainer import train
 
-    state = train(config, out, overrides=overrides, resume=resume, log=console.print)
+    state = train(config, out, overrides=overrides, resume=resume,
+                  save_every_s=save_every_min * 60, log=console.print)
     console.print(f"done: {state.epoch} epochs, {state.seconds / 60:.1f} min -> {out}")
 
 

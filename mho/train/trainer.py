@@ -38,6 +38,7 @@ from mho.train.validate import dev_error_rates
 
 CHECKPOINT = "checkpoint.pt"
 LOG = "log.jsonl"
+DEFAULT_SAVE_EVERY_S = 600.0  # mid-epoch checkpoints: a wav2vec2 epoch on one core is ~1.5 h
 
 
 @dataclass
@@ -77,10 +78,19 @@ class StopRequest:
 
 
 class Trainer:
+    """Trains ``config`` into ``out_dir``. The checkpoint is written after every epoch, on
+    Ctrl-C or SIGTERM, and mid-epoch once ``save_every_s`` seconds have passed since the last
+    write, so that a kill no signal announces (out of memory, power, SIGKILL) loses at most
+    that much training."""
+
     def __init__(self, config: TrainConfig, out_dir: Path, *, progress: bool = True,
-                 log: Callable[[str], None] = lambda message: None) -> None:
+                 log: Callable[[str], None] = lambda message: None,
+                 save_every_s: float = DEFAULT_SAVE_EVERY_S) -> None:
+        if save_every_s < 0:
+            raise MhoError(f"the time between saves must be >= 0 s, got {save_every_s}")
         self.config = config
         self.out_dir = Path(out_dir)
+        self.save_every_s = save_every_s
         self.progress = progress
         self.log = log
         self.device = training_device(config.device)
@@ -197,6 +207,7 @@ class Trainer:
 
     def save(self) -> None:
         save_checkpoint(self.out_dir / CHECKPOINT, self.payload())
+        self._saved_at = time.monotonic()
 
     def resume(self) -> bool:
         path = self.out_dir / CHECKPOINT
@@ -275,6 +286,7 @@ class Trainer:
             self.log(f"resumed at epoch {self.state.epoch + 1}, batch {self.state.batch}")
         elif self.config.init is not None:
             self.initialize_from(self.config.init)
+        self._saved_at = time.monotonic()
         with StopRequest() as stop, torch_threads(self.config.threads):
             while self.state.epoch < self.config.epochs:
                 self.train_epoch(stop)
@@ -296,6 +308,7 @@ class Trainer:
         for index in range(self.state.batch, len(batches)):
             if stop.requested:  # also set during the previous epoch's dev evaluation
                 break
+            step_started = time.perf_counter()
             seed = batch_seed(self.config.seed, epoch, index)
             if isinstance(self.train_set, AugmentedWaveformSet):
                 batch = self.train_set.collate(batches[index], seed)
@@ -303,12 +316,15 @@ class Trainer:
                 batch = self.train_set.collate(batches[index])
             loss = self.step(batch, seed)
             self.state.batch, self.state.step = index + 1, self.state.step + 1
+            self.state.seconds += time.perf_counter() - step_started
             audio_seconds += sum(durations[i] for i in batches[index])
             elapsed = time.perf_counter() - started
             bar.update()
             bar.set_postfix(loss=f"{loss:.3f}", audio_s_per_s=f"{audio_seconds / elapsed:.1f}")
+            due = time.monotonic() - self._saved_at >= self.save_every_s
+            if due and index + 1 < len(batches):  # the epoch's end saves anyway
+                self.save()
         bar.close()
-        self.state.seconds += time.perf_counter() - started
 
     def finish_epoch(self) -> None:
         self.state.epoch, self.state.batch = self.state.epoch + 1, 0
@@ -338,11 +354,12 @@ def training_device(name: str) -> torch.device:
 
 
 def train(config: str | Path, out: Path, *, overrides: Sequence[str] = (),
-          resume: bool = False, log: Callable[[str], None] = lambda message: None
-          ) -> TrainState:
+          resume: bool = False, save_every_s: float = DEFAULT_SAVE_EVERY_S,
+          log: Callable[[str], None] = lambda message: None) -> TrainState:
     """`mho train`: train from ``config`` (a TOML file or a preset name) with ``overrides``
-    ("key=value" in TOML syntax) into ``out``; ``resume`` continues its checkpoint exactly."""
+    ("key=value" in TOML syntax) into ``out``; ``resume`` continues its checkpoint exactly.
+    The checkpoint is also written mid-epoch every ``save_every_s`` seconds."""
     from mho.train.config import apply_overrides, load_train_config
 
     train_config = apply_overrides(load_train_config(str(config)), list(overrides))
-    return Trainer(train_config, out, log=log).fit(resume=resume)
+    return Trainer(train_config, out, log=log, save_every_s=save_every_s).fit(resume=resume)

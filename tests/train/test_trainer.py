@@ -96,6 +96,55 @@ def test_a_stop_saves_and_resume_continues_exactly(tiny_corpus, tmp_path, stop_s
     assert [h["epoch"] for h in final["metadata"]["history"]] == [1, 2]
 
 
+class Crash(Exception):
+    """A kill that no signal announces (SIGKILL, out of memory): nothing runs after it."""
+
+
+def crash_in_step(trainer: Trainer, crashing_step: int) -> None:
+    step, calls = trainer.step, []
+
+    def crashing(batch, seed):
+        calls.append(seed)
+        if len(calls) == crashing_step:
+            raise Crash
+        return step(batch, seed)
+
+    trainer.step = crashing
+
+
+def test_a_crash_loses_at_most_the_steps_since_the_last_timed_save(tiny_corpus, tmp_path):
+    """With saves due after every step, a crash in step 5 leaves the checkpoint after step 4
+    (mid-epoch 2, not epoch 1's end), and resuming gives the uninterrupted run's losses."""
+    config = tiny_config(tiny_corpus)
+    straight = Trainer(config, tmp_path / "straight", progress=False)
+    straight_losses = LossRecorder(straight)
+    straight.fit()
+
+    crashing = Trainer(config, tmp_path / "resumed", progress=False, save_every_s=0.0)
+    crash_in_step(crashing, 5)
+    with pytest.raises(Crash):
+        crashing.fit()
+    saved = load_checkpoint(tmp_path / "resumed" / CHECKPOINT, model_type="conformer-ctc")
+    assert (saved["training"]["epoch"], saved["training"]["batch"]) == (1, 1)
+    assert saved["training"]["step"] == 4
+
+    resumed = Trainer(config, tmp_path / "resumed", progress=False)
+    resumed_losses = LossRecorder(resumed)
+    resumed.fit(resume=True)
+    assert resumed_losses.losses == pytest.approx(straight_losses.losses[4:], rel=1e-5)
+
+
+def test_default_saves_only_at_epoch_ends(tiny_corpus, tmp_path):
+    """The default interval (10 min) writes nothing mid-epoch in a run of seconds: a crash
+    in step 5 leaves epoch 1's checkpoint."""
+    crashing = Trainer(tiny_config(tiny_corpus), tmp_path, progress=False)
+    crash_in_step(crashing, 5)
+    with pytest.raises(Crash):
+        crashing.fit()
+    saved = load_checkpoint(tmp_path / CHECKPOINT, model_type="conformer-ctc")
+    assert (saved["training"]["epoch"], saved["training"]["batch"]) == (1, 0)
+
+
 def test_resume_refuses_another_config(tiny_corpus, tmp_path):
     Trainer(tiny_config(tiny_corpus, epochs=1), tmp_path, progress=False).fit()
     other = Trainer(tiny_config(tiny_corpus, epochs=1, seed=5), tmp_path, progress=False)
