@@ -386,6 +386,30 @@ def models_group(ctx: click.Context, as_json: bool, markdown: bool) -> None:
     console.print(table)
 
 
+@models_group.command("runs")
+@click.argument("name")
+def models_runs(name: str) -> None:
+    """The training runs behind shipped model NAME (from its card): data, epochs, wall time,
+    seconds of audio per second, and the machine each ran on."""
+    from mho.models.zoo import model_card, shipped_models, training_runs_table
+
+    if name not in shipped_models():
+        raise MhoError(f"no shipped model {name!r} (`mho models` lists them)")
+    card = model_card(name)
+    columns, rows = training_runs_table(card)
+    if not rows:
+        console.print(f"{name}: its card records no training runs (packed before runs were "
+                      "recorded)")
+        return
+    table = Table(title=f"{name}: training runs")
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("from", "device", "machine")
+                         else "right")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
 @models_group.command("pack")
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--name", required=True, help="Shipped model name.")

@@ -8,6 +8,9 @@ library call never leaves the caller's process changed.
 
 import ctypes
 import gc
+import os
+import platform
+import re
 import statistics
 import sys
 import time
@@ -16,6 +19,23 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+
+
+def machine_description(device: torch.device | str = "cpu") -> str:
+    """What a timing was measured on: a CUDA device's name, or the CPU's model name (from
+    /proc/cpuinfo where there is one) and its logical CPU count."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = platform.processor() or platform.machine() or "unknown CPU"
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:  # not Linux
+        cpuinfo = ""
+    found = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.MULTILINE)
+    if found:
+        model = found.group(1).strip()
+    return f"{model}, {os.cpu_count() or 1} logical CPUs"
 
 
 @contextmanager

@@ -57,6 +57,7 @@ def test_eval_table_lists_every_set(slt_manifest):
         (["eval", "nosuchmodel", "--data", "flite-slt"], "unknown model 'nosuchmodel'"),
         (["eval", "pocketsphinx", "--data", "/no/such.jsonl"], "manifest not found"),
         (["eval", "pocketsphinx", "--data", "nosuchset"], "unknown data set 'nosuchset'"),
+        (["models", "runs", "nosuchmodel"], "no shipped model 'nosuchmodel'"),
     ],
 )
 def test_bad_arguments_fail_in_one_line(args, message):

@@ -106,24 +106,47 @@ def init_metadata(payload: dict[str, Any]) -> dict[str, Any] | None:
     return load_checkpoint(checkpoint_path(str(init)) or init)["metadata"] if init else None
 
 
+def training_run(metadata: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """One training run as a model card lists it: its data, epochs, wall time, speed in
+    seconds of audio per second of training (epochs x data / wall time) and where it ran
+    (``machine`` None: a run from before machines were recorded)."""
+    epochs = metadata.get("epochs", len(metadata["history"]))
+    seconds = metadata["train_seconds"]
+    return {
+        "init": Path(str(config["init"])).stem if config.get("init") else None,
+        "weight_bits": config.get("weight_bits"),
+        "data_hours": metadata["train_hours"],
+        "epochs": epochs,
+        "wall_minutes": seconds / 60,
+        "audio_seconds_per_second": (metadata["train_hours"] * 3600 * epochs / seconds
+                                     if seconds > 0 else None),
+        "device": metadata.get("device"),
+        "machine": metadata.get("machine"),
+        "threads": metadata.get("threads", config.get("threads")),
+    }
+
+
 def training_summary(payload: dict[str, Any]) -> dict[str, Any]:
     """Data and time of a model's whole training: a QAT run's own metadata covers only the
     fine-tuning, its float pre-training is the checkpoint named by ``config.init``. Packed
-    checkpoints carry the summary, so re-packing one (e.g. to re-score it) keeps it."""
+    checkpoints carry the summary, so re-packing one (e.g. to re-score it) keeps it.
+    ``training_runs`` lists each run of the lineage that recorded itself (`training_run`)."""
     metadata = payload["metadata"]
     if "summary" in metadata:
         return metadata["summary"]
+    run = training_run(metadata, payload.get("config", {}))
     pretraining = init_metadata(payload)
     if pretraining is None:
         return {"train_hours": metadata["train_hours"],
                 "train_minutes": metadata["train_seconds"] / 60, "qat_hours": 0.0,
-                "history": metadata["history"]}
+                "history": metadata["history"], "training_runs": [run]}
     if "summary" not in pretraining:  # QAT from a float training run
         return {
             "train_hours": pretraining["train_hours"],
             "train_minutes": (pretraining["train_seconds"] + metadata["train_seconds"]) / 60,
             "qat_hours": metadata["train_hours"],
             "history": [*pretraining["history"], *metadata["history"]],
+            "training_runs": [training_run(pretraining, {}), run],
         }
     before = pretraining["summary"]  # fine-tuning of a packed (e.g. shipped) model
     return {
@@ -132,6 +155,7 @@ def training_summary(payload: dict[str, Any]) -> dict[str, Any]:
         "history": [*before["history"], *metadata["history"]],
         "fine_tuned_from": Path(str(payload["config"]["init"])).stem,
         "fine_tune_hours": metadata["train_hours"],
+        "training_runs": [*before.get("training_runs", []), run],
     }
 
 
@@ -159,6 +183,23 @@ def models_table(cards: list[dict[str, Any]]) -> tuple[list[str], list[list[str]
             f"{card['history'][-1]['dev_wer']:.2f}" if card["history"] else "-",
             *(score(wer, s) for s in sets),
         ])
+    return columns, rows
+
+
+def training_runs_table(card: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """`mho models runs`: a card's training runs (`training_run`) as (columns, rows of
+    text), oldest first; "-" where a run did not record a value."""
+    columns = ["run", "from", "bits", "data h", "epochs", "wall min", "audio s/s", "device",
+               "machine", "threads"]
+
+    def text(value: Any, form: str = "{}") -> str:
+        return "-" if value is None else form.format(value)
+
+    rows = [[str(number), text(run["init"]), text(run["weight_bits"] or "float"),
+             text(run["data_hours"], "{:.2f}"), text(run["epochs"]),
+             text(run["wall_minutes"], "{:.1f}"), text(run["audio_seconds_per_second"], "{:.0f}"),
+             text(run["device"]), text(run["machine"]), text(run["threads"])]
+            for number, run in enumerate(card.get("training_runs", []), start=1)]
     return columns, rows
 
 

@@ -28,7 +28,7 @@ from mho.errors import MhoError
 from mho.models.checkpoint import load_checkpoint, save_checkpoint
 from mho.models.frontend import feature_statistics
 from mho.models.zoo import model_type
-from mho.timing import torch_threads
+from mho.timing import machine_description, torch_threads
 from mho.train.augmented import AugmentedWaveformSet
 from mho.train.batching import bucketed_batches
 from mho.train.config import TrainConfig
@@ -191,6 +191,8 @@ class Trainer:
                 "train_seconds": self.state.seconds,
                 "device": (torch.cuda.get_device_name(self.device)
                            if self.device.type == "cuda" else "cpu"),
+                "machine": machine_description(self.device),
+                "threads": self.config.threads,  # torch intra-op threads
                 "history": self.state.history,
             },
         }

@@ -243,6 +243,34 @@ def test_pack_writes_a_small_model_and_a_scored_card(tiny_corpus, tmp_path):
     assert (tuned["fine_tuned_from"], tuned["qat_hours"]) == ("tiny-w8", card["qat_hours"])
     assert tuned["fine_tune_hours"] == card["qat_hours"]  # the same six utterances
 
+    # every run of the lineage, with its data, time and machine, in order
+    import soundfile
+
+    from mho.timing import machine_description
+
+    # the audio as read from the files (the manifest's durations are nominal here); the
+    # trainer counts feature frames, T = S // 160 + 1: at most one 10 ms frame more each
+    files = list(tiny_corpus.glob("*.flac"))
+    hours = sum(soundfile.info(path).duration for path in files) / 3600
+    frame_hours = len(files) * 0.010 / 3600
+    runs = tuned["training_runs"]
+    assert [(r["init"], r["weight_bits"]) for r in runs] == [
+        (None, None), (CHECKPOINT.removesuffix(".pt"), 8), ("tiny-w8", 8)]
+    for run, folder in zip(runs, ("float", "qat", "tune"), strict=True):
+        metadata = load_checkpoint(tmp_path / folder / CHECKPOINT)["metadata"]
+        assert 0 <= run["data_hours"] - hours <= frame_hours
+        assert run["epochs"] == 1 and run["threads"] == 1
+        assert run["wall_minutes"] == pytest.approx(metadata["train_seconds"] / 60)
+        assert run["audio_seconds_per_second"] * metadata["train_seconds"] == pytest.approx(
+            run["data_hours"] * 3600)
+        assert (run["device"], run["machine"]) == ("cpu", machine_description("cpu"))
+
+    from mho.models.zoo import training_runs_table
+
+    columns, rows = training_runs_table(tuned)
+    assert [row[columns.index("from")] for row in rows] == ["-", "checkpoint", "tiny-w8"]
+    assert [row[columns.index("bits")] for row in rows] == ["float", "8", "8"]
+
 
 def test_feature_archive_round_trip_and_training_from_it(tiny_corpus, tmp_path):
     """The 8-bit archive reproduces the features to its step size, keeps labels and texts
