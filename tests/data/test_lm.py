@@ -1,5 +1,6 @@
 import gzip
 import json
+import math
 import re
 
 import pytest
@@ -10,6 +11,8 @@ from mho.data.lm import (
     build_shipped_lm,
     kenlm_tool,
     read_word_counts,
+    set_unk_log10,
+    unseen_word_estimate,
     word_counts,
     write_word_counts,
 )
@@ -77,6 +80,55 @@ def test_build_shipped_lm_writes_every_asset(tmp_path):
     assert info.sentences == 5 and info.tokens == 32 and info.order == 4
     assert (tmp_path / "lm.bin").read_bytes()[:4] == b"mmap"  # KenLM binary magic
     assert read_word_counts(tmp_path / "word_counts.tsv")["the"] == 6
+
+
+def test_unseen_word_estimate_spreads_the_held_out_oov_rate_over_unseen_words():
+    counts = word_counts(SENTENCES)
+    held_out = ["the cat ate a fish", "a dog sat on the rug"]  # 2 of 11 words unseen
+    lexicon = [*counts, "fish", "rug", "ate", "zebra"]  # 4 words the LM never saw
+    estimate = unseen_word_estimate(counts, lexicon, held_out)
+    assert estimate.held_out_oov_rate == 3 / 11  # ate, fish, rug
+    assert estimate.unseen_lexicon_words == 4
+    assert estimate.log10 == pytest.approx(math.log10(3 / 11 / 4))
+    with pytest.raises(MhoError, match="no word outside"):
+        unseen_word_estimate(counts, lexicon, ["the cat sat on the mat"])
+
+
+@needs_lmplz
+def test_held_out_unk_changes_only_the_unseen_words_scores(tmp_path):
+    """Through the decoder's LM reader: an unseen word's score moves by exactly the change of
+    the <unk> unigram (after <s>, which backs off to unigrams for it), a seen word's not."""
+    from flashlight.lib.text.decoder.kenlm import KenLM
+    from flashlight.lib.text.dictionary import Dictionary
+
+    arpa = build_arpa(SENTENCES, tmp_path / "lm.arpa", memory="64M")
+    original = set_unk_log10(arpa, -7.5)
+    assert set_unk_log10(arpa, -7.5) == -7.5  # the rewrite reads back
+    build_binary(arpa, tmp_path / "lm.bin", quantize=False, memory="64M")
+    lmplz = build_arpa(SENTENCES, tmp_path / "lmplz.arpa", memory="64M")
+    words = Dictionary()
+    for word in ("<unk>", "cat", "zebra"):
+        words.add_entry(word)
+    words.set_default_index(0)
+    scores = {}
+    for name, path in (("held-out", tmp_path / "lm.bin"), ("lmplz", lmplz)):
+        model = KenLM(str(path), words)
+        start = model.start(False)
+        scores[name] = {w: model.score(start, words.get_index(w))[1] for w in ("cat", "zebra")}
+    assert scores["held-out"]["zebra"] - scores["lmplz"]["zebra"] == pytest.approx(
+        -7.5 - original, abs=1e-4)
+    assert scores["held-out"]["cat"] == pytest.approx(scores["lmplz"]["cat"], abs=1e-4)
+
+
+@needs_lmplz
+def test_build_shipped_lm_records_the_held_out_unk(tmp_path):
+    info = build_shipped_lm(SENTENCES, tmp_path, memory="64M",
+                            held_out=["the cat ate a fish"])
+    recorded = json.loads((tmp_path / "lm.json").read_text())
+    assert recorded["unk"] == "held-out" and recorded["held_out_oov_rate"] == 2 / 5
+    assert recorded["unk_log10"] == pytest.approx(
+        math.log10(2 / 5 / info.unseen_lexicon_words))
+    assert info.unseen_lexicon_words > 100_000  # CMUdict less these 13 words
 
 
 def test_word_counts_round_trip(tmp_path):
