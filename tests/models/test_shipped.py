@@ -81,6 +81,26 @@ def test_the_diverse_4_bit_model_is_shipped():
         assert lm_wers(tuned)[data] <= 1.1 * lm_wers(base)[data]
 
 
+def test_the_4_bit_card_lists_both_fine_tuning_runs():
+    """Its runs: the 8-bit fine-tuning (from the shipped baseline), then the 4-bit one, each
+    with the same 5.9 h, and as many epochs and minutes as its base's card and its own
+    history record; `mho models runs` prints them."""
+    base, tuned = (model_card("conformer-sinusoidal-linear-w8-diverse"),
+                   model_card("conformer-sinusoidal-linear-w4-diverse"))
+    runs = tuned["training_runs"]
+    assert runs[0] == base["training_runs"][-1]
+    assert [(r["init"], r["weight_bits"], r["epochs"]) for r in runs] == [
+        ("conformer-sinusoidal-linear-w8", 8, 3), (base["name"], 4, 6)]
+    # the history rounds seconds to 0.1
+    assert runs[1]["wall_minutes"] * 60 == pytest.approx(tuned["history"][-1]["train_seconds"],
+                                                         abs=0.05)
+    for run in runs:
+        assert run["data_hours"] == pytest.approx(tuned["fine_tune_hours"])
+    result = CliRunner().invoke(main, ["models", "runs", tuned["name"]])
+    assert result.exit_code == 0, result.output
+    assert "conformer-sinusoidal-linear-w8-diverse" in result.output and " 33 " in result.output
+
+
 def test_the_diverse_lpa_conformer_is_shipped():
     """The fine-tuned baseline with half of its MHSA blocks replaced (MSE order), within +20%
     relative LM WER of it on all four held-out sets (docs/lpa.md)."""
