@@ -17,6 +17,10 @@ when there is one), then turned into the model's log-mel features:
   at a drawn signal-to-noise ratio over the utterance.
 - **band-limiting**: the telephone band (300-3400 Hz) or a cheap microphone (a high-pass
   at 50-200 Hz and a low-pass at 2.5-6 kHz), as an ideal filter in the frequency domain.
+- **gain**: the whole utterance louder or quieter by a drawn number of dB. The TTS corpus
+  is made at nearly one level (RMS within a few dB), so without it a model learns that
+  level: 6 dB quieter test audio raised a fine-tuned model's WER on a held-out voice from
+  29% to 52%.
 
 Every draw comes from ``torch.Generator`` seeded by the caller (the trainer passes a seed
 per batch), so a resumed run augments exactly like an uninterrupted one.
@@ -59,17 +63,19 @@ class AugmentConfig:
     telephone_share: float = 0.5  # of band-limited utterances; the rest get a cheap mic
     mic_highpass_range: tuple[float, float] = (50.0, 200.0)  # Hz
     mic_lowpass_range: tuple[float, float] = (2500.0, 6000.0)  # Hz
+    gain_prob: float = 0.0
+    gain_range_db: tuple[float, float] = (-12.0, 12.0)
 
     @property
     def enabled(self) -> bool:
         return any(p > 0 for p in (self.speed_prob, self.warp_prob, self.reverb_prob,
-                                   self.noise_prob, self.bandlimit_prob))
+                                   self.noise_prob, self.bandlimit_prob, self.gain_prob))
 
     def __post_init__(self) -> None:
         from mho.errors import ConfigError
 
         for name in ("speed_prob", "warp_prob", "reverb_prob", "noise_prob", "bandlimit_prob",
-                     "telephone_share"):
+                     "gain_prob", "telephone_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"augment.{name} must be in [0, 1], got {getattr(self, name)}")
         for name in ("speed_range", "warp_range", "rt60_range", "drr_range", "snr_range",
@@ -198,12 +204,15 @@ class UtteranceDraw:
     reverb: tuple[float, float] | None = None  # (rt60 s, drr dB)
     noise: tuple[float, float] | None = None  # (beta, snr dB)
     band: tuple[float, float] | None = None  # (low Hz, high Hz)
+    gain_db: float = 0.0
 
 
 def draw(config: AugmentConfig, generator: torch.Generator) -> UtteranceDraw:
-    """One utterance's augmentation; always consumes the same number of draws, so the
-    draws of later utterances do not depend on which steps earlier ones took."""
-    u = torch.rand(14, generator=generator, dtype=torch.float64).tolist()
+    """One utterance's augmentation; always consumes the same number of draws for a config,
+    so the draws of later utterances do not depend on which steps earlier ones took. Gain
+    draws two more only when it is on, so configs without it draw as they did before it."""
+    u = torch.rand(16 if config.gain_prob > 0 else 14, generator=generator,
+                   dtype=torch.float64).tolist()
 
     def between(bounds: tuple[float, float], x: float) -> float:
         return bounds[0] + (bounds[1] - bounds[0]) * x
@@ -219,12 +228,14 @@ def draw(config: AugmentConfig, generator: torch.Generator) -> UtteranceDraw:
         noise=((NOISE_COLORS[min(2, int(u[8] * 3))], between(config.snr_range, u[9]))
                if u[7] < config.noise_prob else None),
         band=band if u[10] < config.bandlimit_prob else None,
+        gain_db=(between(config.gain_range_db, u[15])
+                 if config.gain_prob > 0 and u[14] < config.gain_prob else 0.0),
     )
 
 
 def augment_waveform(waveform: torch.Tensor, d: UtteranceDraw, generator: torch.Generator,
                      ) -> torch.Tensor:
-    """Speed, reverb, noise, then band-limiting (a room, then a noisy channel) on one
+    """Speed, reverb, noise, band-limiting (a room, then a noisy channel), then gain on one
     waveform [S] -> [S'] (S' = round(S / speed)). The warp acts on the features.
     ``generator`` (on the waveform's device) draws the room's and the noise's samples."""
     if d.speed != 1.0:
@@ -243,6 +254,8 @@ def augment_waveform(waveform: torch.Tensor, d: UtteranceDraw, generator: torch.
         waveform = add_noise(waveform, noise, snr)
     if d.band is not None:
         waveform = bandpass_fft(waveform, *d.band)
+    if d.gain_db != 0.0:
+        waveform = waveform * 10.0 ** (d.gain_db / 20.0)
     return waveform
 
 

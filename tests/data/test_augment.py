@@ -173,6 +173,37 @@ def test_augmented_features_are_seeded():
     assert first.shape[0] == 2 and first.shape[2] == 80
 
 
+def test_gain_scales_the_waveform_and_shifts_the_log_mel_by_its_log():
+    """x * 10^(dB/20): power, hence every mel band's energy, times 10^(dB/10); where the
+    energy is far above the log floor the log-mel moves by dB * ln(10) / 10."""
+    from mho.data.features import LogMel
+
+    x = torch.randn(8000, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    louder = augment_waveform(x, UtteranceDraw(gain_db=6.0), torch.Generator())
+    torch.testing.assert_close(louder, x * 10 ** 0.3)
+    shift = LogMel()(louder[None].float())[0] - LogMel()(x[None].float())[0]
+    torch.testing.assert_close(shift, torch.full_like(shift, 6.0 * math.log(10) / 10),
+                               atol=1e-3, rtol=0)
+
+
+def test_gain_draws_and_the_draws_of_configs_without_gain():
+    """Gain on: dB drawn in its range with the given probability. Gain off: the same draws
+    as before gain existed (14 uniforms per utterance), so older runs augment as they did."""
+    config = AugmentConfig(gain_prob=0.5, gain_range_db=(-12.0, 12.0))
+    draws = [draw(config, g) for g in [torch.Generator().manual_seed(3)] for _ in range(400)]
+    gains = [d.gain_db for d in draws if d.gain_db != 0.0]
+    assert all(-12.0 <= db <= 12.0 for db in gains)
+    assert abs(len(gains) - 200) < 3 * math.sqrt(400 * 0.25)  # binomial(400, 0.5)
+    generator = torch.Generator().manual_seed(4)
+    speed_only = AugmentConfig(speed_prob=1.0)
+    first = draw(speed_only, generator).speed
+    uniforms = torch.rand(14, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    assert first == pytest.approx(0.85 + 0.3 * uniforms[1].item())
+    second = draw(speed_only, generator).speed
+    later = torch.rand(28, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    assert second == pytest.approx(0.85 + 0.3 * later[15].item())
+
+
 def test_config_is_checked():
     with pytest.raises(ConfigError):
         AugmentConfig(noise_prob=1.5)
