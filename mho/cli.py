@@ -276,13 +276,17 @@ def run_options(command):
               help="Programming runs (chips), each with its own seed.")
 @click.option("--save-chip", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Save the programmed chip (.npz) for later runs or export.")
+@click.option("--gain", "gain_db", type=float, default=0.0, metavar="DB",
+              help="Play every utterance this many dB louder (negative: quieter), clipped, "
+                   "to see how much a model depends on the input level.")
 @run_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per model and set.")
 def eval_command(models: tuple[str, ...], data_sets: tuple[str, ...], decoder: str,
                  memristor: str | None, adc: str | None, layer_rules: tuple[str, ...],
                  digital_patterns: tuple[str, ...], noise: str | None, seed: int,
                  chip: Path | None, runtime: str | None, batch_size: int, runs: int,
-                 save_chip: Path | None, threads: int, lm: Path | None, as_json: bool) -> None:
+                 save_chip: Path | None, gain_db: float, threads: int, lm: Path | None,
+                 as_json: bool) -> None:
     """Word and character error rate and real-time factor of MODELS on --data sets."""
     import dataclasses
 
@@ -294,9 +298,12 @@ def eval_command(models: tuple[str, ...], data_sets: tuple[str, ...], decoder: s
         from mho.workflows.evaluate import evaluate_models
 
         results = evaluate_models(models, data_sets, decoder=decoder, lm=lm, runtime=runtime,
-                                  batch_size=batch_size, threads=threads, progress=not as_json)
+                                  batch_size=batch_size, threads=threads, progress=not as_json,
+                                  gain_db=gain_db)
         _print_results([r.summary() for r in results], as_json)
         return
+    if gain_db:
+        raise MhoError("--gain is for runs without --memristor")
     if runtime not in (None, "torch") or batch_size != 1:
         raise MhoError("chips are simulated in torch, one utterance at a time: drop --runtime "
                        "and --batch-size (export the chip to run it on onnxruntime)")
@@ -319,7 +326,8 @@ def _print_results(results: list[dict], as_json: bool, memristor: bool = False) 
     for column in ("model", "data", "decoder", "runtime", "utts", "WER %", "CER %", *last):
         table.add_column(column, justify="left" if column in ("model", "data") else "right")
     for r in results:
-        row = [r["model"], r["data"], r["decoder"], r["runtime"], str(r["utterances"]),
+        data = r["data"] + (f" ({r['gain_db']:+g} dB)" if r.get("gain_db") else "")
+        row = [r["model"], data, r["decoder"], r["runtime"], str(r["utterances"]),
                f"{r['wer']:.2f}", f"{r['cer']:.2f}"]
         if memristor:
             clipped = "-"  # every layer digital

@@ -45,6 +45,25 @@ def test_eval_pocketsphinx_json(slt_manifest):
     assert 0 <= record["wer"] < 60 and 0 < record["rtf"] < 2
 
 
+def test_eval_gain_plays_the_audio_louder_or_quieter(slt_manifest):
+    """At -120 dB the model hears silence (nothing recognized); at 0 dB it hears the voice;
+    the table names the gain; with --memristor it is refused in one line."""
+    records = {}
+    for gain in (0, -120):
+        result = run("eval", "conformer-sinusoidal-linear-w8", "--data", slt_manifest,
+                     "--decoder", "greedy", "--gain", gain, "--json")
+        assert result.exit_code == 0, result.output
+        records[gain] = json.loads(result.output)
+    assert records[-120]["gain_db"] == -120 and records[0]["gain_db"] == 0
+    assert records[0]["wer"] < 60 and records[-120]["wer"] == 100  # every word deleted
+    table = run("eval", "conformer-sinusoidal-linear-w8", "--data", slt_manifest,
+                "--decoder", "greedy", "--gain", "-6")
+    assert "(-6 dB)" in table.output
+    refused = run("eval", "conformer-sinusoidal-linear-w8", "--data", slt_manifest,
+                  "--memristor", "--gain", "-6")
+    assert refused.exit_code == 1 and "--gain is for runs without --memristor" in refused.output
+
+
 def test_eval_table_lists_every_set(slt_manifest):
     result = run("eval", "pocketsphinx", "--data", slt_manifest, "--data", slt_manifest)
     assert result.exit_code == 0, result.output

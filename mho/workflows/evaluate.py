@@ -5,6 +5,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from mho.data.audio import SAMPLE_RATE
@@ -27,6 +28,7 @@ class EvalResult:
     compute_seconds: float  # time spent inside the recognizer, audio loading excluded
     rtf: float  # compute_seconds / audio_seconds: below 1 is faster than real time
     hypotheses: dict[str, str]  # utterance id -> transcript
+    gain_db: float = 0.0  # every waveform scaled by this before recognition (then clipped)
 
     def summary(self) -> dict:
         """Everything but the per-utterance transcripts, for tables and --json."""
@@ -42,10 +44,13 @@ def evaluate(
     data_name: str,
     progress: bool = True,
     batch_size: int = 1,
+    gain_db: float = 0.0,
 ) -> EvalResult:
     """Transcribe every utterance and score against its reference text. batch_size > 1: for
     recognizers with `transcribe_batch` (every mho model and exported file), stream the set
-    through in padded batches of similar lengths, as a server would."""
+    through in padded batches of similar lengths, as a server would. ``gain_db``: play every
+    utterance that much louder (or quieter), clipped to [-1, 1] as a recorder would, to
+    measure how much a recognizer depends on the input level."""
     utterances = list(utterances)
     batched = batch_size > 1 and hasattr(recognizer, "transcribe_batch")
     # similar lengths together: less padding per batch
@@ -58,6 +63,9 @@ def evaluate(
               disable=not progress, leave=False) as bar:
         for batch in batches:
             waveforms = [load_utterance_audio(utt) for utt in batch]
+            if gain_db:
+                waveforms = [np.clip(w * 10.0 ** (gain_db / 20.0), -1.0, 1.0).astype(w.dtype)
+                             for w in waveforms]
             start = time.perf_counter()
             if batched:
                 texts = recognizer.transcribe_batch(waveforms)
@@ -80,6 +88,7 @@ def evaluate(
         compute_seconds=compute_seconds,
         rtf=compute_seconds / max(audio_seconds, 1e-9),
         hypotheses=hypotheses,
+        gain_db=gain_db,
     )
 
 
@@ -93,6 +102,7 @@ def evaluate_models(
     batch_size: int = 1,
     threads: int | None = None,
     progress: bool = False,
+    gain_db: float = 0.0,
 ) -> list[EvalResult]:
     """`mho eval`: each model (peer, shipped, checkpoint, Hugging Face directory or exported
     file) on each set (shipped name, manifest or LibriSpeech directory). Every set is read
@@ -104,5 +114,5 @@ def evaluate_models(
                                      lm=lm)
         for name, utterances in sets:
             results.append(evaluate(recognizer, utterances, data_name=name, progress=progress,
-                                    batch_size=batch_size))
+                                    batch_size=batch_size, gain_db=gain_db))
     return results
