@@ -175,8 +175,9 @@ models-finetune: setup debian lm-general
 # fine-tuned on every English voice (3 epochs), the 4-bit model trained on from it (6 epochs
 # at 4 bits, peak LR 2e-4), and its LPA Conformer (3 blocks in MSE order: 60 sweep, 120 fit,
 # 120 co-adaptation and 240 fine-tuning steps per block on all 8,132 training utterances,
-# then 2 epochs as the fine-tuning trained, peak LR 1e-4). Cards are also scored on the
-# 400-utterance test sets of `make corpus`. About 3 h on one CPU core; every step resumes.
+# then 2 epochs as the fine-tuning trained, peak LR 1e-4), and the no-PE variant fine-tuned
+# like the 8-bit baseline. Cards are also scored on the 400-utterance test sets of
+# `make corpus`. About 3.5 h on one CPU core; every step resumes.
 DIVERSE := conformer-sinusoidal-linear-w8-diverse
 models-finetuned: setup debian lm-general corpus
 	for stage in data train ship; do \
@@ -190,6 +191,8 @@ models-finetuned: setup debian lm-general corpus
 	  RUNS=runs/lpa-diverse COUNT=8132 SWEEP_STEPS=60 STEPS=120 COADAPT=120 FINETUNE=240 \
 	  MSE_DEPTH=3 NAIVE_DEPTH=0 SHIP=3 TESTS=data/corpus MHO="$(MHO)" \
 	  recipes/lpa_conformer.sh $$stage || exit 1; done
+	for stage in train ship; do \
+	  BASE=conformer-none-w8 MHO="$(MHO)" recipes/finetune_diverse.sh $$stage || exit 1; done
 
 models: features
 	FLOAT_PRESET=conformer-small-gpu QAT_PRESET=conformer-small-qat-gpu LANES=$(LANES) \

@@ -20,7 +20,7 @@ when there is one), then turned into the model's log-mel features:
 - **gain**: the whole utterance louder or quieter by a drawn number of dB. The TTS corpus
   is made at nearly one level (RMS within a few dB), so without it a model learns that
   level: 6 dB quieter test audio raised a fine-tuned model's WER on a held-out voice from
-  29% to 52%.
+  29% to 50% (docs/diverse-training.md, "Input level").
 
 Every draw comes from ``torch.Generator`` seeded by the caller (the trainer passes a seed
 per batch), so a resumed run augments exactly like an uninterrupted one.
