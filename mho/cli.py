@@ -106,19 +106,28 @@ def data_build(out: Path, hours: float, seed: int, workers: int | None, voices: 
 @click.option("--unk", type=click.Choice(["lmplz", "held-out"]), default="lmplz",
               show_default=True,
               help="<unk>'s probability: lmplz's (all unseen words together), or one unseen "
-                   "CMUdict word's, from the corpus dev text's out-of-vocabulary rate.")
+                   "CMUdict word's, from held-out text's out-of-vocabulary rate.")
+@click.option("--held-out", "held_out_file",
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="With --unk held-out: text the LM is not made from, one sentence per line "
+                   "like --text (default: the corpus dev sentences).")
 def data_lm(out: Path | None, text: Path | None, seed: int, order: int, prune_from: int,
-            sources: str, unk: str) -> None:
+            sources: str, unk: str, held_out_file: Path | None) -> None:
     """Build the word n-gram LM (KenLM lmplz, quantized binary) from training text only."""
     from mho.data.general_text import lm_sentences
     from mho.data.lm import LM_ASSETS, build_shipped_lm
     from mho.data.text import corpus_sentences
 
+    if held_out_file and unk != "held-out":
+        raise MhoError("--held-out is the text for --unk held-out: add --unk held-out")
     out = out or LM_ASSETS
     sentences = (text.read_text(encoding="utf-8").splitlines() if text
                  else lm_sentences([name.strip() for name in sources.split(",") if name.strip()],
                                    seed))
-    held_out = corpus_sentences(seed)["dev"] if unk == "held-out" else None
+    held_out = None
+    if unk == "held-out":
+        held_out = (held_out_file.read_text(encoding="utf-8").splitlines() if held_out_file
+                    else corpus_sentences(seed)["dev"])
     info = build_shipped_lm(sentences, out, order, prune_from, held_out=held_out)
     console.print(f"{info.order}-gram LM on {info.sentences} sentences ({info.vocabulary} words):"
                   f" {info.lm_bytes / 1e6:.1f} MB -> {out}")

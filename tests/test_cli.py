@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from mho.cli import main
 from mho.data.manifest import Utterance, read_manifest, write_manifest
+from tests.conftest import needs_lmplz
 
 SENTENCES = ["the dog barked all night long", "she sells sea shells by the sea shore"]
 
@@ -119,6 +120,21 @@ def test_data_lm_unknown_text_source_is_a_one_line_error(tmp_path):
     assert result.output.strip().splitlines() == [
         "error: unknown text source 'bible'; choose from corpus, gcide, jargon"
     ]
+
+
+@needs_lmplz
+def test_data_lm_held_out_unk_from_a_file(tmp_path):
+    """--held-out FILE: the rate comes from that text (1 of its 4 words unseen here)."""
+    text, held_out = tmp_path / "text.txt", tmp_path / "held_out.txt"
+    text.write_text("the cat sat on the mat\nthe dog sat on the log\n")
+    held_out.write_text("the cat ate\non\n")
+    result = run("data", "lm", "--text", text, "--unk", "held-out", "--held-out", held_out,
+                 "--out", tmp_path / "lm")
+    assert result.exit_code == 0, result.output
+    info = json.loads((tmp_path / "lm" / "lm.json").read_text())
+    assert info["unk"] == "held-out" and info["held_out_oov_rate"] == 1 / 4
+    refused = run("data", "lm", "--text", text, "--held-out", held_out, "--out", tmp_path / "x")
+    assert refused.exit_code == 1 and "add --unk held-out" in refused.output
 
 
 def test_data_join_and_convert_voices_cli(slt_manifest, tmp_path):
