@@ -16,9 +16,19 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 
 import torch
+
+
+@lru_cache(maxsize=1)
+def cpuinfo() -> str:
+    """The text of /proc/cpuinfo (CPU model, flags), or "" where there is none (not Linux)."""
+    try:
+        return Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
 
 
 def machine_description(device: torch.device | str = "cpu") -> str:
@@ -28,11 +38,7 @@ def machine_description(device: torch.device | str = "cpu") -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     model = platform.processor() or platform.machine() or "unknown CPU"
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:  # not Linux
-        cpuinfo = ""
-    found = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.MULTILINE)
+    found = re.search(r"^model name\s*:\s*(.+)$", cpuinfo(), re.MULTILINE)
     if found:
         model = found.group(1).strip()
     return f"{model}, {os.cpu_count() or 1} logical CPUs"

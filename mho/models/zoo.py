@@ -153,7 +153,7 @@ def training_summary(payload: dict[str, Any]) -> dict[str, Any]:
         **before,
         "train_minutes": before["train_minutes"] + metadata["train_seconds"] / 60,
         "history": [*before["history"], *metadata["history"]],
-        "fine_tuned_from": Path(str(payload["config"]["init"])).stem,
+        "fine_tuned_from": run["init"],
         "fine_tune_hours": metadata["train_hours"],
         "training_runs": [*before.get("training_runs", []), run],
     }

@@ -34,7 +34,6 @@ import math
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
 import numba
 import numpy as np
@@ -53,6 +52,7 @@ from mho.simulator.device import (
     program_chip,
     unit_current,
 )
+from mho.timing import cpuinfo
 
 NOISE_MODES = ("off", "legacy", "physical")
 # (charge in C, bandwidth in Hz) of each noise mode. legacy: SynaptogenML's constants (Euler's
@@ -87,11 +87,8 @@ def variance_dtype() -> torch.dtype:
     than float32, hence the test of the CPU flags rather than of torch's support."""
     if not torch.backends.mkldnn.is_available():
         return torch.float32
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:  # not Linux: no cheap, reliable test of the flags
-        return torch.float32
-    native = re.search(r"^flags\s*:.*\b(avx512_bf16|amx_bf16)\b", cpuinfo, re.MULTILINE)
+    # no /proc/cpuinfo (not Linux): no cheap, reliable test of the flags, so float32
+    native = re.search(r"^flags\s*:.*\b(avx512_bf16|amx_bf16)\b", cpuinfo(), re.MULTILINE)
     return torch.bfloat16 if native else torch.float32
 
 

@@ -94,6 +94,7 @@ class Trainer:
         self.progress = progress
         self.log = log
         self.device = training_device(config.device)
+        self.machine = machine_description(self.device)  # recorded in every checkpoint
         self.vocabulary = PHONE_VOCABULARY
         torch.manual_seed(config.seed)  # weight initialization
         self.model = config.build_model(len(self.vocabulary))
@@ -189,9 +190,8 @@ class Trainer:
                 "train_hours": sum(self.train_set.durations) / 3600 if self.train_set else 0.0,
                 "epochs": self.state.epoch,
                 "train_seconds": self.state.seconds,
-                "device": (torch.cuda.get_device_name(self.device)
-                           if self.device.type == "cuda" else "cpu"),
-                "machine": machine_description(self.device),
+                "device": "cpu" if self.device.type == "cpu" else self.machine,
+                "machine": self.machine,
                 "threads": self.config.threads,  # torch intra-op threads
                 "history": self.state.history,
             },
