@@ -36,6 +36,7 @@ from mho.models.conformer_block import (
 )
 from mho.models.frontend import (
     SUBSAMPLING,
+    UTTERANCE_NORMS,
     ConvSubsampling,
     ConvSubsamplingConfig,
     FeatureNormalization,
@@ -63,6 +64,9 @@ class ConformerCTCConfig:
     pe: str = "sinusoidal+linear"  # "none", "sinusoidal+linear", "learnable+linear",
     # "sinusoidal" or "learnable"; see attention.py
     learnable_max_distance: int = 32  # learnable PE: distinct distances +-32 frames (1.28 s)
+    # what each utterance has subtracted from its log-mels first: "none", "level" (its mean:
+    # the input level drops out) or "spectrum" (its mean per bin: the average spectrum too)
+    utterance_norm: str = "none"
     dropout: float = 0.1  # after every module and the front-end
     attention_dropout: float = 0.1  # on attention weights
     quant: QuantConfig | None = None  # None: float model; set: QAT layers
@@ -74,6 +78,9 @@ class ConformerCTCConfig:
     def __post_init__(self):
         if self.pe not in PE_VARIANTS:
             raise ConfigError(f"pe must be one of {', '.join(PE_VARIANTS)}; got {self.pe!r}")
+        if self.utterance_norm not in UTTERANCE_NORMS:
+            raise ConfigError(f"utterance_norm must be one of {', '.join(UTTERANCE_NORMS)}; "
+                              f"got {self.utterance_norm!r}")
         if self.dim % self.num_heads:
             raise ConfigError(f"dim {self.dim} is not divisible by num_heads {self.num_heads}")
         if self.conv_kernel % 2 == 0:
@@ -147,7 +154,7 @@ class ConformerCTC(nn.Module):
     def __init__(self, config: ConformerCTCConfig = ConformerCTCConfig()):
         super().__init__()
         self.config = config
-        self.normalization = FeatureNormalization(config.num_features)
+        self.normalization = FeatureNormalization(config.num_features, config.utterance_norm)
         self.frontend = ConvSubsampling(config.frontend_config())
         self.frontend_dropout = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(ConformerBlock(config.block_config(i in config.lpa_layers))
@@ -166,7 +173,7 @@ class ConformerCTC(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """features: [B, T, F] log-mels; lengths: [B] valid frames (>= 1)
         -> log_probs [B, T', V], out_lengths [B]; frames past out_lengths are padding."""
-        x = self.normalization(features)  # [B, T, F]
+        x = self.normalization(features, lengths)  # [B, T, F]
         x, lengths = self.frontend(x, lengths)  # [B, T', D]
         x = self.frontend_dropout(x)
         mask = sequence_mask(lengths, x.shape[1])  # [B, T']

@@ -33,15 +33,25 @@ def subsampled_lengths(lengths: torch.Tensor) -> torch.Tensor:
     return halved_length(halved_length(lengths))
 
 
+# What each utterance may have subtracted from its log-mels (see FeatureNormalization)
+UTTERANCE_NORMS = ("none", "level", "spectrum")
+
+
 class FeatureNormalization(nn.Module):
     """(features - mean) / std per mel bin, with fixed statistics stored in the state dict.
 
     Identity until `set_statistics` is called (typically with `feature_statistics` of the
     training set); part of the model so an exported model takes raw log-mels.
+
+    ``utterance_norm`` (`UTTERANCE_NORMS`): first subtract each utterance's own mean over its
+    valid frames, over all bins ("level") or per bin ("spectrum"). A gain of g dB adds
+    g ln(10) / 10 to every log-mel above the floor, and a channel or voice with another
+    average spectrum adds a constant per bin: "level" removes the first, "spectrum" both.
     """
 
-    def __init__(self, num_features: int):
+    def __init__(self, num_features: int, utterance_norm: str = "none"):
         super().__init__()
+        self.utterance_norm = utterance_norm
         self.register_buffer("mean", torch.zeros(num_features))  # [F]
         self.register_buffer("std", torch.ones(num_features))  # [F]
 
@@ -50,8 +60,32 @@ class FeatureNormalization(nn.Module):
         self.mean.copy_(mean)
         self.std.copy_(std.clamp(min=1e-5))  # a constant bin must not blow up
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return (features - self.mean) / self.std  # [B, T, F]
+    def utterance_offsets(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """What `utterance_norm` subtracts: [B, T, F], [B] -> [B, 1, F] ("spectrum"),
+        [B, 1, 1] ("level"). Each frame is weighted by 1 / length before the sum, so partial
+        sums stay as small as the features: an FP16 program (Core ML) sums thousands of
+        frames without losing the mean to rounding."""
+        valid = sequence_mask(lengths.to(features.device), features.shape[1])  # [B, T]
+        weights = valid.to(features) / lengths[:, None].to(features)  # [B, T]
+        means = (features * weights[..., None]).sum(dim=1, keepdim=True)  # [B, 1, F]
+        return means.mean(dim=2, keepdim=True) if self.utterance_norm == "level" else means
+
+    def centre(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Features less their utterance offsets; as they are with utterance_norm "none"."""
+        if self.utterance_norm == "none":
+            return features
+        return features - self.utterance_offsets(features, lengths)  # [B, T, F]
+
+    def neutral(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The raw log-mel that normalizes to 0 in each bin: [F], or [B, 1, F] with an
+        utterance_norm (SpecAugment fills its masks with it: average speech, not a tone)."""
+        if self.utterance_norm == "none":
+            return self.mean
+        return self.utterance_offsets(features, lengths) + self.mean.to(features.device)
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """features [B, T, F], lengths [B] valid frames -> normalized [B, T, F]."""
+        return (self.centre(features, lengths) - self.mean) / self.std
 
 
 @torch.no_grad()

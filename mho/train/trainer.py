@@ -139,8 +139,14 @@ class Trainer:
                 features = self.train_set.clean_features(picked)
             else:
                 features = self.train_set.features
-            one_by_one = ((f.float()[None], torch.tensor([len(f)])) for f in features)
-            self.model.normalization.set_statistics(*feature_statistics(one_by_one))
+            normalization = self.model.normalization
+
+            def one_by_one():  # as the model sees them: less their utterance offsets
+                for f in features:
+                    lengths = torch.tensor([len(f)])
+                    yield normalization.centre(f.float()[None], lengths), lengths
+
+            normalization.set_statistics(*feature_statistics(one_by_one()))
 
     def _feature_set(self, path: Path, lexicon: Lexicon, desc: str, *,
                      hours: float | None = None, count: int | None = None,
@@ -240,9 +246,13 @@ class Trainer:
         if "state_dict" not in payload:
             raise MhoError(f"{path} is not a model checkpoint")
 
-        # through the config class: older checkpoints lack fields added since, at defaults
+        # through the config class: older checkpoints lack fields added since, at defaults.
+        # Quantization changes no weight; nor does an utterance normalization, which a run
+        # may switch on over a model without one (but not switch off or change silently)
         ours = {**self.model.config.to_dict(), "quant": None}
         theirs = {**build_model(payload).config.to_dict(), "quant": None}
+        if theirs["utterance_norm"] == "none":
+            theirs["utterance_norm"] = ours["utterance_norm"]
         if ours != theirs:
             differing = sorted(k for k in ours if ours[k] != theirs.get(k))
             raise MhoError(f"{path} holds another architecture (differs in {differing})")
@@ -260,8 +270,9 @@ class Trainer:
         inputs = batch["inputs"]
         if not self.waveform_input:  # waveform models mask time inside (wav2vec2-style)
             generator = torch.Generator().manual_seed(seed)  # SpecAugment, on the CPU
+            fill = self.model.normalization.neutral(inputs, batch["lengths"])
             inputs = spec_augment(inputs, batch["lengths"], self.config.specaugment,
-                                  generator, fill=self.model.normalization.mean.cpu())
+                                  generator, fill=fill)
         batch = {k: v.to(self.device) for k, v in batch.items()}
         self.model.train()
         log_probs, out_lengths = self.model(inputs.to(self.device), batch["lengths"])

@@ -318,6 +318,16 @@ def assert_waveform_package_matches_torch(path, model, audio: np.ndarray) -> Non
 
 
 @pytest.mark.slow
+def test_utterance_norm_conformer_package_matches_torch(tmp_path):
+    """Each utterance's mean log-mel per bin, masked by its length, converts to MIL ops: on
+    a shipped clip, the FP32 program gives torch's log-probs."""
+    model, audio = tiny_qat_conformer(utterance_norm="spectrum")
+    report = export_coreml(model, tmp_path / "m.mlpackage", conformer_metadata(model),
+                           lengths=(1, 4), precision="fp32")
+    assert_waveform_package_matches_torch(report.path, model, audio)
+
+
+@pytest.mark.slow
 def test_lpa_conformer_waveform_package_matches_torch(tmp_path):
     """A QAT Conformer with block 0 an LPA (NormedPulseAccumulator) and block 1 attention,
     through the ANE twin: the FP32 program on real speech gives torch's best tokens, with no

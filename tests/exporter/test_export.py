@@ -79,6 +79,22 @@ def test_float_export_matches_torch_at_two_lengths_and_batch_sizes(float_file, r
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
 
 
+@pytest.mark.parametrize("runtime", ["ort", "onnx-ref"])
+def test_utterance_norm_exports_in_standard_ops(tmp_path, runtime):
+    """Each utterance's mean per bin (masked by its length) traces into the graph: the file
+    gives torch's outputs at two lengths and batch sizes, padding included."""
+    torch.manual_seed(0)
+    model = ConformerCTC(conformer_config("tiny", utterance_norm="spectrum")).eval()
+    model.normalization.set_statistics(torch.randn(80), torch.rand(80) + 0.5)
+    path = tmp_path / "tiny.onnx"
+    export_onnx(model, path, metadata_for(model), input="features")
+    standard_or_crossbar_only(onnx.load(str(path)))
+    for batch_size, frames in SHAPES:
+        features, lengths = batch(batch_size, frames)
+        expected, got = outputs(model, path, runtime, features * 3 - 5, lengths)
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
+
+
 def test_export_carries_metadata_and_files_without_it_are_refused(float_file, tmp_path):
     model, path, report = float_file
     proto = onnx.load(str(path))

@@ -1,5 +1,6 @@
 """Conformer-CTC: shapes and lengths, padding independence, config, training, export."""
 
+import math
 
 import pytest
 import torch
@@ -37,9 +38,10 @@ def test_output_shapes_and_lengths(pe, lengths):
     assert torch.equal(ConformerCTC.output_lengths(torch.tensor(lengths)), out_lengths)
 
 
-@pytest.mark.parametrize("pe", PE_VARIANTS)
-def test_padding_does_not_change_valid_frames(pe):
-    model = tiny_model(pe)
+@pytest.mark.parametrize("pe, utterance_norm", [(pe, "none") for pe in PE_VARIANTS]
+                         + [("sinusoidal+linear", "level"), ("sinusoidal+linear", "spectrum")])
+def test_padding_does_not_change_valid_frames(pe, utterance_norm):
+    model = tiny_model(pe, utterance_norm=utterance_norm)
     torch.manual_seed(1)
     # 21 frames: both front-end convs read one frame past the end (21 -> 11 -> 6 frames)
     short, long = torch.randn(1, 21, 80), torch.randn(1, 70, 80)
@@ -103,9 +105,47 @@ def test_feature_statistics_normalize_valid_frames():
     model = tiny_model()
     model.normalization.set_statistics(mean, std)
     valid = torch.cat([features[i, :n] for i, n in enumerate(lengths.tolist())])
-    normalized = model.normalization(valid)
+    normalized = model.normalization(valid[None], torch.tensor([len(valid)]))[0]
     torch.testing.assert_close(normalized.mean(0), torch.zeros(80), atol=1e-4, rtol=0)
     torch.testing.assert_close(normalized.std(0, unbiased=False), torch.ones(80), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("utterance_norm", ["level", "spectrum"])
+def test_utterance_norm_matches_a_naive_loop(utterance_norm):
+    torch.manual_seed(2)
+    model = tiny_model(utterance_norm=utterance_norm)
+    model.normalization.set_statistics(torch.randn(80), torch.rand(80) + 0.5)
+    features, lengths = torch.randn(3, 30, 80) * 3 - 5, torch.tensor([30, 12, 1])
+    features[1, 12:] = 1e4  # padding must not enter an utterance's mean
+    normalized = model.normalization(features, lengths)
+    for row, length in enumerate(lengths.tolist()):
+        valid = features[row, :length].double()
+        offset = valid.mean() if utterance_norm == "level" else valid.mean(0)
+        expected = (valid - offset - model.normalization.mean) / model.normalization.std
+        # float32 against float64: values up to ~30, a few ulps (3.8e-6 at 32) apart
+        torch.testing.assert_close(normalized[row, :length].double(), expected,
+                                   atol=1e-5, rtol=0)
+
+
+def test_utterance_norm_removes_the_level_and_the_average_spectrum():
+    """A gain adds the same log-mel to every bin (10 dB: ln 10 nats), a channel a constant
+    per bin: "level" ignores the first, "spectrum" both, "none" neither."""
+    torch.manual_seed(3)
+    features, lengths = torch.randn(3, 30, 80) * 3 - 5, torch.tensor([30, 12, 1])
+    gain = torch.full((3, 1, 1), 10 * math.log(10) / 10)
+    channel = torch.randn(3, 1, 80)
+
+    def moved(utterance_norm: str, shift: torch.Tensor) -> bool:
+        model = tiny_model(utterance_norm=utterance_norm)
+        with torch.no_grad():
+            after, before = model(features + shift, lengths)[0], model(features, lengths)[0]
+        return not torch.allclose(after, before, atol=1e-4, rtol=0)
+
+    assert moved("none", gain) and moved("none", channel)
+    assert not moved("level", gain) and moved("level", channel)
+    assert not moved("spectrum", gain) and not moved("spectrum", gain + channel)
+    with pytest.raises(ConfigError, match="utterance_norm must be one of"):
+        conformer_config("tiny", utterance_norm="cmn")
 
 
 def greedy_decode(log_probs: torch.Tensor, length: int) -> list[int]:

@@ -196,6 +196,30 @@ def test_qat_fine_tuning_starts_from_float_weights(tiny_corpus, tmp_path):
         Trainer(other, tmp_path / "other", progress=False).fit()
 
 
+def test_a_plain_model_fine_tunes_into_one_with_utterance_norm(tiny_corpus, tmp_path):
+    """A run may switch per-bin utterance normalization on over another run's weights; its
+    fixed statistics are then those of the centred features: mean 0 in every bin (each
+    utterance's centred frames sum to 0) and the std of the frames about their own means."""
+    Trainer(tiny_config(tiny_corpus, epochs=1), tmp_path / "plain", progress=False).fit()
+    config = tiny_config(tiny_corpus, epochs=1, model={"utterance_norm": "spectrum"},
+                         init=tmp_path / "plain" / CHECKPOINT)
+    run = Trainer(config, tmp_path / "centred", progress=False)
+    run.load_data()
+    centred = torch.cat([f.double() - f.double().mean(0) for f in run.train_set.features])
+    normalization = run.model.normalization
+    assert normalization.utterance_norm == "spectrum"
+    torch.testing.assert_close(normalization.mean.double(), torch.zeros(80, dtype=torch.float64),
+                               atol=1e-5, rtol=0)  # float32 sums of ~1e2 frames
+    torch.testing.assert_close(normalization.std.double(), centred.std(0, unbiased=False),
+                               atol=1e-4, rtol=1e-4)
+    run.fit()
+    assert run.state.epoch == 1
+    # training on from it without saying so would drop the normalization: refused
+    plain_again = tiny_config(tiny_corpus, epochs=1, init=tmp_path / "centred" / CHECKPOINT)
+    with pytest.raises(MhoError, match=r"another architecture \(differs in \['utterance_norm'\]"):
+        Trainer(plain_again, tmp_path / "plain-again", progress=False).fit()
+
+
 def test_a_second_run_into_the_same_folder_needs_resume(tiny_corpus, tmp_path):
     Trainer(tiny_config(tiny_corpus, epochs=1), tmp_path, progress=False).fit()
     with pytest.raises(MhoError, match="already holds a run"):
