@@ -22,8 +22,9 @@ def spec_augment(
     generator: torch.Generator,
     fill: torch.Tensor,
 ) -> torch.Tensor:
-    """Mask random bands of features [B, T, F] with ``fill`` [F] (the features' mean, so a
-    masked band looks like average speech after normalization, not like a loud tone).
+    """Mask random bands of features [B, T, F] with ``fill``: [F], or [B, 1, F] per utterance
+    (what normalizes to 0, `FeatureNormalization.neutral`: a masked band looks like average
+    speech after normalization, not like a loud tone).
 
     Masks stay inside each utterance's length, and each utterance gets time masks in
     proportion to its own duration. Vectorized: masks are drawn as (start, width) per
