@@ -13,7 +13,8 @@
 # Environment: BASE (default conformer-sinusoidal-linear-w8), NAME (default BASE-diverse),
 #   BITS (the weight bits to train at; default BASE's), LR (peak learning rate, default the
 #   preset's), NORM (the model's utterance_norm: level or spectrum; set it again to train on
-#   from a model that has one),
+#   from a model that has one), DISTILL (a teacher model whose frame posteriors are extra
+#   targets, docs/diverse-training.md "Distillation"),
 #   HOURS (3), EPOCHS (3), DATA (data/diverse), RUNS (runs/diverse),
 #   MHO (.venv/bin/mho). A 4-bit model from the 8-bit fine-tuned one, for example:
 #   BASE=conformer-sinusoidal-linear-w8-diverse BITS=4 EPOCHS=6 LR=2e-4 \
@@ -29,6 +30,7 @@ export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 bits=${BASE##*-w}; bits=${BITS:-${bits%%-*}}; pe=${BASE#conformer-}; pe=${pe%-w*}; pe=${pe//-/+}
 lr=(); [ -n "${LR:-}" ] && lr=(--set "peak_lr=$LR")
 norm=(); [ -n "${NORM:-}" ] && norm=(--set "model.utterance_norm=\"$NORM\"")
+distill=(); [ -n "${DISTILL:-}" ] && distill=(--set "distill.teacher=\"$DISTILL\"")
 case "${1:?stage: data, train, score or ship}" in
 data)
   # corpus builds skip what exists, so rerunning resumes
@@ -42,7 +44,8 @@ train)
   $MHO train conformer-small-finetune --set "init=\"$BASE\"" --set "pe=\"$pe\"" \
     --set "weight_bits=$bits" \
     --set "epochs=$EPOCHS" --set "data.train=\"$DATA/train.jsonl\"" \
-    --set "data.dev=\"$DATA/all-1/dev.jsonl\"" "${lr[@]}" "${norm[@]}" -o "$RUNS/$NAME" --resume ;;
+    --set "data.dev=\"$DATA/all-1/dev.jsonl\"" "${lr[@]}" "${norm[@]}" \
+    "${distill[@]}" -o "$RUNS/$NAME" --resume ;;
 score)
   $MHO models pack "$RUNS/$NAME/checkpoint.pt" --name "$NAME" --out-dir "$RUNS/packed" \
     --eval-data flite-slt --eval-data festival-slt

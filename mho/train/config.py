@@ -8,6 +8,7 @@ from typing import Any
 from mho.config import load_toml
 from mho.data.augment import AugmentConfig
 from mho.errors import ConfigError
+from mho.train.distill import DistillConfig
 from mho.train.specaugment import SpecAugmentConfig
 
 
@@ -48,6 +49,8 @@ class TrainConfig:
     augment: AugmentConfig | None = None
     weight_bits: int | None = None  # None: float training; 8 or 4: QAT (8-bit activations)
     init: Path | None = None  # start from this checkpoint's weights (QAT fine-tuning)
+    # a Conformer teacher's frame posteriors as extra targets (mho/train/distill.py)
+    distill: DistillConfig | None = None
     normalize_features: bool = True  # conformer: the model's feature mean/std from the train set
     seed: int = 0
     threads: int = 2  # torch intra-op threads

@@ -32,6 +32,7 @@ from mho.timing import machine_description, torch_threads
 from mho.train.augmented import AugmentedWaveformSet
 from mho.train.batching import bucketed_batches
 from mho.train.config import TrainConfig
+from mho.train.distill import Distiller
 from mho.train.schedule import warmup_linear_decay
 from mho.train.specaugment import spec_augment
 from mho.train.validate import dev_error_rates
@@ -103,6 +104,9 @@ class Trainer:
         self.model_type = model_type(self.model)
         self.waveform_input = self.model.input_kind == "waveform"
         self.model.to(self.device)
+        # the teacher loads now: a wrong name fails before the data does
+        self.distiller = (Distiller(config.distill, self.model, self.device)
+                          if config.distill is not None else None)
         self.optimizer = torch.optim.RAdam(
             self.model.parameters(), lr=config.peak_lr, weight_decay=config.weight_decay,
             decoupled_weight_decay=True,
@@ -251,7 +255,7 @@ class Trainer:
         # may switch on over a model without one (but not switch off or change silently)
         ours = {**self.model.config.to_dict(), "quant": None}
         theirs = {**build_model(payload).config.to_dict(), "quant": None}
-        if theirs["utterance_norm"] == "none":
+        if theirs.get("utterance_norm") == "none":  # a Conformer's field
             theirs["utterance_norm"] = ours["utterance_norm"]
         if ours != theirs:
             differing = sorted(k for k in ours if ours[k] != theirs.get(k))
@@ -268,6 +272,9 @@ class Trainer:
         """One optimizer step on a batch; returns the loss (mean over utterances)."""
         torch.manual_seed(seed)  # dropout (on every device)
         inputs = batch["inputs"]
+        if self.distiller is not None:  # on the clean input, before any masking
+            teacher_log_probs = self.distiller.teacher_log_probs(
+                inputs.to(self.device), batch["lengths"].to(self.device))
         if not self.waveform_input:  # waveform models mask time inside (wav2vec2-style)
             generator = torch.Generator().manual_seed(seed)  # SpecAugment, on the CPU
             fill = self.model.normalization.neutral(inputs, batch["lengths"])
@@ -280,6 +287,8 @@ class Trainer:
             log_probs.transpose(0, 1), batch["labels"], out_lengths, batch["label_lengths"],
             blank=self.vocabulary.blank_id, reduction="mean", zero_infinity=True,
         )
+        if self.distiller is not None:
+            loss = loss + self.distiller.loss(log_probs, out_lengths, teacher_log_probs)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)

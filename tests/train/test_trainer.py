@@ -2,52 +2,16 @@
 
 import json
 import os
-import shutil
 import signal
-import subprocess
-from dataclasses import replace
 
 import pytest
 import torch
 
-from mho.data.manifest import Utterance, write_manifest
 from mho.errors import ConfigError, MhoError
 from mho.models.checkpoint import load_checkpoint, save_checkpoint
 from mho.train.config import DataConfig, TrainConfig, apply_overrides, load_train_config
 from mho.train.trainer import CHECKPOINT, Trainer
-
-SENTENCES = [
-    "the cat sat on the mat",
-    "a dog ran into the house",
-    "she sells shells by the shore",
-    "we read a good book today",
-    "the rain fell all night long",
-    "they went home after the game",
-]
-
-
-@pytest.fixture(scope="module")
-def tiny_corpus(tmp_path_factory):
-    if shutil.which("espeak-ng") is None:
-        pytest.fail("espeak-ng is installed by `make setup`")
-    root = tmp_path_factory.mktemp("corpus")
-    utterances = []
-    for i, text in enumerate(SENTENCES):
-        wav = root / f"{i}.wav"
-        subprocess.run(["espeak-ng", "-w", str(wav), text], check=True)
-        subprocess.run(["sox", "-G", str(wav), "-r", "16000", str(root / f"{i}.flac")], check=True)
-        utterances.append(Utterance(str(i), root / f"{i}.flac", 2.0, text))
-    write_manifest(root / "train.jsonl", utterances)
-    write_manifest(root / "dev.jsonl", utterances[:2])
-    return root
-
-
-def tiny_config(corpus, **changes) -> TrainConfig:
-    config = TrainConfig(
-        size="tiny", epochs=2, max_batch_seconds=6.0, max_batch_size=2, peak_lr=3e-3,
-        data=DataConfig(train=corpus / "train.jsonl", dev=corpus / "dev.jsonl"), threads=1,
-    )
-    return replace(config, **changes)
+from tests.train.conftest import SENTENCES, tiny_config
 
 
 class LossRecorder:
@@ -194,6 +158,18 @@ def test_qat_fine_tuning_starts_from_float_weights(tiny_corpus, tmp_path):
     other = tiny_config(tiny_corpus, epochs=1, pe="none", init=tmp_path / "float" / CHECKPOINT)
     with pytest.raises(MhoError, match="another architecture"):
         Trainer(other, tmp_path / "other", progress=False).fit()
+
+
+def test_a_wav2vec2_run_starts_from_another_runs_weights(tiny_corpus, tmp_path):
+    first = Trainer(tiny_config(tiny_corpus, family="wav2vec2", epochs=1), tmp_path / "first",
+                    progress=False)
+    first.fit()
+    config = tiny_config(tiny_corpus, family="wav2vec2", epochs=1,
+                         init=tmp_path / "first" / CHECKPOINT)
+    second = Trainer(config, tmp_path / "second", progress=False)
+    second.initialize_from(config.init)
+    for name, tensor in second.model.state_dict().items():
+        torch.testing.assert_close(tensor, first.model.state_dict()[name])
 
 
 def test_a_plain_model_fine_tunes_into_one_with_utterance_norm(tiny_corpus, tmp_path):
