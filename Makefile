@@ -17,7 +17,7 @@ CORPUS := data/corpus
 HOURS := 20
 
 .PHONY: setup demo test test-slow browser lint debian debian-text corpus features waveforms \
-	lpa-models lpa-conformer lpa-conformer-models kenlm lm lm-general lm-report testsets models models-diverse models-finetune models-finetuned clean
+	lpa-models lpa-conformer lpa-conformer-models kenlm lm lm-general lm-pocketsphinx lm-report testsets models models-diverse models-finetune models-finetuned clean
 
 # Evaluating, simulating and exporting need only the Python environment.
 setup: $(VENV)/.installed
@@ -101,6 +101,12 @@ debian-text:
 LM_GENERAL := data/lm-general
 lm-general: setup debian debian-text kenlm
 	$(MHO) data lm --sources corpus,gcide,jargon --unk held-out --out $(LM_GENERAL)
+
+# PocketSphinx's own English trigram LM (from the pocketsphinx package) as an LM directory:
+# mho's models decoded with the LM the peer decodes with (docs/lm.md).
+LM_POCKETSPHINX := data/lm-pocketsphinx
+lm-pocketsphinx: setup kenlm
+	$(MHO) data lm-pocketsphinx --out $(LM_POCKETSPHINX)
 
 # Perplexities of the shipped and the general LM, and the 50-sentence general test sets
 # read by the held-out voices (docs/lm.md).

@@ -137,6 +137,19 @@ def data_lm(out: Path | None, text: Path | None, seed: int, order: int, prune_fr
                       "unseen CMUdict words)")
 
 
+@data.command("lm-pocketsphinx")
+@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="LM directory to write (e.g. data/lm-pocketsphinx).")
+def data_lm_pocketsphinx(out: Path) -> None:
+    """PocketSphinx's own English trigram LM as an LM directory (`mho eval --lm DIR`), to
+    compare acoustic models with PocketSphinx on the same LM."""
+    from mho.data.lm import build_pocketsphinx_lm
+
+    info = build_pocketsphinx_lm(out)
+    console.print(f"{info.order}-gram PocketSphinx LM ({info.vocabulary} words): "
+                  f"{info.lm_bytes / 1e6:.1f} MB -> {out}; <unk>: log10 p = {info.unk_log10:.2f}")
+
+
 @data.command("subset")
 @click.argument("source", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), required=True,

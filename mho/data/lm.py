@@ -222,11 +222,12 @@ class LmInfo:
     order: int
     prune_from: int  # singletons of this order and above were pruned (0: none)
     quantized: bool
-    sentences: int  # training sentences
-    tokens: int  # training words
+    sentences: int  # training sentences (0: not known, as for PocketSphinx's LM)
+    tokens: int  # training words (0: not known)
     vocabulary: int  # distinct training words = LM vocabulary
     lm_bytes: int
-    unk: str = "lmplz"  # how <unk> was estimated: "lmplz" or "held-out"
+    # how <unk> was estimated: "lmplz", "held-out" or "rarest-word" (build_pocketsphinx_lm)
+    unk: str = "lmplz"
     unk_log10: float | None = None  # "held-out": the estimate (UnseenWordEstimate)
     held_out_oov_rate: float | None = None
     unseen_lexicon_words: int | None = None
@@ -319,3 +320,31 @@ def perplexity(lm_dir: str | Path, sentences: Sequence[str]) -> Perplexity:
         _, score = model.finish(state)
         total += score
     return Perplexity(len(lines), count, oov, total, 10 ** (-total / (count + len(lines))))
+
+
+def build_pocketsphinx_lm(out_dir: str | Path, memory: str = "1G") -> LmInfo:
+    """`mho data lm-pocketsphinx`: PocketSphinx's own English trigram LM (72,545 words, from
+    the pocketsphinx package) as an LM directory, so that mho's models and PocketSphinx can be
+    compared on the same LM (:mod:`mho.data.sphinx_lm` reads it).
+
+    Its <unk> is its rarest word's probability: an unseen word is taken to be no likelier than
+    the least likely word it knows. word_counts.tsv holds pseudo-counts from the unigram
+    probabilities (the greedy decoder's homophone preference; the closed vocabulary)."""
+    from mho.data.sphinx_lm import pocketsphinx_lm_path, pseudo_counts, read_sphinx_lm, write_arpa
+
+    tool = kenlm_tool("build_binary")  # before the minutes of work it would be needed after
+    out_dir = Path(out_dir)
+    lm = read_sphinx_lm(pocketsphinx_lm_path())
+    counts = pseudo_counts(lm)
+    rarest = float(min(p for w, p in zip(lm.words, lm.log10_probs[0], strict=True)
+                       if w in counts))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="mho-lm-") as scratch:
+        arpa = write_arpa(lm, Path(scratch) / "lm.arpa", unk_log10=rarest)
+        build_binary(arpa, out_dir / LM_FILE, quantize=True, tool=tool, memory=memory)
+    write_word_counts(out_dir / COUNTS_FILE, counts)
+    info = LmInfo(order=3, prune_from=0, quantized=True, sentences=0, tokens=0,
+                  vocabulary=len(counts), lm_bytes=(out_dir / LM_FILE).stat().st_size,
+                  unk="rarest-word", unk_log10=rarest)
+    (out_dir / INFO_FILE).write_text(json.dumps(asdict(info), indent=2) + "\n", encoding="utf-8")
+    return info
