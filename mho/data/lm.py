@@ -20,6 +20,8 @@ Rebuild: ``make lm`` (``mho data lm``) (TRAIN split of
 :func:`mho.data.text.corpus_sentences`) or ``--text FILE`` with one sentence per line.
 ``--sources corpus,gcide,jargon`` adds general English text from Debian packages
 (:mod:`mho.data.general_text`, ``make lm-general``); :func:`perplexity` measures an LM.
+:func:`build_pocketsphinx_lm` (``make lm-pocketsphinx``) makes an LM directory of the LM
+PocketSphinx decodes with.
 
 The decoder spells every CMUdict word, and KenLM scores each word it never saw as <unk>.
 lmplz gives <unk> the probability of the whole class of unseen words, and only the little
@@ -228,7 +230,7 @@ class LmInfo:
     lm_bytes: int
     # how <unk> was estimated: "lmplz", "held-out" or "rarest-word" (build_pocketsphinx_lm)
     unk: str = "lmplz"
-    unk_log10: float | None = None  # "held-out": the estimate (UnseenWordEstimate)
+    unk_log10: float | None = None  # the <unk> set by "held-out" or "rarest-word"
     held_out_oov_rate: float | None = None
     unseen_lexicon_words: int | None = None
 
