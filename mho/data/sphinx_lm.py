@@ -114,10 +114,9 @@ def read_sphinx_lm(path: str | Path) -> SphinxTrigramLM:
     trigram_count = int(child[-1])
     longest = memory[middle_bytes:]
     context = np.repeat(np.arange(bigram_count), np.diff(child))  # [N3] its bigram record
-    oldest = _read_fields(longest, np.arange(trigram_count, dtype=np.int64) * longest_bits,
-                          word_bits)
-    trigram_prob_index = _read_fields(
-        longest, np.arange(trigram_count, dtype=np.int64) * longest_bits + word_bits, QUANT_BITS)
+    trigram_record = np.arange(trigram_count, dtype=np.int64) * longest_bits
+    oldest = _read_fields(longest, trigram_record, word_bits)
+    trigram_prob_index = _read_fields(longest, trigram_record + word_bits, QUANT_BITS)
 
     unit = np.float32(LOG10_PER_UNIT)
     return SphinxTrigramLM(
