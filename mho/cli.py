@@ -186,16 +186,23 @@ def data_join(manifests: tuple[Path, ...], out: Path) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--female-share", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True,
               help="Share of utterances moved to a female pitch range.")
+@click.option("--hts-share", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
+              help="Share of utterances resynthesized as an HTS voice's vocoder would: "
+                   "mel-cepstral envelope, postfilter, pulse-or-noise excitation.")
+@click.option("--postfilter", type=(float, float), default=(0.0, 0.3), show_default=True,
+              metavar="LOW HIGH", help="Range of the HTS postfilter's beta, drawn per utterance.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Processes (default: one per core).")
 def data_convert_voices(manifest: Path, out: Path, seed: int, female_share: float,
+                        hts_share: float, postfilter: tuple[float, float],
                         workers: int | None) -> None:
     """Turn each utterance of MANIFEST into a new speaker with the WORLD vocoder (drawn median
     pitch and intonation, formants following the pitch), for training on more voices."""
     from mho.data.voice_conversion import VoiceConversionConfig, convert_corpus
 
-    target = convert_corpus(manifest, out, seed=seed, workers=workers,
-                            config=VoiceConversionConfig(female_share=female_share))
+    config = VoiceConversionConfig(female_share=female_share, hts_share=hts_share,
+                                   postfilter=postfilter)
+    target = convert_corpus(manifest, out, seed=seed, workers=workers, config=config)
     console.print(f"converted {manifest} -> {target}")
 
 

@@ -145,6 +145,10 @@ def test_data_join_and_convert_voices_cli(slt_manifest, tmp_path):
     result = run("data", "convert-voices", slt_manifest, "-o", tmp_path / "vc",
                  "--female-share", "1.5")
     assert result.exit_code == 2 and "--female-share" in result.output
+    result = run("data", "convert-voices", slt_manifest, "-o", tmp_path / "vc",
+                 "--postfilter", "0.3", "0.1")
+    assert result.exit_code == 1 and "postfilter must be a range" in result.output
+    assert not (tmp_path / "vc").exists()  # refused before any work
 
 
 @pytest.mark.parametrize("chosen", [None, "ACTIVE"])

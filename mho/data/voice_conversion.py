@@ -13,7 +13,15 @@ synthesizes a waveform back from them. Between analysis and synthesis, per utter
   follows the pitch change to a small power (``formant_exponent``) with some jitter;
 - **vocoder**: the resynthesis itself leaves the buzzy excitation and smoothed spectra of
   statistical parametric synthesis, which the held-out test voices have (flite's clustergen
-  and festival's HTS voices) and the diphone and formant voices of the training set do not.
+  and festival's HTS voices) and the diphone and formant voices of the training set do not;
+- **HTS-style excitation** (a share of the utterances, ``hts_share``): what an HTS voice's
+  vocoder does, emulated on WORLD's parameters. The envelope becomes a mel-cepstrum of
+  ``cepstral_coefficients`` (WORLD's own spectral envelope coder) and back, the formants
+  sharpened by a postfilter of drawn strength (the coefficients from the third on scaled by
+  1 + beta, as HTS's postfilter does to its mel-cepstra; global-variance generation also
+  deepens the valleys of a smoothed envelope), and the excitation is a pure pulse train in
+  voiced frames and noise in unvoiced ones (aperiodicity 0 or 1, no mixed band), as in an
+  HTS voice without band aperiodicity, like festival's slt.
 
 Unlike the on-the-fly augmentation of :mod:`mho.data.augment` (speed and VTLP, which move
 pitch and formants together or formants alone), this moves pitch alone; it is too slow to run
@@ -48,36 +56,53 @@ class VoiceConversionConfig:
     formant_exponent: float = 0.25  # alpha = (target / source median F0) ** exponent ...
     formant_jitter: tuple[float, float] = (0.95, 1.05)  # ... times this ...
     formant_limits: tuple[float, float] = (0.85, 1.2)  # ... clipped to these
+    hts_share: float = 0.0  # of utterances resynthesized with HTS-style excitation
+    # of the HTS-style mel-cepstrum (festival's slt voice has 45 at 32 kHz)
+    cepstral_coefficients: int = 40
+    postfilter: tuple[float, float] = (0.0, 0.3)  # HTS postfilter beta, drawn per utterance
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.female_share <= 1.0:
-            raise ConfigError(f"female_share must be in [0, 1], got {self.female_share}")
+        for name in ("female_share", "hts_share"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         for name in ("male_f0_hz", "female_f0_hz", "excursion", "formant_jitter",
                      "formant_limits"):
             low, high = getattr(self, name)
             if not 0 < low <= high:
                 raise ConfigError(f"{name} must be a positive range (low <= high), got "
                                   f"{(low, high)}")
+        if not 0.0 <= self.postfilter[0] <= self.postfilter[1]:
+            raise ConfigError(f"postfilter must be a range 0 <= low <= high, got "
+                              f"{self.postfilter}")
+        if self.cepstral_coefficients < 3:
+            raise ConfigError(f"cepstral_coefficients must be at least 3, got "
+                              f"{self.cepstral_coefficients}")
 
 
 @dataclass(frozen=True)
 class ConversionDraw:
-    """One utterance's target: median F0 in Hz, intonation scale and formant jitter."""
+    """One utterance's target: median F0 in Hz, intonation scale, formant jitter and, with
+    HTS-style excitation, the postfilter's beta (None: WORLD's own excitation)."""
 
     target_f0_hz: float
     excursion: float
     jitter: float
+    postfilter: float | None = None
 
 
 def draw_conversion(config: VoiceConversionConfig, rng: np.random.Generator) -> ConversionDraw:
     female = rng.random() < config.female_share
     low, high = config.female_f0_hz if female else config.male_f0_hz
-    return ConversionDraw(
-        # log-uniform: a semitone is a semitone anywhere in the range
-        target_f0_hz=float(math.exp(rng.uniform(math.log(low), math.log(high)))),
-        excursion=float(rng.uniform(*config.excursion)),
-        jitter=float(rng.uniform(*config.formant_jitter)),
-    )
+    # log-uniform: a semitone is a semitone anywhere in the range
+    target_f0_hz = float(math.exp(rng.uniform(math.log(low), math.log(high))))
+    excursion = float(rng.uniform(*config.excursion))
+    jitter = float(rng.uniform(*config.formant_jitter))
+    # drawn after the others, so a seed converts without HTS-style excitation as it did
+    # before the option existed
+    postfilter = None
+    if config.hts_share > 0 and rng.random() < config.hts_share:
+        postfilter = float(rng.uniform(*config.postfilter))
+    return ConversionDraw(target_f0_hz, excursion, jitter, postfilter)
 
 
 def warp_frequency_axis(envelope: np.ndarray, alpha: float) -> np.ndarray:
@@ -89,6 +114,25 @@ def warp_frequency_axis(envelope: np.ndarray, alpha: float) -> np.ndarray:
     upper = np.minimum(lower + 1, bins.size - 1)
     weight = source - lower
     return envelope[:, lower] * (1 - weight) + envelope[:, upper] * weight
+
+
+def hts_style(f0: np.ndarray, envelope: np.ndarray, aperiodicity: np.ndarray, *,
+              coefficients: int, postfilter: float, sample_rate: int = SAMPLE_RATE
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """WORLD's envelope and aperiodicity [frames, bins] as an HTS voice's vocoder would
+    render them: the envelope through a mel-cepstrum of ``coefficients`` with the postfilter
+    (beta = ``postfilter``) applied, and a pulse-or-noise excitation (aperiodicity 0 where
+    ``f0`` [frames] is voiced, 1 where it is not)."""
+    import pyworld
+
+    fft_size = (envelope.shape[1] - 1) * 2
+    cepstrum = pyworld.code_spectral_envelope(np.ascontiguousarray(envelope), sample_rate,
+                                              coefficients)
+    cepstrum[:, 2:] *= 1.0 + postfilter  # the first two (level and tilt) stay, as in HTS
+    envelope = pyworld.decode_spectral_envelope(cepstrum, sample_rate, fft_size)
+    voiced = (f0 > 0)[:, None]
+    # 1e-3 (-60 dB of noise) is D4C's own floor: the most periodic band WORLD ever analyses
+    return envelope, np.where(voiced, 1e-3, 1.0) * np.ones_like(aperiodicity)
 
 
 def convert_voice(waveform: np.ndarray, draw: ConversionDraw, config: VoiceConversionConfig,
@@ -115,6 +159,10 @@ def convert_voice(waveform: np.ndarray, draw: ConversionDraw, config: VoiceConve
     alpha = float(np.clip(alpha, *config.formant_limits))
     envelope = warp_frequency_axis(envelope, alpha)
     aperiodicity = np.clip(warp_frequency_axis(aperiodicity, alpha), 0.0, 1.0)
+    if draw.postfilter is not None:
+        envelope, aperiodicity = hts_style(f0, envelope, aperiodicity,
+                                           coefficients=config.cepstral_coefficients,
+                                           postfilter=draw.postfilter, sample_rate=sample_rate)
     y = pyworld.synthesize(*map(np.ascontiguousarray, (f0, envelope, aperiodicity)), sample_rate,
                            frame_period=FRAME_PERIOD_MS)
     y = y[: x.size]
@@ -140,7 +188,9 @@ def _convert_one(job: tuple[int, Utterance, Path, int, VoiceConversionConfig]
         converted, _ = convert_voice(load_audio(utt.audio, resample=True), draw, config)
         with atomic_path(target) as partial:
             soundfile.write(partial, converted, SAMPLE_RATE, format="FLAC")
-    return utt.id, f"{utt.id}\t{draw.target_f0_hz:.1f}\t{draw.excursion:.3f}\t{draw.jitter:.4f}"
+    postfilter = "-" if draw.postfilter is None else f"{draw.postfilter:.3f}"
+    return utt.id, (f"{utt.id}\t{draw.target_f0_hz:.1f}\t{draw.excursion:.3f}\t"
+                    f"{draw.jitter:.4f}\t{postfilter}")
 
 
 def convert_corpus(
@@ -170,6 +220,7 @@ def convert_corpus(
     target = out_dir / manifest.name
     write_manifest(target, converted)
     with atomic_path(out_dir / DRAWS_FILE) as partial:
-        lines = ["id\ttarget_f0_hz\texcursion\tformant_jitter"] + [rows[u.id] for u in utterances]
+        lines = (["id\ttarget_f0_hz\texcursion\tformant_jitter\thts_postfilter"]
+                 + [rows[u.id] for u in utterances])
         partial.write_text("\n".join(lines) + "\n")
     return target

@@ -14,6 +14,7 @@ from mho.data.voice_conversion import (
     convert_corpus,
     convert_voice,
     draw_conversion,
+    hts_style,
     warp_frequency_axis,
 )
 from mho.errors import ConfigError
@@ -86,6 +87,71 @@ def test_draws_stay_in_their_ranges_and_split_by_sex():
         assert config.excursion[0] <= d.excursion <= config.excursion[1]
     with pytest.raises(ConfigError):
         VoiceConversionConfig(male_f0_hz=(150.0, 90.0))
+
+
+def harmonicity(x: np.ndarray, f0_hz: float) -> float:
+    """Normalized autocorrelation at the pitch lag (1: perfectly periodic, 0: noise), over the
+    middle half of a steady signal."""
+    middle = x[len(x) // 4 : 3 * len(x) // 4].astype(np.float64)
+    lag = int(round(SAMPLE_RATE / f0_hz))
+    a, b = middle[:-lag], middle[lag:]
+    return float(np.dot(a, b) / np.sqrt(np.dot(a, a) * np.dot(b, b)))
+
+
+def test_hts_style_conversion_is_a_periodic_voice_at_the_target_pitch():
+    """Pulse excitation: the converted vowel is periodic at the drawn pitch, and it is not
+    WORLD's conversion (the envelope went through the mel-cepstrum)."""
+    config = VoiceConversionConfig(formant_exponent=0.0)
+    source = vowel(125.0)
+    world, _ = convert_voice(source, ConversionDraw(180.0, 1.0, 1.0), config)
+    hts, _ = convert_voice(source, ConversionDraw(180.0, 1.0, 1.0, postfilter=0.2), config)
+    assert autocorrelation_f0(hts) == pytest.approx(180.0, rel=0.01)
+    assert harmonicity(hts, autocorrelation_f0(hts)) > 0.95
+    assert np.sqrt(np.mean(hts**2)) == pytest.approx(np.sqrt(np.mean(source**2)), rel=1e-3)
+    assert not np.allclose(hts, world, atol=1e-2)
+
+
+def test_postfilter_deepens_the_valleys_between_formants():
+    """The postfilter scales the mel-cepstrum from the third coefficient on by 1 + beta: the
+    log-distance between a formant peak and the valley next to it grows with beta, by less
+    than 1 + beta (the first two coefficients, level and tilt, carry part of it unscaled)."""
+    import pyworld
+
+    x = vowel(125.0, formants=(700.0, 2200.0)).astype(np.float64)
+    f0, times = pyworld.dio(x, SAMPLE_RATE, frame_period=5.0)
+    f0 = pyworld.stonemask(x, f0, times, SAMPLE_RATE)
+    envelope = pyworld.cheaptrick(x, f0, times, SAMPLE_RATE)
+    aperiodicity = pyworld.d4c(x, f0, times, SAMPLE_RATE)
+    hz = np.linspace(0, SAMPLE_RATE / 2, envelope.shape[1])
+    peak, valley = np.argmin(abs(hz - 700)), np.argmin(abs(hz - 1400))
+    frame = len(f0) // 2
+
+    def depth(beta: float) -> float:
+        smoothed, ap = hts_style(f0, envelope, aperiodicity, coefficients=40, postfilter=beta)
+        assert set(np.unique(ap[f0 > 0])) == {1e-3} and (ap[f0 == 0] == 1.0).all()
+        return float(np.log(smoothed[frame, peak] / smoothed[frame, valley]))
+
+    flat = depth(0.0)
+    assert flat > 1.0  # the smoothed envelope keeps the formant
+    assert 1.05 < depth(0.3) / flat < 1.3
+    assert depth(0.6) > depth(0.3) * 1.05
+
+
+def test_hts_draws_keep_the_other_draws_of_a_seed():
+    plain, hts = VoiceConversionConfig(), VoiceConversionConfig(hts_share=0.4,
+                                                                postfilter=(0.1, 0.2))
+    plain_draws = [draw_conversion(plain, np.random.default_rng([2, i])) for i in range(2000)]
+    hts_draws = [draw_conversion(hts, np.random.default_rng([2, i])) for i in range(2000)]
+    for a, b in zip(plain_draws, hts_draws, strict=True):
+        assert a.postfilter is None
+        assert (a.target_f0_hz, a.excursion, a.jitter) == (b.target_f0_hz, b.excursion, b.jitter)
+    betas = [d.postfilter for d in hts_draws if d.postfilter is not None]
+    assert abs(len(betas) / 2000 - 0.4) < 4 * np.sqrt(0.4 * 0.6 / 2000)
+    assert 0.1 <= min(betas) and max(betas) <= 0.2
+    with pytest.raises(ConfigError):
+        VoiceConversionConfig(hts_share=1.5)
+    with pytest.raises(ConfigError):
+        VoiceConversionConfig(postfilter=(0.3, 0.1))
 
 
 def test_corpus_converts_reproducibly_and_resumes(tmp_path):
