@@ -135,6 +135,18 @@ def hts_style(f0: np.ndarray, envelope: np.ndarray, aperiodicity: np.ndarray, *,
     return envelope, np.where(voiced, 1e-3, 1.0) * np.ones_like(aperiodicity)
 
 
+def world_analysis(x: np.ndarray, sample_rate: int = SAMPLE_RATE
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """[S] float64 waveform -> WORLD's F0 contour [frames] (0 where unvoiced), spectral
+    envelope and aperiodicity [frames, bins], every ``FRAME_PERIOD_MS``."""
+    import pyworld
+
+    f0, times = pyworld.dio(x, sample_rate, frame_period=FRAME_PERIOD_MS)
+    f0 = pyworld.stonemask(x, f0, times, sample_rate)
+    return (f0, pyworld.cheaptrick(x, f0, times, sample_rate),
+            pyworld.d4c(x, f0, times, sample_rate))
+
+
 def convert_voice(waveform: np.ndarray, draw: ConversionDraw, config: VoiceConversionConfig,
                   sample_rate: int = SAMPLE_RATE) -> tuple[np.ndarray, float]:
     """[S] float waveform -> ([S'] float32 converted waveform at the source's RMS level, S'
@@ -143,10 +155,7 @@ def convert_voice(waveform: np.ndarray, draw: ConversionDraw, config: VoiceConve
     import pyworld
 
     x = np.ascontiguousarray(waveform, dtype=np.float64)
-    f0, times = pyworld.dio(x, sample_rate, frame_period=FRAME_PERIOD_MS)
-    f0 = pyworld.stonemask(x, f0, times, sample_rate)
-    envelope = pyworld.cheaptrick(x, f0, times, sample_rate)
-    aperiodicity = pyworld.d4c(x, f0, times, sample_rate)
+    f0, envelope, aperiodicity = world_analysis(x, sample_rate)
     voiced = f0 > 0
     alpha = draw.jitter
     if voiced.any():

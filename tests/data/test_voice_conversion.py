@@ -16,6 +16,7 @@ from mho.data.voice_conversion import (
     draw_conversion,
     hts_style,
     warp_frequency_axis,
+    world_analysis,
 )
 from mho.errors import ConfigError
 
@@ -115,13 +116,8 @@ def test_postfilter_deepens_the_valleys_between_formants():
     """The postfilter scales the mel-cepstrum from the third coefficient on by 1 + beta: the
     log-distance between a formant peak and the valley next to it grows with beta, by less
     than 1 + beta (the first two coefficients, level and tilt, carry part of it unscaled)."""
-    import pyworld
-
-    x = vowel(125.0, formants=(700.0, 2200.0)).astype(np.float64)
-    f0, times = pyworld.dio(x, SAMPLE_RATE, frame_period=5.0)
-    f0 = pyworld.stonemask(x, f0, times, SAMPLE_RATE)
-    envelope = pyworld.cheaptrick(x, f0, times, SAMPLE_RATE)
-    aperiodicity = pyworld.d4c(x, f0, times, SAMPLE_RATE)
+    f0, envelope, aperiodicity = world_analysis(vowel(125.0, formants=(700.0, 2200.0))
+                                                .astype(np.float64))
     hz = np.linspace(0, SAMPLE_RATE / 2, envelope.shape[1])
     peak, valley = np.argmin(abs(hz - 700)), np.argmin(abs(hz - 1400))
     frame = len(f0) // 2
