@@ -308,14 +308,17 @@ def run_options(command):
 @click.option("--gain", "gain_db", type=float, default=0.0, metavar="DB",
               help="Play every utterance this many dB louder (negative: quieter), clipped, "
                    "to see how much a model depends on the input level.")
+@click.option("--beam-size", type=int, default=None,
+              help="Hypotheses the LM search keeps per frame (default: mho's, or a bundle's "
+                   "own); smaller is faster, larger more accurate (docs/lm.md).")
 @run_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per model and set.")
 def eval_command(models: tuple[str, ...], data_sets: tuple[str, ...], decoder: str,
                  memristor: str | None, adc: str | None, layer_rules: tuple[str, ...],
                  digital_patterns: tuple[str, ...], noise: str | None, seed: int,
                  chip: Path | None, runtime: str | None, batch_size: int, runs: int,
-                 save_chip: Path | None, gain_db: float, threads: int, lm: Path | None,
-                 as_json: bool) -> None:
+                 save_chip: Path | None, gain_db: float, beam_size: int | None, threads: int,
+                 lm: Path | None, as_json: bool) -> None:
     """Word and character error rate and real-time factor of MODELS on --data sets."""
     import dataclasses
 
@@ -328,7 +331,7 @@ def eval_command(models: tuple[str, ...], data_sets: tuple[str, ...], decoder: s
 
         results = evaluate_models(models, data_sets, decoder=decoder, lm=lm, runtime=runtime,
                                   batch_size=batch_size, threads=threads, progress=not as_json,
-                                  gain_db=gain_db)
+                                  gain_db=gain_db, beam_size=beam_size)
         _print_results([r.summary() for r in results], as_json)
         return
     if gain_db:
@@ -342,7 +345,8 @@ def eval_command(models: tuple[str, ...], data_sets: tuple[str, ...], decoder: s
                                       digital=digital_patterns, noise=noise)
     results = evaluate_models_on_chips(models, data_sets, config, decoder=decoder, lm=lm,
                                        seed=seed, runs=runs, chip=chip, save_chip_to=save_chip,
-                                       threads=threads, progress=not as_json)
+                                       threads=threads, progress=not as_json,
+                                       beam_size=beam_size)
     _print_results([dataclasses.asdict(r) for r in results], as_json, memristor=True)
 
 
@@ -790,10 +794,13 @@ def transcribe_command(model, audio, decoder, runtime, threads, lm) -> None:
 @click.option("--max-audio-seconds", type=click.FloatRange(min=0, min_open=True),
               default=60.0, show_default=True, help="Longer uploads: 413.")
 @click.option("--decoder", type=click.Choice(["greedy", "lm"]), default="lm", show_default=True)
+@click.option("--beam-size", type=int, default=None,
+              help="Hypotheses the LM search keeps per frame (default: mho's, or a bundle's "
+                   "own); smaller answers sooner, larger more accurately (docs/lm.md).")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="onnxruntime threads per session (default: cores / workers).")
 def serve_command(models, host, port, max_batch, max_wait_ms, max_length_ratio, workers,
-                  max_queue, max_audio_seconds, decoder, threads) -> None:
+                  max_queue, max_audio_seconds, decoder, beam_size, threads) -> None:
     """Serve MODELS (exported .onnx files, bundles, shipped model names exported on start;
     NAME=MODEL names one) over an OpenAI-compatible HTTP API until SIGTERM or Ctrl-C."""
     import logging
@@ -804,7 +811,8 @@ def serve_command(models, host, port, max_batch, max_wait_ms, max_length_ratio, 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
     serve(ServeConfig(host=host, port=port, max_batch=max_batch, max_wait_ms=max_wait_ms,
                       max_length_ratio=max_length_ratio, workers=workers, max_queue=max_queue,
-                      max_audio_seconds=max_audio_seconds, decoder=decoder, threads=threads),
+                      max_audio_seconds=max_audio_seconds, decoder=decoder,
+                      beam_size=beam_size, threads=threads),
           models)
 
 

@@ -78,6 +78,12 @@ def test_eval_table_lists_every_set(slt_manifest):
         (["eval", "pocketsphinx", "--data", "/no/such.jsonl"], "manifest not found"),
         (["eval", "pocketsphinx", "--data", "nosuchset"], "unknown data set 'nosuchset'"),
         (["models", "runs", "nosuchmodel"], "no shipped model 'nosuchmodel'"),
+        (["eval", "conformer-none-w8", "--data", "flite-slt", "--decoder", "greedy",
+          "--beam-size", "8"], "a beam size is for the LM decoder, not 'greedy'"),
+        (["eval", "conformer-none-w8", "--data", "flite-slt", "--beam-size", "0"],
+         "beam size must be at least 1, got 0"),
+        (["eval", "pocketsphinx", "--data", "flite-slt", "--beam-size", "8"],
+         "pocketsphinx runs its own search"),
     ],
 )
 def test_bad_arguments_fail_in_one_line(args, message):

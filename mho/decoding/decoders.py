@@ -12,12 +12,17 @@ cares which one runs.
   *between* words, so one synthetic "|" frame is appended before decoding: it closes the
   last word and costs nothing (log-prob 0). This makes "|" a hard word separator, as in the
   training labels, instead of letting the search split or merge phone groups freely.
+  When the audio ends inside a word (the model's last phones spell only the start of any
+  lexicon word, e.g. "F EH B R UW" of "february"), no hypothesis can take that frame; the
+  search then runs again with closing frames that let each hypothesis finish its word at
+  a fixed cost per phone it did not hear (:attr:`BeamOptions.completion_score`).
 - :class:`CharacterDecoder`: greedy over a character vocabulary (Hugging Face wav2vec2 CTC
   models): best token per frame, CTC collapse, "|" between words, lowercase.
 
 Neither decoder is thread-safe (the beam decoder keeps search state); use one per thread.
 """
 
+import dataclasses
 import itertools
 import math
 from abc import ABC, abstractmethod
@@ -191,14 +196,20 @@ class GreedyDecoder(Decoder):
         return Hypothesis(words=words, phones=phones, score=score)
 
 
+# A log-prob low enough that no hypothesis using it can win against one that does not.
+IMPOSSIBLE = -1e9
+
 # flashlight's kTrieMaxLabel: words sharing one pronunciation in the beam decoder's trie.
 TRIE_MAX_LABELS = 6
 
 
 @dataclass(frozen=True)
 class BeamOptions:
-    # Hypotheses kept after each frame. Accuracy saturates early with a peaky CTC model.
-    beam_size: int = 32
+    # Hypotheses kept after each frame. With CMUdict's 134k words many partial words share
+    # each phone prefix, so a narrow beam loses the right one on unfamiliar voices: on the
+    # held-out voices WER falls steeply up to about 1024 and little after (docs/lm.md),
+    # at about 0.1 s of search per utterance on one core.
+    beam_size: int = 1024
     # Tokens tried per frame, best acoustic scores first; 0 = all (the vocabulary is small).
     beam_size_token: int = 0
     # Hypotheses scoring this far (nats) below the frame's best are dropped.
@@ -214,6 +225,10 @@ class BeamOptions:
     sil_score: float = 0.0
     # Merge equal hypotheses by log-add instead of max (max is the usual CTC choice).
     log_add: bool = False
+    # Added per phone the search supplies to finish a last word the audio cut short (used
+    # only when no hypothesis is between words at the end): about a phone the model gives
+    # probability e^-10, so finishing a word costs more the more of it is missing.
+    completion_score: float = -10.0
 
 
 class LexiconBeamDecoder(Decoder):
@@ -298,8 +313,16 @@ class LexiconBeamDecoder(Decoder):
             False,  # word-level LM, not a token LM
         )
         # The appended frame: "|" certain, everything else (practically) impossible.
-        self._closing = np.full((1, len(vocabulary)), -1e9, dtype=np.float32)  # [1, V]
+        self._closing = np.full((1, len(vocabulary)), IMPOSSIBLE, dtype=np.float32)  # [1, V]
         self._closing[0, vocabulary.boundary_id] = 0.0
+        # The frames that finish a cut-short word: any phone at completion_score, "|" free
+        # (a finished hypothesis repeats it as silence), no blank. One frame per phone of
+        # the longest pronunciation, plus its "|".
+        longest = max(len(pron) for word in lexicon.words for pron in lexicon.pronunciations(word))
+        self._completion = np.full((longest + 1, len(vocabulary)), options.completion_score,
+                                   dtype=np.float32)  # [longest + 1, V]
+        self._completion[:, vocabulary.blank_id] = IMPOSSIBLE
+        self._completion[:, vocabulary.boundary_id] = 0.0
 
     @classmethod
     def from_assets(
@@ -314,22 +337,33 @@ class LexiconBeamDecoder(Decoder):
         return cls(_decoding_lexicon(counts, open_vocabulary), directory / LM_FILE, options)
 
     def search(self, emissions: Any) -> Hypothesis:
-        logp = np.concatenate([_as_emissions(emissions, self.vocabulary), self._closing])
-        frames, size = logp.shape  # T + 1, V
-        results = self._decoder.decode(logp.ctypes.data, frames, size)
-        if not results:
+        logp = _as_emissions(emissions, self.vocabulary)  # [T, V]
+        best = self._best(logp, self._closing)
+        if best is not None and best.score <= IMPOSSIBLE / 2:
+            # Every hypothesis was inside a word when the audio ended: finish one instead of
+            # returning whichever lost its last word.
+            best = self._best(logp, self._completion)
+        if best is None:
             return Hypothesis(words=(), phones=(), score=-math.inf)
+        # flashlight's tokens: one per frame, between a leading and a trailing "|"; the
+        # phones are those of the model's frames, not of the closing ones.
+        heard = best.tokens[1 : len(logp) + 1]
+        phones = collapse(self.vocabulary.tokens[i] for i in heard if i >= 0)
+        return Hypothesis(words=self._words_of(best), phones=phones, score=float(best.score))
 
-        def words_of(result) -> tuple[str, ...]:
-            return tuple(self._words.get_entry(i) for i in result.words if i >= 0)
-
+    def _best(self, logp: np.ndarray, closing: np.ndarray) -> Any:
+        """flashlight's best result for ``logp`` ``[T, V]`` followed by ``closing``, or None."""
+        frames = np.concatenate([logp, closing])  # [T + closing, V]
+        results = self._decoder.decode(frames.ctypes.data, *frames.shape)
+        if not results:
+            return None
         # flashlight orders exactly tied hypotheses by memory addresses (its candidate merge
         # sorts on LM-state and trie-node pointers), so the first one changes from call to
         # call: take the alphabetically first of the tied words instead
-        best = min((r for r in results if r.score == results[0].score), key=words_of)
-        words = words_of(best)
-        phones = collapse(self.vocabulary.tokens[i] for i in best.tokens if i >= 0)
-        return Hypothesis(words=words, phones=phones, score=float(best.score))
+        return min((r for r in results if r.score == results[0].score), key=self._words_of)
+
+    def _words_of(self, result: Any) -> tuple[str, ...]:
+        return tuple(self._words.get_entry(i) for i in result.words if i >= 0)
 
 
 class CharacterDecoder(Decoder):
@@ -367,18 +401,33 @@ def _decoding_lexicon(word_counts: Mapping[str, int], open_vocabulary: bool) -> 
     return lexicon.restrict(word for word in word_counts if word in lexicon)
 
 
+def check_beam_size(kind: str, beam_size: int | None) -> None:
+    """Refuse a beam size the decoder ``kind`` would not use, or one below 1."""
+    if beam_size is None:
+        return
+    if kind != "lm":
+        raise MhoError(f"a beam size is for the LM decoder, not {kind!r}")
+    if beam_size < 1:
+        raise MhoError(f"beam size must be at least 1, got {beam_size}")
+
+
 def load_decoder(
     kind: str = "lm",
     directory: str | Path | None = None,
     options: BeamOptions = BeamOptions(),
     open_vocabulary: bool = True,
     tokens: Sequence[str] | None = None,
+    beam_size: int | None = None,
 ) -> Decoder:
     """``"greedy"`` or ``"lm"`` (lexicon + LM beam search), from the LM in ``directory`` (an
     `mho data lm` output; default: the shipped LM).
 
     ``tokens``: the model's outputs. Other than mho's phones (a Hugging Face model's
-    characters), "greedy" decodes characters and "lm" is refused."""
+    characters), "greedy" decodes characters and "lm" is refused. ``beam_size``: the LM
+    search's, instead of ``options``'."""
+    check_beam_size(kind, beam_size)
+    if beam_size is not None:
+        options = dataclasses.replace(options, beam_size=beam_size)
     characters = tokens is not None and tuple(tokens) != PHONE_VOCABULARY.tokens
     directory = LM_ASSETS if directory is None else Path(directory)
     if kind in ("greedy", "lm") and not characters and not directory.is_dir():

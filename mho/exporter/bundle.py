@@ -42,6 +42,7 @@ from mho.decoding.decoders import (
     Decoder,
     GreedyDecoder,
     LexiconBeamDecoder,
+    check_beam_size,
 )
 from mho.errors import MhoError
 from mho.exporter.metadata import OnnxMetadata, read_metadata
@@ -254,11 +255,13 @@ class Bundle:
             raise MhoError(f"{path} disagrees with the vocabulary in {MODEL_FILE}")
         return tuple(tokens)
 
-    def decoder(self, kind: str = "lm") -> Decoder:
+    def decoder(self, kind: str = "lm", beam_size: int | None = None) -> Decoder:
         """A decoder built from the bundle's own files only: "lm" (lexicon + LM beam search
-        with the bundle's settings) or "greedy". Not thread-safe: one per thread."""
+        with the bundle's settings, ``beam_size`` if given instead of its own) or "greedy".
+        Not thread-safe: one per thread."""
         if kind not in DECODERS:
             raise MhoError(f"unknown decoder {kind!r}: choose 'greedy' or 'lm'")
+        check_beam_size(kind, beam_size)
         if kind not in self.decoders:
             raise MhoError(f"bundle {self.directory} decodes with {', '.join(self.decoders)} "
                            f"only (its model outputs characters, not phones)")
@@ -270,7 +273,9 @@ class Bundle:
         if kind == "greedy":
             counts = read_word_counts(self.directory / COUNTS_FILE)
             return GreedyDecoder(lexicon, counts, vocabulary)
-        return LexiconBeamDecoder(lexicon, self.directory / LM_FILE, self.beam, vocabulary)
+        beam = self.beam if beam_size is None else dataclasses.replace(self.beam,
+                                                                        beam_size=beam_size)
+        return LexiconBeamDecoder(lexicon, self.directory / LM_FILE, beam, vocabulary)
 
 
 def _readme(manifest: dict) -> str:

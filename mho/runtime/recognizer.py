@@ -27,7 +27,7 @@ PEER_RECOGNIZERS = ("pocketsphinx",)
 
 def load_recognizer(
     name: str, *, decoder: str = "lm", runtime: str | None = None, threads: int | None = None,
-    lm: str | Path | None = None,
+    lm: str | Path | None = None, beam_size: int | None = None,
 ) -> Transcriber:
     """A peer recognizer, a shipped model, a checkpoint path, a Hugging Face wav2vec2 CTC
     model directory, an exported .onnx file, a deployment bundle (its own lexicon, LM and
@@ -36,14 +36,18 @@ def load_recognizer(
     files and bundles; "coreml" (Core ML, macOS only) or "coreml-mil" (its ML program on
     numpy, anywhere) for .mlpackage, by default the one the platform has. threads: intra-op
     threads (default: onnxruntime one per core, torch's own setting). lm: a directory from
-    `mho data lm` (default: the shipped LM; a bundle brings its own)."""
-    from mho.decoding.decoders import load_decoder
+    `mho data lm` (default: the shipped LM; a bundle brings its own). beam_size: the LM
+    search's (default: mho's, or a bundle's own)."""
+    from mho.decoding.decoders import check_beam_size, load_decoder
     from mho.exporter.bundle import Bundle, is_bundle
     from mho.runtime.speech import Recognizer, SpeechSession
 
+    check_beam_size(decoder, beam_size)
     if name == "pocketsphinx":
         if runtime not in (None, "pocketsphinx"):
             raise MhoError("pocketsphinx runs on its own runtime; drop --runtime")
+        if beam_size is not None:
+            raise MhoError("pocketsphinx runs its own search; drop --beam-size")
         from mho.runtime.pocketsphinx import PocketsphinxRecognizer
 
         return PocketsphinxRecognizer()
@@ -54,7 +58,7 @@ def load_recognizer(
             raise MhoError(f"{name} is an mho bundle: it decodes with its own LM; drop --lm")
         bundle = Bundle.open(name)
         session = SpeechSession.from_file(bundle.model_path, runtime, threads=threads)
-        return Recognizer(name, session, bundle.decoder(decoder), decoder)
+        return Recognizer(name, session, bundle.decoder(decoder, beam_size), decoder)
     if name.endswith(".onnx") or name.rstrip("/").endswith(".mlpackage"):
         session = SpeechSession.from_file(name.rstrip("/"), runtime, threads=threads)
     else:
@@ -65,7 +69,7 @@ def load_recognizer(
 
         model, metadata = load_for_export(name)
         session = SpeechSession.from_model(model, metadata, threads=threads)
-    search = load_decoder(decoder, lm, tokens=session.vocabulary)
+    search = load_decoder(decoder, lm, tokens=session.vocabulary, beam_size=beam_size)
     return Recognizer(name, session, search, decoder)
 
 

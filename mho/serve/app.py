@@ -165,7 +165,7 @@ async def _load(state: ServerState, workdir: Path, executor: ThreadPoolExecutor,
         for source in state.sources:
             log.info("loading %s (%s)", source.name, source.spec)
             served = await asyncio.to_thread(load_model, source, workdir, config.decoder,
-                                             threads)
+                                             threads, config.beam_size)
             state.models[source.name] = served
     except MhoError as error:
         state.load_error = f"cannot load {source.name}: {error}"

@@ -99,14 +99,15 @@ class ServedModel:
 
 
 def load_model(source: ModelSource, workdir: Path, decoder: str,
-               threads: int | None) -> ServedModel:
-    """Open (a shipped model: first export, into ``workdir``) one model and its decoder."""
+               threads: int | None, beam_size: int | None = None) -> ServedModel:
+    """Open (a shipped model: first export, into ``workdir``) one model and its decoder
+    (``beam_size``: the LM search's; default mho's, or a bundle's own)."""
     if source.kind == "bundle":
         bundle = Bundle.open(source.spec)
-        first = bundle.decoder(decoder)  # fails now, not in the first batch, if it cannot
+        first = bundle.decoder(decoder, beam_size)  # fails now, not in the first batch
         session = SpeechSession.from_file(bundle.model_path, "ort", threads=threads)
         return ServedModel(source.name, bundle.model_path, session,
-                           lambda: bundle.decoder(decoder), first)
+                           lambda: bundle.decoder(decoder, beam_size), first)
     if source.kind == "shipped":
         from mho.exporter.onnx import export_onnx, load_for_export
 
@@ -117,6 +118,7 @@ def load_model(source: ModelSource, workdir: Path, decoder: str,
         path = Path(source.spec)
     session = SpeechSession.from_file(path, "ort", threads=threads)
     tokens = session.metadata.vocabulary
-    first = load_decoder(decoder, tokens=tokens)  # fails now for a character model and "lm"
+    # fails now for a character model and "lm"
+    first = load_decoder(decoder, tokens=tokens, beam_size=beam_size)
     return ServedModel(source.name, path, session,
-                       lambda: load_decoder(decoder, tokens=tokens), first)
+                       lambda: load_decoder(decoder, tokens=tokens, beam_size=beam_size), first)

@@ -128,15 +128,18 @@ def evaluate_models_on_chips(
     save_chip_to: Path | None = None,
     threads: int | None = None,
     progress: bool = False,
+    beam_size: int | None = None,
 ) -> list[MemristorResult]:
     """`mho eval --memristor`: each QAT model (shipped or checkpoint) on ``runs`` chips per
-    set, or on the saved ``chip``. Sets and chip options are checked before any model loads."""
+    set, or on the saved ``chip``. Sets and chip options are checked before any model loads.
+    ``beam_size``: the LM search's (default: mho's)."""
     from mho.data.datasets import resolve_dataset
-    from mho.decoding.decoders import load_decoder
+    from mho.decoding.decoders import check_beam_size, load_decoder
     from mho.exporter.onnx import load_for_export
     from mho.runtime.recognizer import PEER_RECOGNIZERS
     from mho.timing import torch_threads
 
+    check_beam_size(decoder, beam_size)
     peers = [m for m in models if m in PEER_RECOGNIZERS]
     if peers:
         raise MhoError(f"--memristor needs an mho model (shipped name, checkpoint or Hugging "
@@ -154,7 +157,7 @@ def evaluate_models_on_chips(
             if getattr(model.config, "quant", None) is None:
                 raise MhoError(f"{name} is a float model: chips hold quantized weights; use a "
                                f"QAT model (mho.quantize, then calibrate or fine-tune)")
-            search = load_decoder(decoder, lm, tokens=metadata.vocabulary)
+            search = load_decoder(decoder, lm, tokens=metadata.vocabulary, beam_size=beam_size)
             for data_name, utterances in sets:
                 results.append(evaluate_on_chips(
                     model, metadata, utterances, data_name=data_name, decoder=search,

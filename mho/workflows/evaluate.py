@@ -11,6 +11,7 @@ from tqdm import tqdm
 from mho.data.audio import SAMPLE_RATE
 from mho.data.datasets import resolve_dataset
 from mho.data.manifest import Utterance, load_utterance_audio
+from mho.decoding.decoders import check_beam_size
 from mho.decoding.scoring import error_rates
 from mho.runtime.recognizer import Transcriber, load_recognizer
 
@@ -103,15 +104,18 @@ def evaluate_models(
     threads: int | None = None,
     progress: bool = False,
     gain_db: float = 0.0,
+    beam_size: int | None = None,
 ) -> list[EvalResult]:
     """`mho eval`: each model (peer, shipped, checkpoint, Hugging Face directory or exported
     file) on each set (shipped name, manifest or LibriSpeech directory). Every set is read
-    before any model is loaded, so a bad set fails fast. ``threads``: intra-op threads."""
+    before any model is loaded, so a bad set fails fast. ``threads``: intra-op threads;
+    ``beam_size``: the LM search's (default: mho's, or a bundle's own)."""
+    check_beam_size(decoder, beam_size)
     sets = [resolve_dataset(spec) for spec in data]
     results = []
     for model in models:
         recognizer = load_recognizer(model, decoder=decoder, runtime=runtime, threads=threads,
-                                     lm=lm)
+                                     lm=lm, beam_size=beam_size)
         for name, utterances in sets:
             results.append(evaluate(recognizer, utterances, data_name=name, progress=progress,
                                     batch_size=batch_size, gain_db=gain_db))

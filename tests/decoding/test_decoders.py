@@ -175,6 +175,21 @@ def test_beam_boundary_separates_words(lexicon, arpa):
     assert hyp.phones == ("AH", "|", "K", "IH", "T")
 
 
+def test_beam_finishes_a_last_word_the_audio_cut_short(lexicon, arpa):
+    # The model is sure of "the", then of K and blanks: the audio ends two phones into "cat"
+    # or "kit". No hypothesis can take the closing "|"; the search finishes the word the LM
+    # prefers ("the cat") at completion_score per missing phone instead of dropping it.
+    decoder = LexiconBeamDecoder(lexicon, arpa)
+    cut = decoder.search(emissions(*sentence_frames("DH AH", "K"), margin=40.0))
+    whole = decoder.search(emissions(*sentence_frames("DH AH", "K AE T"), margin=40.0))
+    assert cut.words == whole.words == ("the", "cat")
+    assert cut.phones == ("DH", "AH", "|", "K")  # what the model emitted, not the supplied
+    # margin 40: every frame's acoustic log-prob is 0 to within V * e^-40, so the scores
+    # differ by exactly the two supplied phones (AE, T)
+    assert cut.score - whole.score == pytest.approx(2 * BeamOptions().completion_score,
+                                                    abs=1e-4)
+
+
 def test_beam_rejects_a_missing_lm(lexicon, tmp_path):
     with pytest.raises(MhoError, match="language model not found"):
         LexiconBeamDecoder(lexicon, tmp_path / "missing.bin")
@@ -192,6 +207,9 @@ def test_load_decoder_from_assets_open_and_closed_vocabulary(tmp_path):
     assert closed.decode(logp).split()[1] in {"the", "red", "read"}
     with pytest.raises(MhoError, match="unknown decoder"):
         load_decoder("viterbi", tmp_path)
+    assert load_decoder("lm", tmp_path, beam_size=7).options.beam_size == 7
+    with pytest.raises(MhoError, match="a beam size is for the LM decoder"):
+        load_decoder("greedy", tmp_path, beam_size=7)
 
 
 def test_beam_search_is_deterministic_on_tied_hypotheses():

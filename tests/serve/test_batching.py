@@ -183,3 +183,10 @@ def test_requests_arriving_while_batches_run_are_all_answered_within_windows():
 def test_a_length_ratio_below_1_is_refused(ratio):
     with pytest.raises(ConfigError, match="--max-length-ratio must be at least 1"):
         ServeConfig(max_length_ratio=ratio)
+
+
+@pytest.mark.parametrize(("decoder", "beam_size"), [("greedy", 64), ("lm", 0)])
+def test_a_beam_size_the_search_cannot_use_is_refused(decoder, beam_size):
+    with pytest.raises(ConfigError, match="--beam-size is for --decoder lm and at least 1"):
+        ServeConfig(decoder=decoder, beam_size=beam_size)
+    ServeConfig(decoder="lm", beam_size=64)  # accepted

@@ -115,6 +115,25 @@ BLOCK_MHO = ("import runpy, sys; sys.modules['mho'] = None; sys.argv = sys.argv[
              "runpy.run_path(sys.argv[0], run_name='__main__')")
 
 
+def test_standalone_search_finishes_a_cut_short_word_as_mho_does(bundle):
+    """Emissions sure of "the", then of F EH B R UW and blanks: the audio ends inside
+    "february". decode.py's search (its own copy of mho's) and mho's both finish the word."""
+    import runpy
+
+    import numpy as np
+
+    script = runpy.run_path(str(bundle / "decode.py"))
+    manifest = json.loads((bundle / "bundle.json").read_text())
+    frames = ["<blank>", "DH", "AH", "|"] + [p for p in "F EH B R UW".split()
+                                             for p in (p, "<blank>")]
+    logits = np.zeros((len(frames), len(PHONE_VOCABULARY)), np.float32)  # [T, V]
+    for t, token in enumerate(frames):
+        logits[t, PHONE_VOCABULARY.index(token)] = 40.0
+    log_probs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    standalone = script["BeamSearch"](bundle, manifest)(log_probs)
+    assert standalone == Bundle.open(bundle).decoder("lm").decode(log_probs) == "the february"
+
+
 @pytest.mark.slow
 def test_standalone_decode_script_agrees_with_mho(bundle, model_file, utterances):
     """decode.py with `import mho` made impossible: the LM beam search written apart from

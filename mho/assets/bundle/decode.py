@@ -20,6 +20,7 @@ import soundfile
 
 SAMPLE_RATE = 16_000
 MAX_WORDS_PER_SPELLING = 6  # flashlight's kTrieMaxLabel
+IMPOSSIBLE = -1e9  # a log-prob no winning hypothesis uses
 
 
 def load_audio(path):
@@ -107,21 +108,32 @@ class BeamSearch:
                                       self.words.get_index("<unk>"), [], False)
         # one frame where "|" is certain closes the last word (the model emits "|" only
         # between words)
-        self.closing = np.full((1, len(self.tokens)), -1e9, dtype=np.float32)
+        self.closing = np.full((1, len(self.tokens)), IMPOSSIBLE, dtype=np.float32)
         self.closing[0, boundary] = 0.0
+        # when the audio ends inside a word, frames that finish it: any phone at
+        # completion_score, "|" free, no blank; as many as the longest pronunciation + 1
+        longest = max(len(pron) for pron in spellings)
+        self.completion = np.full((longest + 1, len(self.tokens)), beam["completion_score"],
+                                  dtype=np.float32)
+        self.completion[:, blank] = IMPOSSIBLE
+        self.completion[:, boundary] = 0.0
 
     def __call__(self, log_probs):
-        frames = np.ascontiguousarray(np.concatenate([log_probs, self.closing]), np.float32)
+        best = self.best(log_probs, self.closing)
+        if best is not None and best.score <= IMPOSSIBLE / 2:  # every hypothesis mid-word
+            best = self.best(log_probs, self.completion)
+        return "" if best is None else " ".join(self.words_of(best))
+
+    def best(self, log_probs, closing):
+        frames = np.ascontiguousarray(np.concatenate([log_probs, closing]), np.float32)
         results = self.decoder.decode(frames.ctypes.data, *frames.shape)
         if not results:
-            return ""
-
-        def words_of(result):
-            return tuple(self.words.get_entry(i) for i in result.words if i >= 0)
-
+            return None
         # exact ties come back in an order that varies between calls: alphabetical first
-        best = min((r for r in results if r.score == results[0].score), key=words_of)
-        return " ".join(words_of(best))
+        return min((r for r in results if r.score == results[0].score), key=self.words_of)
+
+    def words_of(self, result):
+        return tuple(self.words.get_entry(i) for i in result.words if i >= 0)
 
 
 def main(argv):
