@@ -205,7 +205,7 @@ TRIE_MAX_LABELS = 6
 
 @dataclass(frozen=True)
 class BeamOptions:
-    # Hypotheses kept after each frame. With CMUdict's 134k words many partial words share
+    # Hypotheses kept after each frame. With CMUdict's 126k words many partial words share
     # each phone prefix, so a narrow beam loses the right one on unfamiliar voices: on the
     # held-out voices WER falls steeply up to about 1024 and little after (docs/lm.md),
     # at about 0.1 s of search per utterance on one core.
