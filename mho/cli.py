@@ -287,6 +287,12 @@ def run_options(command):
     return command
 
 
+beam_size_option = click.option(
+    "--beam-size", type=int, default=None,
+    help="Hypotheses the LM search keeps per frame (default: mho's, or a bundle's own); "
+         "smaller is faster, larger more accurate (docs/lm.md).")
+
+
 @main.command("eval")
 @click.argument("models", nargs=-1, required=True)
 @click.option("--data", "data_sets", multiple=True, required=True,
@@ -308,9 +314,7 @@ def run_options(command):
 @click.option("--gain", "gain_db", type=float, default=0.0, metavar="DB",
               help="Play every utterance this many dB louder (negative: quieter), clipped, "
                    "to see how much a model depends on the input level.")
-@click.option("--beam-size", type=int, default=None,
-              help="Hypotheses the LM search keeps per frame (default: mho's, or a bundle's "
-                   "own); smaller is faster, larger more accurate (docs/lm.md).")
+@beam_size_option
 @run_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per model and set.")
 def eval_command(models: tuple[str, ...], data_sets: tuple[str, ...], decoder: str,
@@ -765,14 +769,15 @@ def _seconds_list(text: str, option: str) -> tuple[float, ...]:
               default=None,
               help="For .onnx files and bundles: ort (default) or onnx-ref; .mlpackage: coreml "
                    "(macOS) or coreml-mil (its ML program on numpy).")
+@beam_size_option
 @run_options
-def transcribe_command(model, audio, decoder, runtime, threads, lm) -> None:
+def transcribe_command(model, audio, decoder, runtime, beam_size, threads, lm) -> None:
     """Print one line per AUDIO file: its name and MODEL's transcript (any sample rate).
     MODEL may be a deployment bundle directory (`mho export onnx --bundle`)."""
     from mho.runtime.recognizer import transcribe_files
 
     for path, text in transcribe_files(model, audio, decoder=decoder, runtime=runtime,
-                                       threads=threads, lm=lm):
+                                       threads=threads, lm=lm, beam_size=beam_size):
         click.echo(f"{path}\t{text}")
 
 
@@ -794,9 +799,7 @@ def transcribe_command(model, audio, decoder, runtime, threads, lm) -> None:
 @click.option("--max-audio-seconds", type=click.FloatRange(min=0, min_open=True),
               default=60.0, show_default=True, help="Longer uploads: 413.")
 @click.option("--decoder", type=click.Choice(["greedy", "lm"]), default="lm", show_default=True)
-@click.option("--beam-size", type=int, default=None,
-              help="Hypotheses the LM search keeps per frame (default: mho's, or a bundle's "
-                   "own); smaller answers sooner, larger more accurately (docs/lm.md).")
+@beam_size_option
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="onnxruntime threads per session (default: cores / workers).")
 def serve_command(models, host, port, max_batch, max_wait_ms, max_length_ratio, workers,

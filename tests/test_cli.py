@@ -168,3 +168,11 @@ def test_the_cli_lets_idle_openmp_threads_sleep_unless_the_user_chose(chosen):
                          check=True).stdout.split()
     # set before torch or numba is loaded: their OpenMP runtimes read it once, when they load
     assert out == [chosen or "PASSIVE", "False", "False"]
+
+
+def test_transcribe_refuses_a_beam_size_before_the_model_loads(slt_manifest):
+    audio = next(slt_manifest.parent.glob("*.flac"))
+    result = run("transcribe", "no-such-model", audio, "--beam-size", "0")
+    # the beam size is checked first: the unknown model is never reached
+    assert result.exit_code == 1 and "beam size must be at least 1, got 0" in result.output
+    assert result.output.strip().count("\n") == 0

@@ -75,16 +75,18 @@ def load_recognizer(
 
 def transcribe_files(
     model: str, paths: Sequence[str | Path], *, decoder: str = "lm", runtime: str | None = None,
-    threads: int | None = None, lm: str | Path | None = None,
+    threads: int | None = None, lm: str | Path | None = None, beam_size: int | None = None,
 ) -> Iterator[tuple[Path, str]]:
     """`mho transcribe`: (path, transcript) for each audio file (any sample rate, resampled to
-    16 kHz), in order. Every path is checked before the model loads."""
+    16 kHz), in order. Every path is checked before the model loads. ``beam_size``: the LM
+    search's (default: mho's, or a bundle's own)."""
     from mho.data.audio import load_audio
 
     paths = [Path(p) for p in paths]
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise MhoError(f"no such audio file: {', '.join(missing)}")
-    recognizer = load_recognizer(model, decoder=decoder, runtime=runtime, threads=threads, lm=lm)
+    recognizer = load_recognizer(model, decoder=decoder, runtime=runtime, threads=threads, lm=lm,
+                                 beam_size=beam_size)
     for path in paths:
         yield path, recognizer.transcribe(load_audio(path, resample=True))
