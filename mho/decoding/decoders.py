@@ -318,7 +318,7 @@ class LexiconBeamDecoder(Decoder):
         # The frames that finish a cut-short word: any phone at completion_score, "|" free
         # (a finished hypothesis repeats it as silence), no blank. One frame per phone of
         # the longest pronunciation, plus its "|".
-        longest = max(len(pron) for word in lexicon.words for pron in lexicon.pronunciations(word))
+        longest = max(map(len, homophones))
         self._completion = np.full((longest + 1, len(vocabulary)), options.completion_score,
                                    dtype=np.float32)  # [longest + 1, V]
         self._completion[:, vocabulary.blank_id] = IMPOSSIBLE

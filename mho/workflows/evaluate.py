@@ -11,7 +11,6 @@ from tqdm import tqdm
 from mho.data.audio import SAMPLE_RATE
 from mho.data.datasets import resolve_dataset
 from mho.data.manifest import Utterance, load_utterance_audio
-from mho.decoding.decoders import check_beam_size
 from mho.decoding.scoring import error_rates
 from mho.runtime.recognizer import Transcriber, load_recognizer
 
@@ -110,7 +109,6 @@ def evaluate_models(
     file) on each set (shipped name, manifest or LibriSpeech directory). Every set is read
     before any model is loaded, so a bad set fails fast. ``threads``: intra-op threads;
     ``beam_size``: the LM search's (default: mho's, or a bundle's own)."""
-    check_beam_size(decoder, beam_size)
     sets = [resolve_dataset(spec) for spec in data]
     results = []
     for model in models:

@@ -31,6 +31,31 @@ def pack_and_score(
     sets = [resolve_dataset(spec) for spec in eval_data]
     out_dir = out_dir or MODEL_DIR
     model, payload = load_model(checkpoint)
+    target = out_dir / f"{name}.pt"
+    card_path = target.with_suffix(".json")
+    if target.exists() and checkpoint.resolve() == target.resolve():
+        # Re-scoring a packed model in place: a re-pack would write the same tensors into a
+        # new file (other zip bytes), so the file is kept, and so is its card but for the
+        # scores: the packed file lacks some of what the card was made from (an LPA model
+        # trained on after conversion: its conversion record).
+        card = (json.loads(card_path.read_text()) if card_path.exists()
+                else _card(model, payload, name))
+        card["results"] = _score(model, payload, name, sets, progress)
+        card["bytes"] = target.stat().st_size
+        _write_card(card, card_path)
+        return card, target
+    card = _card(model, payload, name)
+    with atomic_path(target) as packed_path:
+        pack_model(model, payload, packed_path)
+        packed, packed_payload = load_model(packed_path)
+        card["results"] = _score(packed, packed_payload, name, sets, progress)
+        card["bytes"] = packed_path.stat().st_size
+        _write_card(card, card_path)
+    return card, target
+
+
+def _card(model, payload: dict, name: str) -> dict:
+    """A card's description of ``model`` from its checkpoint ``payload`` (no scores)."""
     quant = getattr(model.config, "quant", None)
     card = {
         "name": name,
@@ -49,26 +74,7 @@ def pack_and_score(
             card["lpa_order_kind"] = conversion["lpa_order_kind"]
         if "conversion_seconds" in conversion:
             card["conversion_minutes"] = conversion["conversion_seconds"] / 60
-    target = out_dir / f"{name}.pt"
-    if target.exists() and checkpoint.resolve() == target.resolve():
-        # Re-scoring a packed model in place: a re-pack would write the same tensors into a
-        # new file (other zip bytes), so the file is kept, and so is its card but for the
-        # scores: the packed file lacks some of what the card was made from (an LPA model
-        # trained on after conversion: its conversion record).
-        card_path = target.with_suffix(".json")
-        if card_path.exists():
-            card = json.loads(card_path.read_text())
-        card["results"] = _score(model, payload, name, sets, progress)
-        card["bytes"] = target.stat().st_size
-        _write_card(card, target)
-        return card, target
-    with atomic_path(target) as packed_path:
-        pack_model(model, payload, packed_path)
-        packed, packed_payload = load_model(packed_path)
-        card["results"] = _score(packed, packed_payload, name, sets, progress)
-        card["bytes"] = packed_path.stat().st_size
-        _write_card(card, target)
-    return card, target
+    return card
 
 
 def _score(model, payload: dict, name: str, sets: Sequence, progress: bool) -> list[dict]:
@@ -85,6 +91,6 @@ def _score(model, payload: dict, name: str, sets: Sequence, progress: bool) -> l
     ]
 
 
-def _write_card(card: dict, target: Path) -> None:
-    with atomic_path(target.with_suffix(".json")) as card_path:
-        card_path.write_text(json.dumps(card, indent=2) + "\n")
+def _write_card(card: dict, card_path: Path) -> None:
+    with atomic_path(card_path) as partial:
+        partial.write_text(json.dumps(card, indent=2) + "\n")

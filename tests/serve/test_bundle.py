@@ -120,16 +120,11 @@ def test_standalone_search_finishes_a_cut_short_word_as_mho_does(bundle):
     "february". decode.py's search (its own copy of mho's) and mho's both finish the word."""
     import runpy
 
-    import numpy as np
+    from tests.decoding.test_decoders import emissions, sentence_frames
 
     script = runpy.run_path(str(bundle / "decode.py"))
     manifest = json.loads((bundle / "bundle.json").read_text())
-    frames = ["<blank>", "DH", "AH", "|"] + [p for p in "F EH B R UW".split()
-                                             for p in (p, "<blank>")]
-    logits = np.zeros((len(frames), len(PHONE_VOCABULARY)), np.float32)  # [T, V]
-    for t, token in enumerate(frames):
-        logits[t, PHONE_VOCABULARY.index(token)] = 40.0
-    log_probs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    log_probs = emissions(*sentence_frames("DH AH", "F EH B R UW"), margin=40.0)
     standalone = script["BeamSearch"](bundle, manifest)(log_probs)
     assert standalone == Bundle.open(bundle).decoder("lm").decode(log_probs) == "the february"
 
